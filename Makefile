@@ -1,0 +1,32 @@
+# The two commands of the README.  Everything else is CMake and scripts/.
+#   make test   set up this machine if needed, build, run every test label
+#   make demo   run the main job on the real SmolLM2 model
+BUILD_DIR ?= build
+DIABLO_CACHE ?= $(HOME)/.cache/diablo
+export DIABLO_CACHE
+export BUILD_DIR
+# ccache hits across clones: hash paths relative to the checkout.
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := true
+
+.PHONY: all setup build test demo clean format
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	@cmake --build $(BUILD_DIR)
+
+test: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure --timeout 1500 -j2
+
+demo: build
+	@bash scripts/demo.sh
+
+format:
+	@git ls-files '*.h' '*.cc' '*.cpp' '*.cu' '*.cuh' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD_DIR)

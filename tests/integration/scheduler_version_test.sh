@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Starts a real diablo-scheduler on a free loopback port, asks it for its
+# version with diablo-ctl, checks the bad-address error, then stops it with
+# SIGTERM and expects a clean exit.
+set -u
+scheduler=$1; ctl=$2
+log=$(mktemp); trap 'kill $pid 2>/dev/null; rm -f "$log"' EXIT
+
+"$scheduler" --listen 127.0.0.1:0 2>"$log" &
+pid=$!
+port=""
+for _ in $(seq 100); do
+  port=$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' "$log")
+  [ -n "$port" ] && break
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.1
+done
+[ -n "$port" ] || { echo "FAIL: scheduler did not report its port"; cat "$log"; exit 1; }
+
+out=$("$ctl" --server "127.0.0.1:$port" version) || { echo "FAIL: version call: $out"; exit 1; }
+echo "$out"
+grep -q "^server: diablo-scheduler .* APIs: diablo.v1" <<<"$out" || { echo "FAIL: no server line"; exit 1; }
+
+# A typo in the address is a usage error (exit 2) naming the flag.
+if err=$("$ctl" --server "127.0.0.1" version 2>&1); then echo "FAIL: bad address accepted"; exit 1; fi
+grep -q -- "--server" <<<"$err" || { echo "FAIL: error does not name --server: $err"; exit 1; }
+
+# Nothing listening: exit 1 with a hint, within the deadline.
+if err=$("$ctl" --server "127.0.0.1:1" --timeout 2 version 2>&1); then echo "FAIL: dead server answered"; exit 1; fi
+grep -q "is diablo-scheduler running" <<<"$err" || { echo "FAIL: no hint: $err"; exit 1; }
+
+kill -TERM $pid
+wait $pid; rc=$?
+[ $rc -eq 0 ] || { echo "FAIL: scheduler exited $rc after SIGTERM"; cat "$log"; exit 1; }
+grep -q "received SIGTERM" "$log" || { echo "FAIL: no shutdown message"; exit 1; }
+echo "ok"

@@ -1,0 +1,18 @@
+// The verbs of the `diablo` command.  Each Register* adds a subcommand to the
+// app and returns the function that runs it once parsing succeeded.
+#pragma once
+
+#include <functional>
+
+#include "CLI/CLI.hpp"
+
+namespace diablo::cli {
+
+// Runs a parsed subcommand; returns the process exit code.  May throw: main()
+// turns exceptions into one error line.
+using Runner = std::function<int()>;
+
+Runner RegisterVersion(CLI::App& app);
+Runner RegisterInspect(CLI::App& app);
+
+}  // namespace diablo::cli

@@ -1,0 +1,38 @@
+// diablo: fine-tune, inspect and run language models with DiaBlo adapters on
+// one machine, without the service.
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "worker/cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "diablo: fine-tune large language models with DiaBlo (diagonal-block adapters).\n"
+      "Runs on one machine without the service; the service's workers run the same\n"
+      "command.  See `diablo <verb> --help` for each verb.\n\n"
+      "Examples:\n"
+      "  diablo version\n"
+      "  diablo inspect --model SmolLM2-135M-Instruct.Q4_1.gguf"};
+  app.require_subcommand(1);
+  std::vector<std::pair<CLI::App*, diablo::cli::Runner>> verbs;
+  auto add = [&](diablo::cli::Runner runner) {
+    verbs.emplace_back(app.get_subcommands({}).back(), std::move(runner));
+  };
+  add(diablo::cli::RegisterVersion(app));
+  add(diablo::cli::RegisterInspect(app));
+  CLI11_PARSE(app, argc, argv);
+
+  for (auto& [sub, run] : verbs) {
+    if (!sub->parsed()) continue;
+    try {
+      return run();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "diablo %s: error: %s\n", sub->get_name().c_str(), e.what());
+      return 1;
+    }
+  }
+  return 2;
+}
