@@ -1,0 +1,293 @@
+// Zip parsing: the end record is found by scanning back over at most one
+// maximal comment, then the central directory is walked with every field
+// checked against the bytes that remain.  Only stored entries can be read.
+#include "worker/peft/zip_reader.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+#include "worker/model/gguf.h"  // FormatError
+
+namespace diablo::peft {
+namespace {
+
+using model::FormatError;
+
+constexpr uint32_t kLocalHeaderSig = 0x04034b50;
+constexpr uint32_t kCentralHeaderSig = 0x02014b50;
+constexpr uint32_t kEndSig = 0x06054b50;
+constexpr uint32_t kZip64EndSig = 0x06064b50;
+constexpr uint32_t kZip64LocatorSig = 0x07064b50;
+constexpr size_t kEndSize = 22, kZip64LocatorSize = 20, kZip64EndSize = 56;
+constexpr size_t kCentralHeaderSize = 46, kLocalHeaderSize = 30;
+constexpr uint16_t kZip64ExtraId = 0x0001;
+constexpr uint32_t kMax32 = 0xFFFFFFFF;
+
+// Bounds-checked little-endian reads from a window of the archive.
+class Cursor {
+ public:
+  Cursor(std::span<const uint8_t> bytes, uint64_t pos, const std::string& source)
+      : bytes_(bytes), pos_(pos), source_(source) {}
+
+  [[noreturn]] void Fail(const std::string& what) const {
+    throw FormatError(source_ + ": not a valid zip archive: " + what);
+  }
+  void Need(uint64_t n, const char* what) const {
+    if (pos_ > bytes_.size() || n > bytes_.size() - pos_) {
+      Fail(std::string("truncated while reading ") + what + " at byte " + std::to_string(pos_));
+    }
+  }
+  template <typename T>
+  T Read(const char* what) {
+    Need(sizeof(T), what);
+    T value;
+    std::memcpy(&value, bytes_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return value;
+  }
+  std::string ReadString(uint64_t n, const char* what) {
+    Need(n, what);
+    std::string s(reinterpret_cast<const char*>(bytes_.data() + pos_), n);
+    pos_ += n;
+    return s;
+  }
+  void Skip(uint64_t n, const char* what) {
+    Need(n, what);
+    pos_ += n;
+  }
+  uint64_t pos() const { return pos_; }
+
+ private:
+  std::span<const uint8_t> bytes_;
+  uint64_t pos_;
+  const std::string& source_;
+};
+
+struct Directory {
+  uint64_t entries = 0;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+  uint64_t end = 0;  // where the (zip64) end records begin: the directory must end before
+};
+
+// Finds the end-of-central-directory record: the last signature whose comment
+// length reaches exactly the end of the archive.
+uint64_t FindEndRecord(std::span<const uint8_t> bytes, const std::string& source) {
+  if (bytes.size() < kEndSize) {
+    Cursor(bytes, 0, source).Fail("the file is smaller than a zip end record");
+  }
+  uint64_t lowest = bytes.size() > kEndSize + 0xFFFF ? bytes.size() - kEndSize - 0xFFFF : 0;
+  for (uint64_t pos = bytes.size() - kEndSize + 1; pos-- > lowest;) {
+    uint32_t sig;
+    std::memcpy(&sig, bytes.data() + pos, 4);
+    if (sig != kEndSig) continue;
+    uint16_t comment;
+    std::memcpy(&comment, bytes.data() + pos + 20, 2);
+    if (pos + kEndSize + comment == bytes.size()) return pos;
+  }
+  Cursor(bytes, 0, source).Fail("no end-of-central-directory record (not a zip file, or truncated)");
+}
+
+Directory ReadDirectory(std::span<const uint8_t> bytes, const std::string& source) {
+  uint64_t end_pos = FindEndRecord(bytes, source);
+  Cursor c(bytes, end_pos + 4, source);
+  uint16_t disk = c.Read<uint16_t>("disk number");
+  uint16_t cd_disk = c.Read<uint16_t>("directory disk");
+  c.Read<uint16_t>("entries on this disk");
+  Directory dir;
+  dir.entries = c.Read<uint16_t>("entry count");
+  dir.size = c.Read<uint32_t>("directory size");
+  dir.offset = c.Read<uint32_t>("directory offset");
+  dir.end = end_pos;
+  if (disk != 0 || cd_disk != 0) c.Fail("multi-disk archives are not supported");
+
+  // A zip64 locator sits right before the end record when the archive needs
+  // 64-bit counts or offsets; its values then replace the 32-bit ones.
+  if (end_pos >= kZip64LocatorSize) {
+    Cursor loc(bytes, end_pos - kZip64LocatorSize, source);
+    if (loc.Read<uint32_t>("zip64 locator") == kZip64LocatorSig) {
+      loc.Read<uint32_t>("zip64 disk");
+      uint64_t record = loc.Read<uint64_t>("zip64 end record offset");
+      if (record > end_pos - kZip64LocatorSize || end_pos - kZip64LocatorSize - record < kZip64EndSize) {
+        loc.Fail("the zip64 end record offset " + std::to_string(record) + " is out of range");
+      }
+      Cursor z(bytes, record, source);
+      if (z.Read<uint32_t>("zip64 end record") != kZip64EndSig) z.Fail("bad zip64 end record signature");
+      z.Skip(8 + 2 + 2, "zip64 end record");
+      if (z.Read<uint32_t>("zip64 disk") != 0 || z.Read<uint32_t>("zip64 directory disk") != 0) {
+        z.Fail("multi-disk archives are not supported");
+      }
+      z.Read<uint64_t>("zip64 entries on this disk");
+      dir.entries = z.Read<uint64_t>("zip64 entry count");
+      dir.size = z.Read<uint64_t>("zip64 directory size");
+      dir.offset = z.Read<uint64_t>("zip64 directory offset");
+      dir.end = record;
+    }
+  }
+  if (dir.offset > dir.end || dir.size > dir.end - dir.offset) {
+    c.Fail("the central directory (" + std::to_string(dir.size) + " bytes at " +
+           std::to_string(dir.offset) + ") lies outside the archive");
+  }
+  if (dir.entries > dir.size / kCentralHeaderSize) {
+    c.Fail("the central directory claims " + std::to_string(dir.entries) +
+           " entries, more than its size allows");
+  }
+  return dir;
+}
+
+// Replaces 0xFFFFFFFF fields by their values from the zip64 extra field.
+void ApplyZip64Extra(Cursor& extra_cursor, uint64_t extra_end, ZipEntry& e, uint32_t size32,
+                     uint32_t compressed32, uint64_t& local_offset) {
+  bool need_size = size32 == kMax32, need_compressed = compressed32 == kMax32;
+  bool need_offset = local_offset == kMax32;
+  while (extra_cursor.pos() + 4 <= extra_end) {
+    uint16_t id = extra_cursor.Read<uint16_t>("extra field id");
+    uint16_t len = extra_cursor.Read<uint16_t>("extra field length");
+    if (len > extra_end - extra_cursor.pos()) extra_cursor.Fail("entry '" + e.name + "' has a truncated extra field");
+    uint64_t field_end = extra_cursor.pos() + len;
+    if (id == kZip64ExtraId) {
+      auto take = [&](bool needed, uint64_t& out, const char* what) {
+        if (!needed) return;
+        if (extra_cursor.pos() + 8 > field_end) {
+          extra_cursor.Fail("entry '" + e.name + "' zip64 field lacks the " + what);
+        }
+        out = extra_cursor.Read<uint64_t>(what);
+      };
+      take(need_size, e.size, "size");
+      take(need_compressed, e.compressed, "compressed size");
+      take(need_offset, local_offset, "local header offset");
+      need_size = need_compressed = need_offset = false;
+    }
+    extra_cursor.Skip(field_end - extra_cursor.pos(), "extra field");
+  }
+  if (need_size || need_compressed || need_offset) {
+    extra_cursor.Fail("entry '" + e.name + "' needs a zip64 extra field that is missing");
+  }
+}
+
+}  // namespace
+
+uint32_t Crc32(std::span<const uint8_t> bytes, uint32_t crc) {
+  static const std::array<uint32_t, 256> kTable = [] {
+    std::array<uint32_t, 256> table{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      table[i] = c;
+    }
+    return table;
+  }();
+  crc = ~crc;
+  for (uint8_t b : bytes) crc = kTable[(crc ^ b) & 0xFF] ^ (crc >> 8);
+  return ~crc;
+}
+
+ZipArchive ZipArchive::Parse(std::span<const uint8_t> bytes, const std::string& source) {
+  ZipArchive zip;
+  zip.source_ = source;
+  zip.bytes_ = bytes;
+  Directory dir = ReadDirectory(bytes, zip.source_);
+
+  Cursor c(bytes.first(dir.offset + dir.size), dir.offset, zip.source_);
+  for (uint64_t i = 0; i < dir.entries; ++i) {
+    if (c.Read<uint32_t>("central directory header") != kCentralHeaderSig) {
+      c.Fail("central directory header " + std::to_string(i) + " has a bad signature");
+    }
+    ZipEntry e;
+    c.Skip(4, "central directory header");
+    e.flags = c.Read<uint16_t>("flags");
+    e.method = c.Read<uint16_t>("method");
+    c.Skip(4, "central directory header");
+    e.crc32 = c.Read<uint32_t>("crc32");
+    uint32_t compressed32 = c.Read<uint32_t>("compressed size");
+    uint32_t size32 = c.Read<uint32_t>("size");
+    uint16_t name_len = c.Read<uint16_t>("name length");
+    uint16_t extra_len = c.Read<uint16_t>("extra length");
+    uint16_t comment_len = c.Read<uint16_t>("comment length");
+    c.Skip(2 + 2 + 4, "central directory header");
+    uint64_t local_offset = c.Read<uint32_t>("local header offset");
+    e.name = c.ReadString(name_len, "entry name");
+    e.size = size32;
+    e.compressed = compressed32;
+    c.Need(extra_len, "extra field");
+    uint64_t extra_end = c.pos() + extra_len;
+    ApplyZip64Extra(c, extra_end, e, size32, compressed32, local_offset);
+    c.Skip(extra_end - c.pos(), "extra field");
+    c.Skip(comment_len, "entry comment");
+
+    // The local header repeats the name; its own extra field may differ (torch
+    // pads it to align the data), so only its lengths are used.
+    Cursor local(bytes.first(dir.offset), local_offset, zip.source_);
+    if (local.Read<uint32_t>("local header") != kLocalHeaderSig) {
+      local.Fail("entry '" + e.name + "' local header has a bad signature");
+    }
+    local.Skip(kLocalHeaderSize - 8, "local header");
+    uint16_t local_name_len = local.Read<uint16_t>("local name length");
+    uint16_t local_extra_len = local.Read<uint16_t>("local extra length");
+    if (local.ReadString(local_name_len, "local name") != e.name) {
+      local.Fail("entry '" + e.name + "' has a different name in its local header");
+    }
+    local.Skip(local_extra_len, "local extra field");
+    e.data_offset = local.pos();
+    local.Need(e.compressed, "entry data");  // the data end before the directory starts
+
+    if (!zip.by_name_.emplace(e.name, zip.entries_.size()).second) {
+      c.Fail("duplicate entry '" + e.name + "'");
+    }
+    zip.entries_.push_back(std::move(e));
+  }
+  return zip;
+}
+
+ZipArchive ZipArchive::Open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw FormatError(path + ": cannot open: " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw FormatError(path + ": not a regular file");
+  }
+  size_t size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    ::close(fd);
+    throw FormatError(path + ": not a valid zip archive: the file is empty");
+  }
+  void* data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (data == MAP_FAILED) throw FormatError(path + ": cannot map: " + std::strerror(errno));
+  std::shared_ptr<const void> mapping(data, [size](const void* p) {
+    ::munmap(const_cast<void*>(p), size);
+  });
+  ZipArchive zip = Parse({static_cast<const uint8_t*>(data), size}, path);
+  zip.mapping_ = std::move(mapping);
+  return zip;
+}
+
+const ZipEntry* ZipArchive::Find(std::string_view name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &entries_[it->second];
+}
+
+std::span<const uint8_t> ZipArchive::Read(const ZipEntry& entry) const {
+  auto fail = [&](const std::string& what) -> void {
+    throw FormatError(source_ + ": zip entry '" + entry.name + "' " + what);
+  };
+  if (entry.flags & 1) fail("is encrypted");
+  if (entry.method != 0) {
+    fail("is compressed (method " + std::to_string(entry.method) +
+         "); only stored entries are supported, as torch.save writes them "
+         "(was the file re-zipped? save it again with torch.save)");
+  }
+  if (entry.compressed != entry.size) fail("is stored but its two sizes differ");
+  std::span<const uint8_t> data = bytes_.subspan(entry.data_offset, entry.size);
+  if (Crc32(data) != entry.crc32) fail("fails its CRC-32 check (corrupt file)");
+  return data;
+}
+
+}  // namespace diablo::peft
