@@ -14,5 +14,6 @@ using Runner = std::function<int()>;
 
 Runner RegisterVersion(CLI::App& app);
 Runner RegisterInspect(CLI::App& app);
+Runner RegisterTokenize(CLI::App& app);
 
 }  // namespace diablo::cli

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   };
   add(diablo::cli::RegisterVersion(app));
   add(diablo::cli::RegisterInspect(app));
+  add(diablo::cli::RegisterTokenize(app));
   CLI11_PARSE(app, argc, argv);
 
   for (auto& [sub, run] : verbs) {
