@@ -1,0 +1,288 @@
+// The block-diagonal ops of block_diag.h: argument checks shared by every
+// device, the CPU implementation (batched BLAS on strided views of the
+// activations, never copies of them in fp32), and the hand-off to kernels/cuda
+// for CUDA tensors.
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "kernels/block_diag.h"
+#ifdef DIABLO_WITH_CUDA
+#include "kernels/cuda_dispatch.h"
+#endif
+
+namespace diablo::kernels {
+namespace {
+
+std::string Shape(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+void CheckLayout(const BlockLayout& l, const char* op) {
+  if (l.in <= 0 || l.out <= 0 || l.blocks <= 0 || l.block_in <= 0 || l.block_out <= 0 ||
+      l.blocks * l.block_in < l.in || l.blocks * l.block_out < l.out) {
+    throw std::invalid_argument(std::string(op) + ": invalid block layout (in=" +
+                                std::to_string(l.in) + " out=" + std::to_string(l.out) +
+                                " blocks=" + std::to_string(l.blocks) + " block_in=" +
+                                std::to_string(l.block_in) + " block_out=" +
+                                std::to_string(l.block_out) + "); build it with BlockLayout::For");
+  }
+}
+
+void CheckAdapter(const at::Tensor& A, const BlockLayout& l, const char* op) {
+  CheckLayout(l, op);
+  if (!A.defined() || A.dim() != 3 || A.size(0) != l.blocks || A.size(1) != l.block_in ||
+      A.size(2) != l.block_out) {
+    throw std::invalid_argument(std::string(op) + ": adapter must have shape [" +
+                                std::to_string(l.blocks) + ", " + std::to_string(l.block_in) +
+                                ", " + std::to_string(l.block_out) + "] for this layout, got " +
+                                (A.defined() ? Shape(A) : std::string("an undefined tensor")));
+  }
+  if (A.scalar_type() != at::kFloat) {
+    throw std::invalid_argument(std::string(op) + ": the adapter is trained and stored in fp32, got " +
+                                std::string(c10::toString(A.scalar_type())) +
+                                "; convert it with .to(torch::kFloat32)");
+  }
+}
+
+void CheckActivation(const at::Tensor& t, int64_t cols, const char* name, const char* op) {
+  if (!t.defined() || t.dim() < 1 || t.size(-1) != cols) {
+    throw std::invalid_argument(std::string(op) + ": " + name + " must have shape [..., " +
+                                std::to_string(cols) + "], got " +
+                                (t.defined() ? Shape(t) : std::string("an undefined tensor")));
+  }
+  const auto type = t.scalar_type();
+  if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf) {
+    throw std::invalid_argument(std::string(op) + ": " + name + " must be fp32, bf16 or fp16, got " +
+                                std::string(c10::toString(type)));
+  }
+}
+
+// Both activations of an op must describe the same rows.
+void CheckSameRows(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
+                   const char* op) {
+  if (a.sizes().slice(0, a.dim() - 1) != b.sizes().slice(0, b.dim() - 1)) {
+    throw std::invalid_argument(std::string(op) + ": " + a_name + " " + Shape(a) + " and " + b_name +
+                                " " + Shape(b) + " must agree on every dimension but the last");
+  }
+}
+
+void CheckDevices(std::initializer_list<const at::Tensor*> tensors, const char* op) {
+  const auto device = (*tensors.begin())->device();
+  for (const at::Tensor* t : tensors) {
+    if (t->device() != device) {
+      throw std::invalid_argument(std::string(op) + ": all tensors must be on one device, got " +
+                                  device.str() + " and " + t->device().str());
+    }
+  }
+}
+
+[[noreturn]] void NoCuda(const char* op) {
+  throw std::runtime_error(std::string(op) +
+                           ": got CUDA tensors, but this build of diablo was built without CUDA "
+                           "(rebuild where nvcc is found, or move the tensors to the CPU)");
+}
+
+// The activations as fp32 rows [R, cols]: a view when x is fp32 and its
+// leading dimensions flatten without a copy; bf16/fp16 are widened once.
+at::Tensor FloatRows(const at::Tensor& t) {
+  at::Tensor rows = t.reshape({-1, t.size(-1)});
+  return rows.scalar_type() == at::kFloat ? rows : rows.to(at::kFloat);
+}
+
+// An fp32 [R, cols] tensor that accumulates into `t`: `t` itself (as a view)
+// when it is fp32 and contiguous, otherwise an fp32 copy that Commit() writes
+// back, so bf16/fp16 outputs are summed in fp32 and rounded once.
+class Accumulator {
+ public:
+  explicit Accumulator(at::Tensor& t) : target_(t) {
+    if (t.scalar_type() == at::kFloat && (t.dim() == 2 || t.is_contiguous())) {
+      rows_ = t.dim() == 2 ? t : t.view({-1, t.size(-1)});
+      aliased_ = true;
+    } else {
+      rows_ = t.reshape({-1, t.size(-1)}).to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+    }
+  }
+  at::Tensor& rows() { return rows_; }
+  void Commit() {
+    if (!aliased_) target_.copy_(rows_.view(target_.sizes()));
+  }
+
+ private:
+  at::Tensor& target_;
+  at::Tensor rows_;
+  bool aliased_ = false;
+};
+
+// Blocks [0, FullBlocks) lie entirely inside both `in` and `out`; they run as
+// one batched GEMM.  The rest (at most a few) are clipped and run one by one.
+int64_t FullBlocks(const BlockLayout& l) {
+  return std::min({l.blocks, l.in / l.block_in, l.out / l.block_out});
+}
+
+struct Span {
+  int64_t i0, in_n, o0, out_n;
+  bool empty() const { return in_n <= 0 || out_n <= 0; }
+};
+
+Span BlockSpan(const BlockLayout& l, int64_t n) {
+  const int64_t i0 = n * l.block_in, o0 = n * l.block_out;
+  return {i0, std::clamp<int64_t>(l.in - i0, 0, l.block_in), o0,
+          std::clamp<int64_t>(l.out - o0, 0, l.block_out)};
+}
+
+// [R, cols] -> [nf, R, block]: block n of every row, as a strided view.
+at::Tensor BlockView(const at::Tensor& rows, int64_t nf, int64_t block) {
+  return rows.narrow(1, 0, nf * block).view({rows.size(0), nf, block}).transpose(0, 1);
+}
+
+at::Tensor AdapterBlock(const at::Tensor& A, int64_t n, const Span& s) {
+  return A[n].narrow(0, 0, s.in_n).narrow(1, 0, s.out_n);
+}
+
+void ForwardRows(at::Tensor& y, const at::Tensor& x, const at::Tensor& A, const BlockLayout& l) {
+  const int64_t nf = FullBlocks(l);
+  if (nf > 0) {
+    at::Tensor yb = BlockView(y, nf, l.block_out);
+    yb.baddbmm_(BlockView(x, nf, l.block_in), A.narrow(0, 0, nf));
+  }
+  for (int64_t n = nf; n < l.blocks; ++n) {
+    const Span s = BlockSpan(l, n);
+    if (s.empty()) continue;
+    y.narrow(1, s.o0, s.out_n).addmm_(x.narrow(1, s.i0, s.in_n), AdapterBlock(A, n, s));
+  }
+}
+
+void BackwardInputRows(at::Tensor& dx, const at::Tensor& dy, const at::Tensor& A,
+                       const BlockLayout& l) {
+  const int64_t nf = FullBlocks(l);
+  if (nf > 0) {
+    at::Tensor dxb = BlockView(dx, nf, l.block_in);
+    dxb.baddbmm_(BlockView(dy, nf, l.block_out), A.narrow(0, 0, nf).transpose(1, 2));
+  }
+  for (int64_t n = nf; n < l.blocks; ++n) {
+    const Span s = BlockSpan(l, n);
+    if (s.empty()) continue;
+    dx.narrow(1, s.i0, s.in_n).addmm_(dy.narrow(1, s.o0, s.out_n), AdapterBlock(A, n, s).t());
+  }
+}
+
+at::Tensor BackwardWeightRows(const at::Tensor& x, const at::Tensor& dy, const BlockLayout& l) {
+  // Padded input columns and dropped output columns get exactly zero gradient.
+  at::Tensor dA = at::zeros({l.blocks, l.block_in, l.block_out}, x.options().dtype(at::kFloat));
+  const int64_t nf = FullBlocks(l);
+  if (nf > 0) {
+    at::Tensor full = dA.narrow(0, 0, nf);
+    at::bmm_out(full, BlockView(x, nf, l.block_in).transpose(1, 2), BlockView(dy, nf, l.block_out));
+  }
+  for (int64_t n = nf; n < l.blocks; ++n) {
+    const Span s = BlockSpan(l, n);
+    if (s.empty()) continue;
+    AdapterBlock(dA, n, s).addmm_(x.narrow(1, s.i0, s.in_n).t(), dy.narrow(1, s.o0, s.out_n));
+  }
+  return dA;
+}
+
+}  // namespace
+
+void BlockDiagForwardInto(at::Tensor& y, const at::Tensor& x, const at::Tensor& A,
+                          const BlockLayout& layout) {
+  constexpr const char* kOp = "BlockDiagForwardInto";
+  CheckAdapter(A, layout, kOp);
+  CheckActivation(x, layout.in, "x", kOp);
+  CheckActivation(y, layout.out, "y", kOp);
+  CheckSameRows(x, "x", y, "y", kOp);
+  CheckDevices({&y, &x, &A}, kOp);
+  at::NoGradGuard no_grad;  // a primitive: autograd lives in block_diag_autograd
+  if (x.is_cuda()) {
+#ifdef DIABLO_WITH_CUDA
+    return cuda::ForwardInto(y, x, A, layout);
+#else
+    NoCuda(kOp);
+#endif
+  }
+  if (x.numel() == 0) return;
+  Accumulator acc(y);
+  ForwardRows(acc.rows(), FloatRows(x), A, layout);
+  acc.Commit();
+}
+
+void BlockDiagBackwardInputInto(at::Tensor& dx, const at::Tensor& dy, const at::Tensor& A,
+                                const BlockLayout& layout) {
+  constexpr const char* kOp = "BlockDiagBackwardInputInto";
+  CheckAdapter(A, layout, kOp);
+  CheckActivation(dx, layout.in, "dx", kOp);
+  CheckActivation(dy, layout.out, "dy", kOp);
+  CheckSameRows(dx, "dx", dy, "dy", kOp);
+  CheckDevices({&dx, &dy, &A}, kOp);
+  at::NoGradGuard no_grad;
+  if (dy.is_cuda()) {
+#ifdef DIABLO_WITH_CUDA
+    return cuda::BackwardInputInto(dx, dy, A, layout);
+#else
+    NoCuda(kOp);
+#endif
+  }
+  if (dy.numel() == 0) return;
+  Accumulator acc(dx);
+  BackwardInputRows(acc.rows(), FloatRows(dy), A, layout);
+  acc.Commit();
+}
+
+at::Tensor BlockDiagBackwardWeight(const at::Tensor& x, const at::Tensor& dy,
+                                   const BlockLayout& layout) {
+  constexpr const char* kOp = "BlockDiagBackwardWeight";
+  CheckLayout(layout, kOp);
+  CheckActivation(x, layout.in, "x", kOp);
+  CheckActivation(dy, layout.out, "dy", kOp);
+  CheckSameRows(x, "x", dy, "dy", kOp);
+  CheckDevices({&x, &dy}, kOp);
+  at::NoGradGuard no_grad;
+  if (x.is_cuda()) {
+#ifdef DIABLO_WITH_CUDA
+    return cuda::BackwardWeight(x, dy, layout);
+#else
+    NoCuda(kOp);
+#endif
+  }
+  return BackwardWeightRows(FloatRows(x), FloatRows(dy), layout);
+}
+
+void MergeIntoWeight(at::Tensor& weight, const at::Tensor& A, const BlockLayout& layout,
+                     double sign) {
+  constexpr const char* kOp = "MergeIntoWeight";
+  CheckAdapter(A, layout, kOp);
+  if (!weight.defined() || weight.dim() != 2 || weight.size(0) != layout.out ||
+      weight.size(1) != layout.in) {
+    throw std::invalid_argument(std::string(kOp) + ": weight must have shape [" +
+                                std::to_string(layout.out) + ", " + std::to_string(layout.in) +
+                                "], got " + (weight.defined() ? Shape(weight) : "undefined"));
+  }
+  CheckActivation(weight, layout.in, "weight", kOp);
+  CheckDevices({&weight, &A}, kOp);
+  at::NoGradGuard no_grad;
+  // Plain ATen ops on views, so this runs unchanged on any device.  A mixed
+  // bf16/fp16 += fp32 add computes in fp32 and rounds once into W's dtype.
+  const int64_t nf = FullBlocks(layout);
+  if (nf > 0) {
+    // The full diagonal blocks of W, W[n*bo + j, n*bi + k], form one strided
+    // 3-D view [nf, bo, bi].
+    const int64_t s0 = weight.stride(0), s1 = weight.stride(1);
+    at::Tensor diag = weight.as_strided({nf, layout.block_out, layout.block_in},
+                                        {layout.block_out * s0 + layout.block_in * s1, s0, s1},
+                                        weight.storage_offset());
+    diag.add_(A.narrow(0, 0, nf).transpose(1, 2), sign);
+  }
+  for (int64_t n = nf; n < layout.blocks; ++n) {
+    const Span s = BlockSpan(layout, n);
+    if (s.empty()) continue;
+    weight.narrow(0, s.o0, s.out_n).narrow(1, s.i0, s.in_n).add_(AdapterBlock(A, n, s).t(), sign);
+  }
+}
+
+}  // namespace diablo::kernels

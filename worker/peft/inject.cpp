@@ -1,0 +1,155 @@
+// Injection of DiaBlo / LoRA adapters into a LibTorch module tree: match
+// dotted module paths against the config's targets, validate everything, then
+// freeze the model and swap the matched Linear children for adapter layers.
+#include "worker/peft/inject.h"
+
+#include <regex>
+#include <stdexcept>
+
+#include <torch/nn/modules/linear.h>
+
+#include "worker/peft/adapter_layer.h"
+#include "worker/peft/diablo_linear.h"
+#include "worker/peft/lora_linear.h"
+
+namespace diablo::peft {
+namespace {
+
+struct Target {
+  std::string spec;  // as written in the config
+  bool is_pattern = false;
+  std::regex pattern;
+  int matches = 0;
+};
+
+std::vector<Target> CompileTargets(const std::vector<std::string>& specs) {
+  std::vector<Target> targets;
+  for (const std::string& spec : specs) {
+    Target t;
+    t.spec = spec;
+    if (spec.rfind("re:", 0) == 0) {
+      t.is_pattern = true;
+      try {
+        t.pattern = std::regex(spec.substr(3), std::regex::ECMAScript);
+      } catch (const std::regex_error& e) {
+        throw std::invalid_argument("adapter target '" + spec +
+                                    "' is not a valid regular expression: " + e.what());
+      }
+    }
+    targets.push_back(std::move(t));
+  }
+  return targets;
+}
+
+std::string LastComponent(const std::string& path) {
+  const size_t dot = path.rfind('.');
+  return dot == std::string::npos ? path : path.substr(dot + 1);
+}
+
+bool Matches(const Target& t, const std::string& path) {
+  return t.is_pattern ? std::regex_match(path, t.pattern) : LastComponent(path) == t.spec;
+}
+
+AdapterLayer* AsAdapter(torch::nn::Module* module) { return dynamic_cast<AdapterLayer*>(module); }
+
+// A hint for "matched nothing": a few Linear paths that do exist.
+std::string LinearExamples(const torch::OrderedDict<std::string, std::shared_ptr<torch::nn::Module>>& modules) {
+  std::string names;
+  int shown = 0, total = 0;
+  for (const auto& item : modules) {
+    if (!dynamic_cast<torch::nn::LinearImpl*>(item.value().get())) continue;
+    if (shown < 6) {
+      names += (shown ? ", " : "") + item.key();
+      ++shown;
+    }
+    ++total;
+  }
+  if (total == 0) return "the model has no torch::nn::Linear layers";
+  return "Linear layers in this model include " + names + " (" + std::to_string(total) +
+         " in total)";
+}
+
+std::shared_ptr<torch::nn::Module> MakeAdapter(const torch::nn::LinearImpl& linear,
+                                               const AdapterConfig& config) {
+  if (config.method == Method::kDiaBlo) {
+    return std::make_shared<DiaBloLinearImpl>(linear.weight, linear.bias, config.blocks,
+                                              config.dropout);
+  }
+  return std::make_shared<LoRALinearImpl>(linear.weight, linear.bias, config.rank, config.alpha,
+                                          config.dropout, config.init);
+}
+
+}  // namespace
+
+std::vector<InjectedAdapter> InjectAdapters(torch::nn::Module& root, const AdapterConfig& config) {
+  ValidateAdapterConfig(config);
+  std::vector<Target> targets = CompileTargets(config.target_modules);
+  const auto modules = root.named_modules(/*name_prefix=*/"", /*include_self=*/false);
+
+  // Pass 1: decide and validate, so a bad config leaves the model untouched.
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> chosen;
+  for (const auto& item : modules) {
+    const std::string& path = item.key();
+    bool matched = false;
+    for (Target& t : targets) {
+      if (Matches(t, path)) {
+        ++t.matches;
+        matched = true;
+      }
+    }
+    if (!matched) continue;
+    torch::nn::Module* module = item.value().get();
+    if (AsAdapter(module)) {
+      throw std::invalid_argument("module '" + path + "' already carries an adapter; inject once "
+                                  "(or load the adapter into the existing layers)");
+    }
+    if (!dynamic_cast<torch::nn::LinearImpl*>(module)) {
+      throw std::invalid_argument("module '" + path + "' matches the adapter targets but is a " +
+                                  module->name() +
+                                  ", not a torch::nn::Linear; narrow the target names or pattern");
+    }
+    chosen.emplace_back(path, item.value());
+  }
+  for (const Target& t : targets) {
+    if (t.matches == 0) {
+      throw std::invalid_argument("adapter target '" + t.spec + "' matches no module (" +
+                                  (t.is_pattern ? "a \"re:\" pattern must match the whole dotted path"
+                                                : "a plain name must equal the last path component") +
+                                  "); " + LinearExamples(modules));
+    }
+  }
+
+  // Pass 2: freeze the base model, then swap in the adapters (whose own
+  // trainable tensors are created with requires_grad set).
+  for (at::Tensor& p : root.parameters()) p.set_requires_grad(false);
+  std::vector<InjectedAdapter> injected;
+  for (const auto& [path, module] : chosen) {
+    const auto& linear = static_cast<const torch::nn::LinearImpl&>(*module);
+    std::shared_ptr<torch::nn::Module> adapter = MakeAdapter(linear, config);
+    const size_t dot = path.rfind('.');
+    torch::nn::Module& parent = dot == std::string::npos ? root : *modules[path.substr(0, dot)];
+    parent.replace_module(LastComponent(path), adapter);
+    injected.push_back({path, adapter, AsAdapter(adapter.get())});
+  }
+  return injected;
+}
+
+std::vector<InjectedAdapter> FindAdapters(torch::nn::Module& root) {
+  std::vector<InjectedAdapter> found;
+  for (const auto& item : root.named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+    if (AdapterLayer* layer = AsAdapter(item.value().get())) {
+      found.push_back({item.key(), item.value(), layer});
+    }
+  }
+  return found;
+}
+
+int64_t CountTrainableParameters(torch::nn::Module& root) {
+  int64_t count = 0;
+  for (const InjectedAdapter& adapter : FindAdapters(root)) {
+    for (const at::Tensor& t : adapter.layer->trainable_parameters()) count += t.numel();
+  }
+  return count;
+}
+
+}  // namespace diablo::peft
