@@ -32,3 +32,9 @@ function(diablo_target_defaults target)
   endif()
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
 endfunction()
+
+# libtorch.so exports its own, partly broken copy of std::filesystem (calling
+# create_directories or remove_all through it jumps to address 0).  Naming
+# libstdc++ first among a binary's shared libraries makes the dynamic linker
+# bind those symbols to the real implementation.
+add_link_options("LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")

@@ -1,0 +1,67 @@
+#include "worker/model/load_gguf.h"
+
+#include <regex>
+
+#include <ATen/ATen.h>
+
+#include "worker/model/ggml_dequant.h"
+
+namespace diablo::model {
+
+std::string HfNameForGguf(const std::string& name) {
+  static const std::map<std::string, std::string> kGlobal = {
+      {"token_embd.weight", "model.embed_tokens.weight"},
+      {"output_norm.weight", "model.norm.weight"},
+      {"output.weight", "lm_head.weight"},
+  };
+  static const std::map<std::string, std::string> kLayer = {
+      {"attn_norm", "input_layernorm"},        {"ffn_norm", "post_attention_layernorm"},
+      {"attn_q", "self_attn.q_proj"},          {"attn_k", "self_attn.k_proj"},
+      {"attn_v", "self_attn.v_proj"},          {"attn_output", "self_attn.o_proj"},
+      {"ffn_gate", "mlp.gate_proj"},           {"ffn_up", "mlp.up_proj"},
+      {"ffn_down", "mlp.down_proj"},
+  };
+  if (auto it = kGlobal.find(name); it != kGlobal.end()) return it->second;
+  if (name == "rope_freqs.weight") return "";
+  static const std::regex kBlock(R"(blk\.(\d+)\.([a-z_]+)\.(weight|bias))");
+  std::smatch m;
+  if (std::regex_match(name, m, kBlock)) {
+    if (auto it = kLayer.find(m[2].str()); it != kLayer.end()) {
+      return "model.layers." + m[1].str() + "." + it->second + "." + m[3].str();
+    }
+  }
+  throw FormatError("GGUF tensor '" + name +
+                    "' is not part of a Llama-family model this version can load");
+}
+
+at::Tensor UnpermuteRotaryRows(const at::Tensor& weight, int64_t heads) {
+  const int64_t rows = weight.size(0);
+  const int64_t head_dim = rows / heads;
+  std::vector<int64_t> shape = {heads, head_dim / 2, 2};
+  for (int64_t d = 1; d < weight.dim(); ++d) shape.push_back(weight.size(d));
+  return weight.reshape(shape).transpose(1, 2).reshape(weight.sizes()).contiguous();
+}
+
+std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const LlamaConfig& config,
+                                                  const std::string& source) {
+  const bool permuted = file.GetString("general.architecture") == "llama";
+  std::map<std::string, at::Tensor> weights;
+  for (const GgufTensorInfo& info : file.tensors()) {
+    std::string hf_name = HfNameForGguf(info.name);
+    if (hf_name.empty()) continue;
+    std::vector<int64_t> shape(info.dims.rbegin(), info.dims.rend());
+    at::Tensor t = at::empty(shape, at::kFloat);
+    DequantizeToFloat(info.type, file.tensor_data(info), info.elements(),
+                      {t.data_ptr<float>(), static_cast<size_t>(t.numel())});
+    if (permuted && info.name.find(".attn_q.") != std::string::npos) {
+      t = UnpermuteRotaryRows(t, config.num_attention_heads);
+    } else if (permuted && info.name.find(".attn_k.") != std::string::npos) {
+      t = UnpermuteRotaryRows(t, config.num_key_value_heads);
+    }
+    weights.emplace(std::move(hf_name), std::move(t));
+  }
+  (void)source;
+  return weights;
+}
+
+}  // namespace diablo::model

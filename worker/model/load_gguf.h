@@ -1,0 +1,30 @@
+// GGUF → Hugging Face names and layout: tensor renaming, dequantisation, and
+// undoing the row permutation that llama.cpp's converter applies to the query
+// and key projections of Llama-architecture models.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "worker/model/gguf.h"
+#include "worker/model/llama_config.h"
+
+namespace diablo::model {
+
+// The HF parameter name for a GGUF tensor name ("blk.3.attn_q.weight" ->
+// "model.layers.3.self_attn.q_proj.weight"); empty if the tensor has no HF
+// counterpart (e.g. rope_freqs).  Throws FormatError for unknown names.
+std::string HfNameForGguf(const std::string& gguf_name);
+
+// All weights of the file as fp32 tensors with HF names and shapes.
+std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const LlamaConfig& config,
+                                                  const std::string& source);
+
+// Inverse of the converter's permutation of attn_q / attn_k rows: within each
+// head, llama.cpp stores the two rotary halves interleaved; HF keeps them as
+// two contiguous halves.  `weight` is [heads * head_dim, ...].
+at::Tensor UnpermuteRotaryRows(const at::Tensor& weight, int64_t heads);
+
+}  // namespace diablo::model

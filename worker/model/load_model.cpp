@@ -1,0 +1,90 @@
+// LoadModel: picks the loader by path, builds the module, assigns weights.
+#include "worker/model/load_model.h"
+
+#include <filesystem>
+#include <set>
+#include <stdexcept>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "worker/model/gguf.h"
+#include "worker/model/load_gguf.h"
+#include "worker/model/load_hf.h"
+
+namespace diablo::model {
+namespace {
+
+std::string ShapeString(at::IntArrayRef shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+void AssignWeights(LlamaForCausalLMImpl& model, std::map<std::string, at::Tensor> weights,
+                   const std::string& source, at::ScalarType dtype) {
+  at::NoGradGuard no_grad;
+  // Tied embeddings: files may carry lm_head.weight as a copy of the embedding.
+  if (model.config().tie_word_embeddings) weights.erase("lm_head.weight");
+  for (auto& item : model.named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    auto it = weights.find(name);
+    if (it == weights.end()) {
+      throw FormatError(source + ": weight '" + name +
+                        "' is missing (hint: is this file for another model or a partial "
+                        "checkpoint?)");
+    }
+    if (it->second.sizes() != item.value().sizes()) {
+      throw FormatError(source + ": weight '" + name + "' has shape " +
+                        ShapeString(it->second.sizes()) + ", the config implies " +
+                        ShapeString(item.value().sizes()));
+    }
+    // Norm weights stay fp32 (HF keeps RMSNorm math in fp32 either way, and
+    // they are tiny); projections and embeddings take the requested dtype.
+    const bool is_norm = name.find("norm.weight") != std::string::npos;
+    // Always a copy: the source may be a read-only file mapping, and merging
+    // adapters writes into these weights.
+    at::Tensor value = it->second.to(is_norm ? at::kFloat : dtype, /*non_blocking=*/false,
+                                     /*copy=*/true)
+                           .contiguous();
+    item.value().set_data(value);
+    item.value().set_requires_grad(false);
+    weights.erase(it);
+  }
+  if (!weights.empty()) {
+    throw FormatError(source + ": " + std::to_string(weights.size()) +
+                      " weights have no place in the model, e.g. '" + weights.begin()->first +
+                      "' (hint: the config may not match the weights)");
+  }
+}
+
+LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
+  namespace fs = std::filesystem;
+  if (!fs::exists(path)) {
+    throw std::invalid_argument(path + ": no such file or directory (give a .gguf file or a "
+                                "Hugging Face model directory)");
+  }
+  LoadedModel loaded;
+  loaded.source = path;
+  std::map<std::string, at::Tensor> weights;
+  LlamaConfig config;
+  if (fs::is_directory(path)) {
+    loaded.format = "hf";
+    HfCheckpoint checkpoint = ReadHfCheckpoint(path);
+    config = checkpoint.config;
+    weights = std::move(checkpoint.weights);
+  } else {
+    loaded.format = "gguf";
+    GgufFile file = GgufFile::Open(path);
+    config = ConfigFromGguf(file, path);
+    weights = ReadGgufWeights(file, config, path);
+  }
+  loaded.model = LlamaForCausalLM(config);
+  AssignWeights(*loaded.model, std::move(weights), path, options.dtype);
+  loaded.model->eval();
+  return loaded;
+}
+
+}  // namespace diablo::model

@@ -1,0 +1,37 @@
+// Loading a model users already have: a GGUF file, or a Hugging Face directory
+// (config.json + model.safetensors or sharded *.safetensors with
+// model.safetensors.index.json).
+#pragma once
+
+#include <map>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "worker/model/llama.h"
+
+namespace diablo::model {
+
+struct LoadOptions {
+  // Dtype of the frozen weights in memory: kFloat, kBFloat16 or kHalf.
+  // Quantised GGUF weights are dequantised to it.
+  at::ScalarType dtype = at::kFloat;
+};
+
+struct LoadedModel {
+  LlamaForCausalLM model{nullptr};
+  std::string source;  // the path it came from
+  std::string format;  // "gguf" or "hf"
+};
+
+// Loads the model at `path` (a .gguf file or a directory).  Throws FormatError
+// or std::invalid_argument with the file and the problem.
+LoadedModel LoadModel(const std::string& path, const LoadOptions& options = {});
+
+// Copies named tensors into the model's parameters (HF names).  Every
+// parameter must be given exactly once with its shape; extra names are errors
+// too, with a hint that the file may be for another model.
+void AssignWeights(LlamaForCausalLMImpl& model, std::map<std::string, at::Tensor> weights,
+                   const std::string& source, at::ScalarType dtype);
+
+}  // namespace diablo::model
