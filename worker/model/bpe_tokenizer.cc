@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "worker/model/normalizer.h"
 #include "worker/model/unicode_classes.h"
 
 namespace diablo::model {
@@ -229,6 +230,31 @@ void BpeTokenizer::EncodeText(std::string_view text, size_t offset, Encoding* ou
   }
 }
 
+void BpeTokenizer::EncodeSegment(std::string_view text, size_t offset, Encoding* out) const {
+  if (!spec_.nfc) {
+    EncodeText(text, offset, out);
+    return;
+  }
+  const NormalizedText normalized = NormalizeNfc(text);
+  const size_t first = out->ids.size();
+  EncodeText(normalized.text, 0, out);
+  for (size_t i = first; i < out->ids.size(); ++i) {
+    auto& [b, e] = out->offsets[i];
+    if (b < e) {
+      // Canonical reordering can move a mark, so take the hull of the sources.
+      size_t source_b = normalized.source_begin[b], source_e = normalized.source_end[b];
+      for (size_t k = b + 1; k < e; ++k) {
+        source_b = std::min<size_t>(source_b, normalized.source_begin[k]);
+        source_e = std::max<size_t>(source_e, normalized.source_end[k]);
+      }
+      b = offset + source_b;
+      e = offset + source_e;
+    } else {
+      b = e = offset + (b < normalized.source_begin.size() ? normalized.source_begin[b] : text.size());
+    }
+  }
+}
+
 int BpeTokenizer::FindAddedToken(std::string_view text, size_t from, bool parse_special,
                                  size_t* begin, size_t* end) const {
   if (spec_.added.empty()) return -1;
@@ -239,7 +265,14 @@ int BpeTokenizer::FindAddedToken(std::string_view text, size_t from, bool parse_
       if (text.compare(pos, t.content.size(), t.content) != 0) continue;
       size_t b = pos, e = pos + t.content.size();
       if (t.single_word) {
-        const auto before = DecodeUtf8(text.substr(0, b));
+        // Only the characters just before and after matter; step back over
+        // at most three continuation bytes to find the one before.
+        size_t prev = b;
+        while (prev > 0 && b - prev < 4) {
+          --prev;
+          if ((static_cast<uint8_t>(text[prev]) & 0xC0) != 0x80) break;
+        }
+        const auto before = DecodeUtf8(text.substr(prev, b - prev));
         const auto after = DecodeUtf8(text.substr(e, 4));
         if ((!before.empty() && IsWordUnit(before.back())) ||
             (!after.empty() && IsWordUnit(after.front()))) {
@@ -275,10 +308,10 @@ Encoding BpeTokenizer::EncodeWithOffsets(std::string_view text,
     size_t b = 0, e = 0;
     const int index = FindAddedToken(text, pos, options.parse_special, &b, &e);
     if (index < 0) {
-      EncodeText(text.substr(pos), pos, &out);
+      EncodeSegment(text.substr(pos), pos, &out);
       break;
     }
-    EncodeText(text.substr(pos, b - pos), pos, &out);
+    EncodeSegment(text.substr(pos, b - pos), pos, &out);
     out.ids.push_back(spec_.added[index].id);
     out.offsets.emplace_back(b, e);
     pos = e;
@@ -330,6 +363,7 @@ std::string BpeTokenizer::Describe() const {
                   std::to_string(spec_.merges.size()) + " merges, pre-tokenizer: " +
                   spec_.pre.Describe();
   if (!spec_.pre_name.empty()) s += " (" + spec_.pre_name + ")";
+  if (spec_.nfc) s += ", NFC normalisation";
   return s;
 }
 

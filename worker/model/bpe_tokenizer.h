@@ -39,6 +39,7 @@ struct BpeSpec {
   PreTokenizerConfig pre;
   std::string pre_name;               // e.g. "smollm"; informational
   bool ignore_merges = false;         // a word that is a whole token skips merging
+  bool nfc = false;                   // NFC-normalise text between added tokens
   SpecialIds special_ids;
   std::vector<int32_t> prefix_ids;    // added by add_special (e.g. BOS)
   std::vector<int32_t> suffix_ids;    // (e.g. EOS)
@@ -68,6 +69,8 @@ class BpeTokenizer : public Tokenizer {
   void EncodeWord(std::string_view word, size_t offset, Encoding* out) const;
   std::vector<int32_t> MergeWord(std::string_view word) const;
   void EncodeText(std::string_view text, size_t offset, Encoding* out) const;
+  // EncodeText after the normaliser, offsets mapped back to `text`.
+  void EncodeSegment(std::string_view text, size_t offset, Encoding* out) const;
   // Leftmost-longest added token at or after `from`; returns its index in
   // spec_.added and the byte range it swallows, or -1.
   int FindAddedToken(std::string_view text, size_t from, bool parse_special, size_t* begin,

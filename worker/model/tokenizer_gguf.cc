@@ -108,6 +108,7 @@ std::unique_ptr<BpeTokenizer> LoadGgufTokenizer(const GgufFile& file, const std:
   spec.pre.regex = known->second.regex;
   spec.pre.max_digits = known->second.max_digits;
   spec.ignore_merges = known->second.ignore_merges;
+  spec.nfc = pre == "qwen2";  // Qwen2's tokenizer.json normalises to NFC
 
   // Control and user-defined tokens are written in text as themselves.
   if (file.Has("tokenizer.ggml.token_type")) {

@@ -148,6 +148,23 @@ void ReadPreTokenizer(const JsonReader& r, const json& root, BpeSpec* spec) {
                                                                         : "";
 }
 
+// Byte-level families use no normaliser, or NFC (Qwen2).
+void ReadNormalizer(const JsonReader& r, const json& n, const std::string& where, BpeSpec* spec) {
+  if (n.is_null()) return;
+  const std::string type = r.String(r.Field(n, "type", where), where + ".type");
+  if (type == "NFC") {
+    spec->nfc = true;
+  } else if (type == "Sequence") {
+    const json& list = r.Field(n, "normalizers", where);
+    for (size_t i = 0; i < list.size(); ++i) {
+      ReadNormalizer(r, list[i], where + ".normalizers[" + std::to_string(i) + "]", spec);
+    }
+  } else {
+    r.Fail(where, "type \"" + type + "\" is not supported (byte-level BPE tokenizers use none "
+                  "or NFC)");
+  }
+}
+
 // TemplateProcessing's single-sequence template: special tokens before and
 // after the text "A".
 void ReadPostProcessor(const JsonReader& r, const json& pp, const std::string& where, BpeSpec* spec) {
@@ -292,11 +309,7 @@ std::unique_ptr<BpeTokenizer> LoadTokenizerJson(const std::string& path) {
   spec.source = path;
   ReadModel(r, r.Field(root, "model", "top level"), &spec);
   ReadAddedTokens(r, root, &spec);
-  if (root.contains("normalizer") && !root["normalizer"].is_null()) {
-    r.Fail("normalizer", "type \"" + root["normalizer"].value("type", std::string("?")) +
-                             "\" is not supported by this version (byte-level BPE families "
-                             "it reads use none)");
-  }
+  ReadNormalizer(r, root.value("normalizer", json()), "normalizer", &spec);
   ReadPreTokenizer(r, root, &spec);
   ReadPostProcessor(r, root.value("post_processor", json()), "post_processor", &spec);
   if (root.contains("decoder") && !root["decoder"].is_null() &&

@@ -221,6 +221,21 @@ TEST(PreTokenizerConfig, DigitsStepBeforeByteLevelIsSmolLM) {
   EXPECT_THAT(t->Encode("12"), ElementsAre('1', '2'));  // the merge never sees "12"
 }
 
+TEST(Normalizer, NfcComposesBeforeSplittingAndOffsetsPointIntoTheInput) {
+  ScratchDir dir;
+  json j = MakeTokenizer({}, json::array());
+  j["normalizer"] = {{"type", "NFC"}};
+  auto t = Load(dir, j);
+  const std::string decomposed = "e\xCC\x81!";  // e + combining acute, then !
+  const Encoding e = t->EncodeWithOffsets(decomposed, {});
+  // é is two bytes (C3 A9) after NFC, and both tokens map to the three input bytes.
+  EXPECT_THAT(e.ids, ElementsAre(0xC3, 0xA9, '!'));
+  EXPECT_EQ(e.offsets[0], (std::pair<size_t, size_t>{0, 3}));
+  EXPECT_EQ(e.offsets[2], (std::pair<size_t, size_t>{3, 4}));
+  EXPECT_EQ(t->Decode(e.ids), "\xC3\xA9!");
+  EXPECT_THAT(t->Describe(), HasSubstr("NFC"));
+}
+
 TEST(MalformedTokenizerJson, ErrorsNameTheFileAndTheItem) {
   ScratchDir dir;
   const std::string path = dir / "tokenizer.json";
@@ -267,7 +282,7 @@ TEST(MalformedTokenizerJson, ErrorsNameTheFileAndTheItem) {
   EXPECT_THAT(LoadError(dir, j), HasSubstr("byte_fallback"));
 
   j = good;
-  j["normalizer"] = {{"type", "NFC"}};
+  j["normalizer"] = {{"type", "Lowercase"}};
   EXPECT_THAT(LoadError(dir, j), HasSubstr("normalizer"));
 
   j = good;

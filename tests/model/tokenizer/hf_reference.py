@@ -9,9 +9,13 @@ must reproduce.  Run by the tests with the test venv's Python.
   hf_reference.py chat REQUEST.json OUT.json
       renders each conversation with the reference Jinja chat templates
       below through transformers' apply_chat_template.
+  hf_reference.py nfc OUT.json
+      pairs [text, unicodedata.normalize("NFC", text)] covering every code
+      point NFC changes, every canonical decomposition, Hangul jamo and
+      random runs of combining marks.
   hf_reference.py train KIND DIR REQUEST.json OUT.json
-      trains a tiny byte-level BPE of the given style (gpt2, llama3, qwen2,
-      smollm) with tokenizers' BpeTrainer, saves DIR/tokenizer.json, and
+      trains a tiny byte-level BPE of the given style (gpt2,
+      gpt2_prefix_space, llama3, qwen2, smollm) with tokenizers' BpeTrainer, saves DIR/tokenizer.json, and
       writes the ids of each text.
 
 REQUEST.json: {"texts": [...], "chats": [{"messages": [...],
@@ -109,6 +113,33 @@ def run_chat(req, out):
     write(out, result)
 
 
+def run_nfc(out):
+    import random
+    import unicodedata
+    cases = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        if unicodedata.normalize("NFC", c) != c:
+            cases.append(c)
+        if unicodedata.decomposition(c) and not unicodedata.decomposition(c).startswith("<"):
+            cases.append("x" + unicodedata.normalize("NFD", c) + "y")
+    marks = [chr(cp) for cp in range(0x300, 0x370)] + ["\u0591", "\u05b0", "\u093c", "\u0e38",
+                                                        "\u1dc0", "\u20d0", "\u302a", "\u3099"]
+    bases = ["a", "e", "o", "u", "A", "O", "\u0915", "\u304b", "\u1100", "\uac00", " ", "\u00e9"]
+    rng = random.Random(15)
+    for _ in range(3000):
+        text = "".join(rng.choice(bases) + "".join(rng.choice(marks) for _ in range(rng.randint(0, 3)))
+                       for _ in range(rng.randint(1, 4)))
+        cases.append(text)
+    for l in range(0x1100, 0x1113):
+        for v in (0x1161, 0x1175):
+            for t in ("", "\u11a8", "\u11c2"):
+                cases.append(chr(l) + chr(v) + t)
+    write(out, [[text, unicodedata.normalize("NFC", text)] for text in cases])
+
+
 def request(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -154,15 +185,19 @@ def run_gguf(model, req, out):
 
 
 def run_train(kind, directory, req, out):
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers,
+                            processors, trainers)
     tok = Tokenizer(models.BPE(ignore_merges=(kind == "llama3")))
     byte_level_split = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    if kind == "gpt2":
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if kind in ("gpt2", "gpt2_prefix_space"):
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=(kind != "gpt2"),
+                                                     use_regex=True)
     elif kind == "smollm":
         tok.pre_tokenizer = smollm_pre_tokenizer()
     elif kind in ("llama3", "qwen2"):
+        if kind == "qwen2":
+            tok.normalizer = normalizers.NFC()
         pattern = LLAMA3_SPLIT if kind == "llama3" else QWEN2_SPLIT
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
@@ -203,6 +238,8 @@ def main(argv):
         run_gguf(argv[2], request(argv[3]), argv[4])
     elif len(argv) == 4 and argv[1] == "chat":
         run_chat(request(argv[2]), argv[3])
+    elif len(argv) == 3 and argv[1] == "nfc":
+        run_nfc(argv[2])
     elif len(argv) == 6 and argv[1] == "train":
         run_train(argv[2], argv[3], request(argv[4]), argv[5])
     else:
