@@ -4,22 +4,21 @@
 // by 128 consecutive output columns, which span several blocks when blocks are
 // narrow (9x24 blocks: ~6 per CTA), so loads and stores of the activations are
 // coalesced row segments whatever the block size.
-#include "kernels/cuda/block_diag_apply.cuh"
-
 #include <algorithm>
 #include <climits>
 #include <string>
 
+#include "kernels/cuda/block_diag_apply.cuh"
 #include "kernels/cuda/element.cuh"
 
 namespace diablo::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kCols = 128;                           // output columns per CTA
-constexpr int kRowGroups = kThreads / kCols;         // threads per output column
-constexpr int kRowsPerThread = 16;                   // accumulators per thread
-constexpr int kRows = kRowGroups * kRowsPerThread;   // activation rows per CTA
+constexpr int kCols = 128;                          // output columns per CTA
+constexpr int kRowGroups = kThreads / kCols;        // threads per output column
+constexpr int kRowsPerThread = 16;                  // accumulators per thread
+constexpr int kRows = kRowGroups * kRowsPerThread;  // activation rows per CTA
 // Row pitch of the staged slice of A, padded by one so that staging A^T (k
 // fastest, stride kAPitch) writes to 32 different banks.
 constexpr int kAPitch = kCols + 1;
@@ -149,8 +148,7 @@ ApplyParams MakeParams(const BlockDims& dims, int64_t rows, int64_t ld_in, int64
   p.transpose = transpose;
   // A window of kCols columns starting anywhere touches at most
   // ceil((kCols-1)/out_block) + 1 blocks; (kCols-1)/out_block + 2 bounds it.
-  p.max_groups = static_cast<int>(
-      std::min<int64_t>(dims.blocks, (kCols - 1) / p.out_block + 2));
+  p.max_groups = static_cast<int>(std::min<int64_t>(dims.blocks, (kCols - 1) / p.out_block + 2));
   // Shared memory per staged k: one row of s_m plus one value per row and block.
   const size_t bytes_per_k = sizeof(float) * (kAPitch + static_cast<size_t>(kRows) * p.max_groups);
   const int k_max = static_cast<int>(std::max<size_t>(1, kSharedBudget / bytes_per_k));
@@ -161,9 +159,8 @@ ApplyParams MakeParams(const BlockDims& dims, int64_t rows, int64_t ld_in, int64
 }
 
 size_t SharedBytes(const ApplyParams& p) {
-  return sizeof(float) *
-         (static_cast<size_t>(p.k_chunk) * kAPitch +
-          static_cast<size_t>(kRows) * p.max_groups * p.k_chunk);
+  return sizeof(float) * (static_cast<size_t>(p.k_chunk) * kAPitch +
+                          static_cast<size_t>(kRows) * p.max_groups * p.k_chunk);
 }
 
 template <typename T>
@@ -189,18 +186,16 @@ void LaunchBlockDiagForward(ElementType type, void* y, int64_t ld_y, const void*
                             int64_t rows, const float* adapter, const BlockDims& dims,
                             cudaStream_t stream) {
   const ApplyParams p = MakeParams(dims, rows, ld_x, ld_y, /*transpose=*/false);
-  DispatchElementType(type, [&](auto tag) {
-    LaunchApply<decltype(tag)>(y, x, adapter, p, stream);
-  });
+  DispatchElementType(type,
+                      [&](auto tag) { LaunchApply<decltype(tag)>(y, x, adapter, p, stream); });
 }
 
 void LaunchBlockDiagBackwardInput(ElementType type, void* dx, int64_t ld_dx, const void* dy,
                                   int64_t ld_dy, int64_t rows, const float* adapter,
                                   const BlockDims& dims, cudaStream_t stream) {
   const ApplyParams p = MakeParams(dims, rows, ld_dy, ld_dx, /*transpose=*/true);
-  DispatchElementType(type, [&](auto tag) {
-    LaunchApply<decltype(tag)>(dx, dy, adapter, p, stream);
-  });
+  DispatchElementType(type,
+                      [&](auto tag) { LaunchApply<decltype(tag)>(dx, dy, adapter, p, stream); });
 }
 
 }  // namespace diablo::kernels::cuda

@@ -3,12 +3,11 @@
 // so the rows are cut into chunks to fill the GPU; each CTA keeps its slice of
 // dA in registers while streaming its chunk through shared memory, then
 // writes one partial sum, and a second kernel adds the chunks in order.
-#include "kernels/cuda/block_diag_weight_grad.cuh"
-
 #include <algorithm>
 #include <climits>
 #include <string>
 
+#include "kernels/cuda/block_diag_weight_grad.cuh"
 #include "kernels/cuda/element.cuh"
 
 namespace diablo::kernels::cuda {
@@ -35,12 +34,12 @@ struct GradParams {
 // row_group over row_groups; the thread owns dA[n_lo+g][i0 + row_group + r*row_groups][j0 + jj].
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    WeightGradKernel(float* __restrict__ partial, const T* __restrict__ x,
-                     const T* __restrict__ dy, const GradParams p) {
+    WeightGradKernel(float* __restrict__ partial, const T* __restrict__ x, const T* __restrict__ dy,
+                     const GradParams p) {
   extern __shared__ float shared[];
-  const int x_pitch = p.groups * p.tile_in;    // staged x values per row
-  const int dy_pitch = p.groups * p.tile_out;  // staged dy values per row
-  float* s_x = shared;                                // [rows_per_pass][x_pitch]
+  const int x_pitch = p.groups * p.tile_in;          // staged x values per row
+  const int dy_pitch = p.groups * p.tile_out;        // staged dy values per row
+  float* s_x = shared;                               // [rows_per_pass][x_pitch]
   float* s_dy = shared + p.rows_per_pass * x_pitch;  // [rows_per_pass][dy_pitch]
 
   const int tile = blockIdx.x % p.tiles;
@@ -115,8 +114,8 @@ __global__ void __launch_bounds__(kThreads)
   const int j = j0 + jj;
   if (my_rows == 0 || n >= p.blocks || j >= p.block_out) return;
   const int64_t block_size = static_cast<int64_t>(p.block_in) * p.block_out;
-  float* dst = partial + static_cast<int64_t>(blockIdx.y) * p.blocks * block_size +
-               n * block_size + j;
+  float* dst =
+      partial + static_cast<int64_t>(blockIdx.y) * p.blocks * block_size + n * block_size + j;
 #pragma unroll
   for (int r = 0; r < kRowsPerThread; ++r) {
     const int i = i0 + row_group + r * p.row_groups;
@@ -141,8 +140,8 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 template <typename T>
 void LaunchTyped(const void* x, int64_t ld_x, const void* dy, int64_t ld_dy, int64_t rows,
-                 const BlockDims& dims, const WeightGradPlan& plan, float* workspace,
-                 float* grad, cudaStream_t stream) {
+                 const BlockDims& dims, const WeightGradPlan& plan, float* workspace, float* grad,
+                 cudaStream_t stream) {
   GradParams p;
   p.rows = rows;
   p.ld_x = ld_x;
@@ -188,8 +187,8 @@ WeightGradPlan PlanBlockDiagWeightGrad(int64_t rows, const BlockDims& dims, int 
   plan.tile_out = static_cast<int>(std::min<int64_t>(dims.block_out, kThreads));
   plan.row_groups = static_cast<int>(std::max<int64_t>(
       1, std::min<int64_t>(kThreads / plan.tile_out, CeilDiv(dims.block_in, kRowsPerThread))));
-  plan.tile_in = static_cast<int>(
-      std::min<int64_t>(dims.block_in, int64_t{plan.row_groups} * kRowsPerThread));
+  plan.tile_in =
+      static_cast<int>(std::min<int64_t>(dims.block_in, int64_t{plan.row_groups} * kRowsPerThread));
   plan.groups = static_cast<int>(std::max<int64_t>(
       1, std::min<int64_t>(dims.blocks, kThreads / (plan.tile_out * plan.row_groups))));
   plan.tiles_out = static_cast<int>(CeilDiv(dims.block_out, plan.tile_out));
@@ -208,8 +207,8 @@ WeightGradPlan PlanBlockDiagWeightGrad(int64_t rows, const BlockDims& dims, int 
   // so at least two rows fit the budget.
   const size_t bytes_per_row =
       sizeof(float) * static_cast<size_t>(plan.groups) * (plan.tile_in + plan.tile_out);
-  plan.rows_per_pass = static_cast<int>(
-      std::clamp<size_t>(kSharedBudget / bytes_per_row, 1, kMaxRowsPerPass));
+  plan.rows_per_pass =
+      static_cast<int>(std::clamp<size_t>(kSharedBudget / bytes_per_row, 1, kMaxRowsPerPass));
   plan.shared_bytes = bytes_per_row * plan.rows_per_pass;
 
   if (rows <= 0) return plan;  // chunks == 0: the launcher only zeroes dA

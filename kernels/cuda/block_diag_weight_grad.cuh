@@ -23,7 +23,7 @@ struct WeightGradPlan {
   int rows_per_pass = 1;  // activation rows staged in shared memory at a time
   int tiles = 1, tiles_out = 1, block_groups = 1;
   int64_t chunk_rows = 0;
-  int64_t chunks = 0;            // 0 when there are no rows
+  int64_t chunks = 0;  // 0 when there are no rows
   size_t shared_bytes = 0;
   int64_t workspace_floats = 0;  // partial sums, needed only when chunks > 1
 };

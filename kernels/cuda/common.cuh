@@ -39,16 +39,15 @@ inline void ValidateBlockDims(const BlockDims& d) {
   constexpr int64_t kMaxColumns = int64_t{1} << 30;
   auto in_range = [](int64_t v) { return v > 0 && v <= kMaxColumns; };
   // Each factor is at most 2^30 once in_range holds, so the products cannot overflow.
-  const bool fits = in_range(d.in) && in_range(d.out) && in_range(d.blocks) &&
-                    in_range(d.block_in) && in_range(d.block_out) &&
-                    d.blocks * d.block_in >= d.in && d.blocks * d.block_out >= d.out &&
-                    d.blocks * d.block_in <= 2 * kMaxColumns &&
-                    d.blocks * d.block_out <= 2 * kMaxColumns;
+  const bool fits =
+      in_range(d.in) && in_range(d.out) && in_range(d.blocks) && in_range(d.block_in) &&
+      in_range(d.block_out) && d.blocks * d.block_in >= d.in && d.blocks * d.block_out >= d.out &&
+      d.blocks * d.block_in <= 2 * kMaxColumns && d.blocks * d.block_out <= 2 * kMaxColumns;
   if (!fits) {
     throw std::invalid_argument(
         "diablo CUDA kernels: unsupported block geometry in=" + std::to_string(d.in) +
-        " out=" + std::to_string(d.out) + " blocks=" + std::to_string(d.blocks) + " block=" +
-        std::to_string(d.block_in) + "x" + std::to_string(d.block_out) +
+        " out=" + std::to_string(d.out) + " blocks=" + std::to_string(d.blocks) +
+        " block=" + std::to_string(d.block_in) + "x" + std::to_string(d.block_out) +
         " (the blocks must cover in and out, and each size must stay at or below 2^30)");
   }
 }
@@ -56,13 +55,12 @@ inline void ValidateBlockDims(const BlockDims& d) {
 }  // namespace diablo::kernels::cuda
 
 // Wraps every CUDA runtime call; throws std::runtime_error with file and line.
-#define DIABLO_CUDA_CHECK(call)                                                      \
-  do {                                                                               \
-    const cudaError_t diablo_cuda_error_ = (call);                                   \
-    if (diablo_cuda_error_ != cudaSuccess) {                                         \
-      ::diablo::kernels::cuda::ThrowCudaError(diablo_cuda_error_, #call, __FILE__,   \
-                                              __LINE__);                             \
-    }                                                                                \
+#define DIABLO_CUDA_CHECK(call)                                                               \
+  do {                                                                                        \
+    const cudaError_t diablo_cuda_error_ = (call);                                            \
+    if (diablo_cuda_error_ != cudaSuccess) {                                                  \
+      ::diablo::kernels::cuda::ThrowCudaError(diablo_cuda_error_, #call, __FILE__, __LINE__); \
+    }                                                                                         \
   } while (0)
 
 // After each <<<...>>>: a bad configuration (grid, shared memory) is reported

@@ -2,8 +2,6 @@
 // checks dtypes, devices and shapes, flattens activations to row-strided
 // matrices (without a copy whenever a view exists), then runs either the
 // hand-written small-block kernels (kernels/cuda/*.cu) or batched GEMMs.
-#include "kernels/cuda_dispatch.h"
-
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/core/grad_mode.h>
@@ -15,6 +13,7 @@
 #include "kernels/cuda/block_diag_apply.cuh"
 #include "kernels/cuda/block_diag_weight_grad.cuh"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda_dispatch.h"
 
 namespace diablo::kernels::cuda {
 namespace {
@@ -71,21 +70,21 @@ void CheckActivation(const char* op, const at::Tensor& t, const char* name, int6
               " has dtype ", type, "; activations must be float32, bfloat16 or float16");
   TORCH_CHECK(type == first.scalar_type(), op, ": ", name, " has dtype ", type,
               " but the other activation has ", first.scalar_type(), "; use one dtype for both");
-  TORCH_CHECK(t.dim() >= 1 && t.size(-1) == width, op, ": ", name, " must have shape [..., ",
-              width, "] for this layer, got ", t.sizes());
+  TORCH_CHECK(t.dim() >= 1 && t.size(-1) == width, op, ": ", name, " must have shape [..., ", width,
+              "] for this layer, got ", t.sizes());
 }
 
 void CheckSameRows(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b,
                    const char* b_name) {
-  TORCH_CHECK(a.sizes().slice(0, a.dim() - 1) == b.sizes().slice(0, b.dim() - 1), op, ": ",
-              a_name, " has shape ", a.sizes(), " and ", b_name, " has shape ", b.sizes(),
+  TORCH_CHECK(a.sizes().slice(0, a.dim() - 1) == b.sizes().slice(0, b.dim() - 1), op, ": ", a_name,
+              " has shape ", a.sizes(), " and ", b_name, " has shape ", b.sizes(),
               "; they must agree on every dimension but the last");
 }
 
 void CheckAdapter(const char* op, const at::Tensor& adapter, const BlockLayout& layout,
                   const at::Tensor& activation) {
-  TORCH_CHECK(adapter.defined() && adapter.is_cuda() && adapter.device() == activation.device(),
-              op, ": the adapter must be on ", activation.device(), " with the activations");
+  TORCH_CHECK(adapter.defined() && adapter.is_cuda() && adapter.device() == activation.device(), op,
+              ": the adapter must be on ", activation.device(), " with the activations");
   TORCH_CHECK(adapter.scalar_type() == at::kFloat, op, ": the adapter must be float32, got ",
               adapter.scalar_type());
   TORCH_CHECK(adapter.dim() == 3 && adapter.size(0) == layout.blocks &&
@@ -194,16 +193,18 @@ void GemmWeightGrad(at::Tensor& grad, const at::Tensor& x, const at::Tensor& dy,
     const int64_t in_n = std::min(layout.block_in, layout.in - n * layout.block_in);
     const int64_t out_n = std::min(layout.block_out, layout.out - n * layout.block_out);
     if (in_n <= 0 || out_n <= 0) continue;
-    grad[n].narrow(0, 0, in_n).narrow(1, 0, out_n).copy_(
-        product(x.narrow(1, n * layout.block_in, in_n).t(),
-                dy.narrow(1, n * layout.block_out, out_n)));
+    grad[n]
+        .narrow(0, 0, in_n)
+        .narrow(1, 0, out_n)
+        .copy_(product(x.narrow(1, n * layout.block_in, in_n).t(),
+                       dy.narrow(1, n * layout.block_out, out_n)));
   }
 }
 
 // Forward and input gradient differ only in which side is which.
 void ApplyInto(const char* op, at::Tensor& out, const char* out_name, const at::Tensor& in,
-               const char* in_name, const at::Tensor& adapter, const BlockLayout& layout,
-               Path path, bool transpose) {
+               const char* in_name, const at::Tensor& adapter, const BlockLayout& layout, Path path,
+               bool transpose) {
   const int64_t in_width = transpose ? layout.out : layout.in;
   const int64_t out_width = transpose ? layout.in : layout.out;
   CheckActivation(op, in, in_name, in_width, in);
@@ -232,8 +233,8 @@ void ApplyInto(const char* op, at::Tensor& out, const char* out_name, const at::
 
 }  // namespace
 
-void ForwardInto(at::Tensor& y, const at::Tensor& x, const at::Tensor& A,
-                 const BlockLayout& layout, Path path) {
+void ForwardInto(at::Tensor& y, const at::Tensor& x, const at::Tensor& A, const BlockLayout& layout,
+                 Path path) {
   ApplyInto("diablo::kernels::cuda::ForwardInto", y, "y", x, "x", A, layout, path,
             /*transpose=*/false);
 }
@@ -253,8 +254,8 @@ at::Tensor BackwardWeight(const at::Tensor& x, const at::Tensor& dy, const Block
   const BlockDims dims = DimsOf(layout);
 
   const c10::cuda::CUDAGuard device_guard(x.device());
-  at::Tensor grad = at::empty({layout.blocks, layout.block_in, layout.block_out},
-                              x.options().dtype(at::kFloat));
+  at::Tensor grad =
+      at::empty({layout.blocks, layout.block_in, layout.block_out}, x.options().dtype(at::kFloat));
   if (x.numel() == 0) return grad.zero_();
   const at::Tensor x_rows = InputRows(x, layout.in);
   const at::Tensor dy_rows = InputRows(dy, layout.out);
@@ -271,8 +272,8 @@ at::Tensor BackwardWeight(const at::Tensor& x, const at::Tensor& dy, const Block
     workspace = at::empty({plan.workspace_floats}, x.options().dtype(at::kFloat));
   }
   LaunchBlockDiagWeightGrad(ElementTypeOf(x), x_rows.const_data_ptr(), x_rows.stride(0),
-                            dy_rows.const_data_ptr(), dy_rows.stride(0), x_rows.size(0), dims,
-                            plan, workspace.defined() ? workspace.mutable_data_ptr<float>() : nullptr,
+                            dy_rows.const_data_ptr(), dy_rows.stride(0), x_rows.size(0), dims, plan,
+                            workspace.defined() ? workspace.mutable_data_ptr<float>() : nullptr,
                             grad.mutable_data_ptr<float>(), CurrentStream());
   return grad;
 }

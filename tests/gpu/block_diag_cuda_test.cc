@@ -2,11 +2,10 @@
 // path (hand-written, batched GEMM, auto) against the CPU path of
 // kernels/block_diag.h by normalised error, over real-model and awkward shapes,
 // fp32/bf16/fp16, 2-D/3-D and strided activations.  Skipped without a GPU.
-#include <gtest/gtest.h>
-#include <torch/cuda.h>
-
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include <cmath>
 #include <ostream>
@@ -57,11 +56,11 @@ double GradTolerance(at::ScalarType type) { return type == at::kFloat ? 1e-5 : 5
 
 // How an activation sits in memory; the logical values are the same.
 enum class Placement {
-  kRows,            // [R, width], contiguous
-  kBatch,           // [B, S, width], contiguous
-  kRowStrided,      // [R, width] columns 3.. of a [R, width + 7] buffer
-  kTransposedBatch, // [B, S, width] as the transpose of [S, B, width]: no 2-D view
-  kColumnStrided,   // [R, width] as the transpose of [width, R]: last stride R
+  kRows,             // [R, width], contiguous
+  kBatch,            // [B, S, width], contiguous
+  kRowStrided,       // [R, width] columns 3.. of a [R, width + 7] buffer
+  kTransposedBatch,  // [B, S, width] as the transpose of [S, B, width]: no 2-D view
+  kColumnStrided,    // [R, width] as the transpose of [width, R]: last stride R
 };
 
 const char* Name(Placement p) {
@@ -156,7 +155,10 @@ constexpr at::ScalarType kTypes[] = {at::kFloat, at::kBFloat16, at::kHalf};
 constexpr Path kPaths[] = {Path::kSmallBlockKernel, Path::kGemm, Path::kAuto};
 
 std::string Name(at::ScalarType type, Path path) {
-  return std::string(type == at::kFloat ? "fp32" : type == at::kBFloat16 ? "bf16" : "fp16") + ", " +
+  return std::string(type == at::kFloat      ? "fp32"
+                     : type == at::kBFloat16 ? "bf16"
+                                             : "fp16") +
+         ", " +
          (path == Path::kSmallBlockKernel ? "small-block kernel"
           : path == Path::kGemm           ? "GEMM"
                                           : "auto");
@@ -307,8 +309,8 @@ TEST_F(CudaTest, WeightGradientIsBitwiseRepeatableOverManyTokens) {
     const at::Tensor second = cuda::BackwardWeight(x, dy, l, Path::kSmallBlockKernel);
     EXPECT_TRUE(first.equal(second)) << in << "x" << out;
     // And the many-chunk reduction is right, not only repeatable.
-    const at::Tensor reference = BlockDiagBackwardWeight(x.cpu().to(at::kFloat),
-                                                         dy.cpu().to(at::kFloat), l);
+    const at::Tensor reference =
+        BlockDiagBackwardWeight(x.cpu().to(at::kFloat), dy.cpu().to(at::kFloat), l);
     EXPECT_LT(RelErr(first, reference), 1e-5) << in << "x" << out;
   }
 }
@@ -325,8 +327,8 @@ TEST_F(CudaTest, PublicOpsOnCudaTensorsMatchCpu) {
   BlockDiagForwardInto(y, x.to(at::kBFloat16).cuda(), a.cuda(), l);
   EXPECT_LT(RelErr(y, reference), ActivationTolerance(at::kBFloat16));
 
-  const at::Tensor grad = BlockDiagBackwardWeight(x.to(at::kBFloat16).cuda(),
-                                                  y0.to(at::kBFloat16).cuda(), l);
+  const at::Tensor grad =
+      BlockDiagBackwardWeight(x.to(at::kBFloat16).cuda(), y0.to(at::kBFloat16).cuda(), l);
   EXPECT_TRUE(grad.is_cuda());
   EXPECT_LT(RelErr(grad, BlockDiagBackwardWeight(x, y0, l)), 1e-5);
 }
