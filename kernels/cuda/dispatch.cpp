@@ -19,19 +19,20 @@ namespace diablo::kernels::cuda {
 namespace {
 
 // Path::kAuto.  A block of bi x bo weights costs bi*bo multiply-adds per row
-// while the row moves (bi + 2*bo) activation elements (read x, read and write
-// y).  Up to 32x32 = 1024 weights that is at most ~10 multiply-adds per
-// element, ~5 per byte in bf16: below the fp32 CUDA-core balance point of
-// A100/H100/H200 (~5-7 FMA per byte of HBM bandwidth), so the hand-written
-// kernel, which reads every activation once in coalesced row segments, is
-// bandwidth-bound and a GEMM cannot beat it; it also skips the per-call cast of
-// A and the batched GEMM's padding of tiny blocks to 64- or 128-wide tiles.
-// Above that the work grows with bi*bo while the hand-written kernel is bound
-// by fp32 FMAs and shared-memory loads, and tensor-core GEMMs (fp32
-// accumulation) keep the op bandwidth-bound: 64x64 blocks (4096x4096 at N=64)
-// go to GEMM.  A block side under 16 leaves most of every tensor-core MMA
-// (16x8x16 and up) empty, so thin blocks stay hand-written whatever their area.
-// bench/cuda/adapter_bench_cuda measures both paths on the two shapes.
+// while the row moves bi + 2*bo activation elements (read x, read and write
+// y).  Up to 32x32 = 1024 weights that is at most ~10.7 multiply-adds per
+// element, ~5.3 per byte in bf16: at or below the balance point of fp32 CUDA
+// cores against HBM (A100 ~5, H200 ~7, H100 ~10 FMA per byte), so the
+// hand-written kernel, which reads every activation once in coalesced row
+// segments, is bandwidth-bound and a GEMM cannot beat it; it also skips the
+// per-call cast of A and the batched GEMM's padding of tiny blocks to 64- or
+// 128-wide tiles.  Above that the work grows with bi*bo while the hand-written
+// kernel is bound by fp32 FMAs and shared-memory loads, whereas tensor-core
+// GEMMs (fp32 accumulation) keep the op bandwidth-bound: 64x64 blocks
+// (4096x4096 at N=64) go to GEMM.  A block side under 16 leaves most of every
+// tensor-core MMA (16x8x16 and up) empty, so thin blocks stay hand-written
+// whatever their area.  bench/cuda/adapter_bench_cuda times both paths on the
+// 9x24 and 64x64 shapes; adjust these two constants from its output.
 constexpr int64_t kSmallBlockMaxWeights = 32 * 32;
 constexpr int64_t kTensorCoreMinSide = 16;
 

@@ -311,7 +311,8 @@ TEST_F(CudaTest, WeightGradientIsBitwiseRepeatableOverManyTokens) {
     // And the many-chunk reduction is right, not only repeatable.
     const at::Tensor reference =
         BlockDiagBackwardWeight(x.cpu().to(at::kFloat), dy.cpu().to(at::kFloat), l);
-    EXPECT_LT(RelErr(first, reference), 1e-5) << in << "x" << out;
+    // fp32 sums of 8192 terms in two different orders: ~eps * sqrt(8192).
+    EXPECT_LT(RelErr(first, reference), 5e-5) << in << "x" << out;
   }
 }
 
