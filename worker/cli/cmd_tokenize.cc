@@ -3,9 +3,8 @@
 // and prompts are cut the way the model expects.
 #include <cstdio>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "worker/cli/commands.h"
 #include "worker/model/tokenizer.h"
@@ -26,7 +25,9 @@ Runner RegisterTokenize(CLI::App& app) {
   auto text = std::make_shared<std::string>();
   auto no_special = std::make_shared<bool>(false);
   auto decode = std::make_shared<bool>(false);
-  cmd->add_option("--model,-m", *model, "Model file or directory")->required()->check(CLI::ExistingPath);
+  cmd->add_option("--model,-m", *model, "Model file or directory")
+      ->required()
+      ->check(CLI::ExistingPath);
   cmd->add_option("--text,-t", *text, "Text to tokenize")->required();
   cmd->add_flag("--no-special", *no_special, "Do not add BOS/EOS");
   cmd->add_flag("--decode", *decode, "Also print the ids decoded back to text, on a second line");

@@ -87,7 +87,8 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec) : spec_(std::move(spec)) {
     auto m = token_to_id_.find(left + right);
     if (l == token_to_id_.end() || r == token_to_id_.end() || m == token_to_id_.end()) {
       throw FormatError(spec_.source + ": merge #" + std::to_string(rank) + " \"" + left + " " +
-                        right + "\" uses or makes a token missing from the vocabulary; the "
+                        right +
+                        "\" uses or makes a token missing from the vocabulary; the "
                         "tokenizer file is inconsistent (re-export it)");
     }
     // The first occurrence of a pair keeps its rank, as in Hugging Face.
@@ -250,7 +251,8 @@ void BpeTokenizer::EncodeSegment(std::string_view text, size_t offset, Encoding*
       b = offset + source_b;
       e = offset + source_e;
     } else {
-      b = e = offset + (b < normalized.source_begin.size() ? normalized.source_begin[b] : text.size());
+      b = e =
+          offset + (b < normalized.source_begin.size() ? normalized.source_begin[b] : text.size());
     }
   }
 }
@@ -330,7 +332,8 @@ std::string BpeTokenizer::Decode(std::span<const int32_t> ids, bool skip_special
   for (int32_t id : ids) {
     if (id < 0 || static_cast<size_t>(id) >= spec_.vocab.size()) {
       throw std::out_of_range("token id " + std::to_string(id) + " is outside the vocabulary of " +
-                              std::to_string(spec_.vocab.size()) + " tokens (" + spec_.source + ")");
+                              std::to_string(spec_.vocab.size()) + " tokens (" + spec_.source +
+                              ")");
     }
     auto added = added_by_id_.find(id);
     if (added != added_by_id_.end()) {
@@ -360,8 +363,8 @@ std::string BpeTokenizer::IdToToken(int32_t id) const {
 
 std::string BpeTokenizer::Describe() const {
   std::string s = "byte-level BPE, " + std::to_string(spec_.vocab.size()) + " tokens, " +
-                  std::to_string(spec_.merges.size()) + " merges, pre-tokenizer: " +
-                  spec_.pre.Describe();
+                  std::to_string(spec_.merges.size()) +
+                  " merges, pre-tokenizer: " + spec_.pre.Describe();
   if (!spec_.pre_name.empty()) s += " (" + spec_.pre_name + ")";
   if (spec_.nfc) s += ", NFC normalisation";
   return s;

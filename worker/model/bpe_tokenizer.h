@@ -24,25 +24,25 @@ namespace diablo::model {
 struct AddedToken {
   std::string content;  // raw text, not byte-level encoded
   int32_t id = -1;
-  bool special = true;        // a control token: honours parse_special / skip_special
-  bool lstrip = false;        // also swallows whitespace on its left
-  bool rstrip = false;        // ... and on its right
-  bool single_word = false;   // only matches when not inside a word
+  bool special = true;       // a control token: honours parse_special / skip_special
+  bool lstrip = false;       // also swallows whitespace on its left
+  bool rstrip = false;       // ... and on its right
+  bool single_word = false;  // only matches when not inside a word
 };
 
 // Everything a loader reads from a file, before any index is built.
 struct BpeSpec {
-  std::string source;                 // the file, for messages
-  std::vector<std::string> vocab;     // by id, byte-level spelling; "" for unused ids
+  std::string source;              // the file, for messages
+  std::vector<std::string> vocab;  // by id, byte-level spelling; "" for unused ids
   std::vector<std::pair<std::string, std::string>> merges;  // by rank
   std::vector<AddedToken> added;
   PreTokenizerConfig pre;
-  std::string pre_name;               // e.g. "smollm"; informational
-  bool ignore_merges = false;         // a word that is a whole token skips merging
-  bool nfc = false;                   // NFC-normalise text between added tokens
+  std::string pre_name;        // e.g. "smollm"; informational
+  bool ignore_merges = false;  // a word that is a whole token skips merging
+  bool nfc = false;            // NFC-normalise text between added tokens
   SpecialIds special_ids;
-  std::vector<int32_t> prefix_ids;    // added by add_special (e.g. BOS)
-  std::vector<int32_t> suffix_ids;    // (e.g. EOS)
+  std::vector<int32_t> prefix_ids;  // added by add_special (e.g. BOS)
+  std::vector<int32_t> suffix_ids;  // (e.g. EOS)
 };
 
 class BpeTokenizer : public Tokenizer {

@@ -5,10 +5,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
-
-#include <nlohmann/json.hpp>
 
 #include "worker/model/gguf.h"
 #include "worker/model/unicode_classes.h"
@@ -30,7 +29,8 @@ std::string PyStrip(std::string_view s) {
   while (b < e && is_space(units[b])) ++b;
   while (e > b && is_space(units[e - 1])) --e;
   if (b == e) return "";
-  return std::string(s.substr(units[b].begin, units[e - 1].begin + units[e - 1].size - units[b].begin));
+  return std::string(
+      s.substr(units[b].begin, units[e - 1].begin + units[e - 1].size - units[b].begin));
 }
 
 // Appends text; when `response`, records it as (part of) a reply, joining it
@@ -61,7 +61,8 @@ void CheckAlternating(std::span<const ChatMessage> turns, const char* family) {
     if (turns[i].role != want) {
       throw std::invalid_argument(std::string(family) + " chat template: message " +
                                   std::to_string(i + 1) + " has role \"" + turns[i].role +
-                                  "\" where \"" + want + "\" is needed; turns must alternate "
+                                  "\" where \"" + want +
+                                  "\" is needed; turns must alternate "
                                   "user/assistant starting with user" +
                                   (std::string(family) == "Mistral" && turns[i].role == "system"
                                        ? " (Mistral's template has no system role: put the "
@@ -132,7 +133,8 @@ std::optional<std::string> TemplateFromConfig(const std::filesystem::path& confi
       }
     }
   }
-  throw FormatError(config_path.string() + ": chat_template is neither a string nor a list "
+  throw FormatError(config_path.string() +
+                    ": chat_template is neither a string nor a list "
                     "holding a \"default\" template");
 }
 
@@ -170,7 +172,8 @@ ChatTemplate ChatTemplate::FromJinja(const std::string& source, TemplateTokens t
   }
   if (has("<|start_header_id|>")) {
     if (has("Cutting Knowledge Date") || has("tools")) {
-      throw FormatError(origin + ": a Llama-3.1-style chat template (tools, knowledge-date "
+      throw FormatError(origin +
+                        ": a Llama-3.1-style chat template (tools, knowledge-date "
                         "system prompt) is not rendered by this version; pass --template "
                         "llama3 for the plain Llama-3 format");
     }
@@ -179,14 +182,17 @@ ChatTemplate ChatTemplate::FromJinja(const std::string& source, TemplateTokens t
   if (has("[INST]") && has("<<SYS>>")) return ChatTemplate(ChatFamily::kLlama2, std::move(tokens));
   if (has("[INST]")) {
     if (has("system_message") || has("tools")) {
-      throw FormatError(origin + ": a Mistral chat template with system-message or tool "
+      throw FormatError(origin +
+                        ": a Mistral chat template with system-message or tool "
                         "handling is not rendered by this version; pass --template mistral "
                         "for the original [INST] format");
     }
     return ChatTemplate(ChatFamily::kMistral, std::move(tokens));
   }
-  throw FormatError(origin + ": the chat template is not one this version recognises "
-                    "(ChatML, Llama-2, Llama-3, Mistral)" + hint);
+  throw FormatError(origin +
+                    ": the chat template is not one this version recognises "
+                    "(ChatML, Llama-2, Llama-3, Mistral)" +
+                    hint);
 }
 
 ChatTemplate ChatTemplate::ForModel(const std::string& model_path, const Tokenizer& tokenizer) {
@@ -201,8 +207,8 @@ ChatTemplate ChatTemplate::ForModel(const std::string& model_path, const Tokeniz
     source = file.GetString("tokenizer.chat_template");
     origin = model_path + ": tokenizer.chat_template";
   } else {
-    const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path)
-                                                      : fs::path(model_path).parent_path();
+    const fs::path dir =
+        fs::is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
     const fs::path config = dir / "tokenizer_config.json", jinja = dir / "chat_template.jinja";
     std::optional<std::string> found;
     if (fs::exists(jinja)) {
@@ -213,8 +219,10 @@ ChatTemplate ChatTemplate::ForModel(const std::string& model_path, const Tokeniz
       origin = config.string() + ": chat_template";
     }
     if (!found) {
-      throw FormatError(dir.string() + ": no chat template (neither chat_template.jinja nor "
-                        "chat_template in tokenizer_config.json)" + hint);
+      throw FormatError(dir.string() +
+                        ": no chat template (neither chat_template.jinja nor "
+                        "chat_template in tokenizer_config.json)" +
+                        hint);
     }
     source = *found;
   }
@@ -223,11 +231,16 @@ ChatTemplate ChatTemplate::ForModel(const std::string& model_path, const Tokeniz
 
 std::string ChatTemplate::name() const {
   switch (family_) {
-    case ChatFamily::kChatML: return "chatml";
-    case ChatFamily::kLlama2: return "llama2";
-    case ChatFamily::kLlama3: return "llama3";
-    case ChatFamily::kMistral: return "mistral";
-    case ChatFamily::kAlpaca: return "alpaca";
+    case ChatFamily::kChatML:
+      return "chatml";
+    case ChatFamily::kLlama2:
+      return "llama2";
+    case ChatFamily::kLlama3:
+      return "llama3";
+    case ChatFamily::kMistral:
+      return "mistral";
+    case ChatFamily::kAlpaca:
+      return "alpaca";
   }
   return "?";
 }
@@ -235,22 +248,29 @@ std::string ChatTemplate::name() const {
 RenderedChat ChatTemplate::Render(std::span<const ChatMessage> messages,
                                   bool add_generation_prompt) const {
   switch (family_) {
-    case ChatFamily::kChatML: return RenderChatML(messages, add_generation_prompt);
-    case ChatFamily::kLlama2: return RenderLlama2(messages);
-    case ChatFamily::kLlama3: return RenderLlama3(messages, add_generation_prompt);
-    case ChatFamily::kMistral: return RenderMistral(messages);
-    case ChatFamily::kAlpaca: break;
+    case ChatFamily::kChatML:
+      return RenderChatML(messages, add_generation_prompt);
+    case ChatFamily::kLlama2:
+      return RenderLlama2(messages);
+    case ChatFamily::kLlama3:
+      return RenderLlama3(messages, add_generation_prompt);
+    case ChatFamily::kMistral:
+      return RenderMistral(messages);
+    case ChatFamily::kAlpaca:
+      break;
   }
   // Alpaca: one instruction, optionally answered.
   const bool answered = messages.size() == 2 && messages[1].role == "assistant";
   if (messages.empty() || messages.size() > 2 || messages[0].role != "user" ||
       (messages.size() == 2 && !answered)) {
-    throw std::invalid_argument("alpaca template: expects one user message and optionally the "
-                                "assistant's reply, got " + std::to_string(messages.size()) +
-                                " messages");
+    throw std::invalid_argument(
+        "alpaca template: expects one user message and optionally the "
+        "assistant's reply, got " +
+        std::to_string(messages.size()) + " messages");
   }
-  return RenderAlpaca(messages[0].content, "",
-                      answered ? std::optional<std::string_view>(messages[1].content) : std::nullopt);
+  return RenderAlpaca(
+      messages[0].content, "",
+      answered ? std::optional<std::string_view>(messages[1].content) : std::nullopt);
 }
 
 RenderedChat ChatTemplate::RenderInstruction(std::string_view instruction, std::string_view input,
@@ -259,8 +279,9 @@ RenderedChat ChatTemplate::RenderInstruction(std::string_view instruction, std::
       response.empty() ? std::nullopt : std::optional<std::string_view>(response);
   if (family_ == ChatFamily::kAlpaca) return RenderAlpaca(instruction, input, reply);
   std::vector<ChatMessage> messages;
-  messages.push_back({"user", input.empty() ? std::string(instruction)
-                                            : std::string(instruction) + "\n\n" + std::string(input)});
+  messages.push_back({"user", input.empty()
+                                  ? std::string(instruction)
+                                  : std::string(instruction) + "\n\n" + std::string(input)});
   if (reply) messages.push_back({"assistant", std::string(*reply)});
   return Render(messages, /*add_generation_prompt=*/!reply);
 }
@@ -334,13 +355,15 @@ RenderedChat ChatTemplate::RenderAlpaca(std::string_view instruction, std::strin
                                         std::optional<std::string_view> response) const {
   Builder b;
   if (input.empty()) {
-    b.Add("Below is an instruction that describes a task. Write a response that appropriately "
-          "completes the request.\n\n### Instruction:\n");
+    b.Add(
+        "Below is an instruction that describes a task. Write a response that appropriately "
+        "completes the request.\n\n### Instruction:\n");
     b.Add(instruction);
   } else {
-    b.Add("Below is an instruction that describes a task, paired with an input that provides "
-          "further context. Write a response that appropriately completes the request.\n\n"
-          "### Instruction:\n");
+    b.Add(
+        "Below is an instruction that describes a task, paired with an input that provides "
+        "further context. Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n");
     b.Add(instruction);
     b.Add("\n\n### Input:\n");
     b.Add(input);

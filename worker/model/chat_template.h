@@ -89,10 +89,13 @@ class ChatTemplate {
                                  std::string_view response) const;
 
  private:
-  ChatTemplate(ChatFamily family, TemplateTokens tokens) : family_(family), tokens_(std::move(tokens)) {}
-  RenderedChat RenderChatML(std::span<const ChatMessage> messages, bool add_generation_prompt) const;
+  ChatTemplate(ChatFamily family, TemplateTokens tokens)
+      : family_(family), tokens_(std::move(tokens)) {}
+  RenderedChat RenderChatML(std::span<const ChatMessage> messages,
+                            bool add_generation_prompt) const;
   RenderedChat RenderLlama2(std::span<const ChatMessage> messages) const;
-  RenderedChat RenderLlama3(std::span<const ChatMessage> messages, bool add_generation_prompt) const;
+  RenderedChat RenderLlama3(std::span<const ChatMessage> messages,
+                            bool add_generation_prompt) const;
   RenderedChat RenderMistral(std::span<const ChatMessage> messages) const;
   RenderedChat RenderAlpaca(std::string_view instruction, std::string_view input,
                             std::optional<std::string_view> response) const;

@@ -29,14 +29,15 @@ constexpr uint32_t kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount *
 constexpr uint32_t kSCount = kLCount * kNCount;
 
 struct Tagged {
-  uint32_t cp;       // TextUnit::kInvalidUnit for a stray byte
+  uint32_t cp;  // TextUnit::kInvalidUnit for a stray byte
   uint32_t begin, end;
   uint8_t ccc;
 };
 
 const Decomposition* FindDecomposition(uint32_t cp) {
-  const auto* it = std::lower_bound(std::begin(kDecompositions), std::end(kDecompositions), cp,
-                                    [](const Decomposition& d, uint32_t c) { return d.code_point < c; });
+  const auto* it =
+      std::lower_bound(std::begin(kDecompositions), std::end(kDecompositions), cp,
+                       [](const Decomposition& d, uint32_t c) { return d.code_point < c; });
   return it != std::end(kDecompositions) && it->code_point == cp ? it : nullptr;
 }
 
@@ -83,8 +84,9 @@ uint32_t Compose(uint32_t a, uint32_t b) {
 }  // namespace
 
 uint8_t CombiningClass(uint32_t cp) {
-  const auto* it = std::upper_bound(std::begin(kCombiningRanges), std::end(kCombiningRanges), cp,
-                                    [](uint32_t c, const CombiningRange& r) { return c < r.first; });
+  const auto* it =
+      std::upper_bound(std::begin(kCombiningRanges), std::end(kCombiningRanges), cp,
+                       [](uint32_t c, const CombiningRange& r) { return c < r.first; });
   if (it == std::begin(kCombiningRanges)) return 0;
   --it;
   return cp <= it->last ? it->combining_class : 0;
@@ -94,9 +96,8 @@ NormalizedText NormalizeNfc(std::string_view text) {
   const std::vector<TextUnit> units = DecodeUtf8(text);
   NormalizedText out;
   // Below U+0300 nothing decomposes or combines; such text is already NFC.
-  const bool trivial = std::all_of(units.begin(), units.end(), [](const TextUnit& u) {
-    return u.code_point < 0x300;
-  });
+  const bool trivial = std::all_of(units.begin(), units.end(),
+                                   [](const TextUnit& u) { return u.code_point < 0x300; });
   std::vector<Tagged> cps;
   cps.reserve(units.size());
   for (const TextUnit& u : units) {

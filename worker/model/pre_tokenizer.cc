@@ -111,8 +111,8 @@ void SplitByRegex(Units u, const PreTokenizerConfig& config, std::vector<TextPie
   }
   size_t i = 0;
   while (i < u.size()) {
-    const size_t e = config.regex == SplitRegex::kGpt2 ? NextGpt2(u, i)
-                                                       : NextLlama3(u, i, config.max_digits);
+    const size_t e =
+        config.regex == SplitRegex::kGpt2 ? NextGpt2(u, i) : NextLlama3(u, i, config.max_digits);
     out->push_back(bytes(i, e));
     i = e;
   }
@@ -124,8 +124,12 @@ std::string PreTokenizerConfig::Describe() const {
   std::string s;
   if (isolate_digits) s = individual_digits ? "single digits, then " : "digit runs, then ";
   switch (regex) {
-    case SplitRegex::kNone: s += "no regex"; break;
-    case SplitRegex::kGpt2: s += "GPT-2 regex"; break;
+    case SplitRegex::kNone:
+      s += "no regex";
+      break;
+    case SplitRegex::kGpt2:
+      s += "GPT-2 regex";
+      break;
     case SplitRegex::kLlama3:
       s += "Llama-3 regex (numbers of up to " + std::to_string(max_digits) + " digits)";
       break;

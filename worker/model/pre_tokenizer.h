@@ -13,7 +13,7 @@ namespace diablo::model {
 
 // The regex that splits text into words.
 enum class SplitRegex {
-  kNone,   // no regex split (the whole text is one piece)
+  kNone,  // no regex split (the whole text is one piece)
   // 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
   kGpt2,
   // (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,K}|
@@ -28,8 +28,8 @@ struct PreTokenizerConfig {
   bool isolate_digits = false;
   bool individual_digits = true;
   SplitRegex regex = SplitRegex::kGpt2;
-  int max_digits = 3;              // K of kLlama3: 3 for Llama-3, 1 for Qwen2
-  bool add_prefix_space = false;   // ByteLevel's option: prepend ' ' unless present
+  int max_digits = 3;             // K of kLlama3: 3 for Llama-3, 1 for Qwen2
+  bool add_prefix_space = false;  // ByteLevel's option: prepend ' ' unless present
 
   // "gpt2", "smollm (digits + gpt2)", "llama3 (digits up to 3)", ...
   std::string Describe() const;

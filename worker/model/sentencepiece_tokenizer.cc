@@ -3,14 +3,14 @@
 // Llama tokenizer adds around it (BOS/EOS, special pieces in text, offsets).
 #include "worker/model/sentencepiece_tokenizer.h"
 
+#include <sentencepiece_processor.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
-
-#include <nlohmann/json.hpp>
-#include <sentencepiece_processor.h>
 
 #include "worker/model/gguf.h"
 
@@ -108,7 +108,8 @@ class SentencePieceTokenizer : public Tokenizer {
   void CheckId(int32_t id) const {
     if (id < 0 || id >= processor_.GetPieceSize()) {
       throw std::out_of_range("token id " + std::to_string(id) + " is outside the vocabulary of " +
-                              std::to_string(processor_.GetPieceSize()) + " pieces (" + path_ + ")");
+                              std::to_string(processor_.GetPieceSize()) + " pieces (" + path_ +
+                              ")");
     }
   }
 

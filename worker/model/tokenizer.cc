@@ -15,14 +15,16 @@ namespace diablo::model {
 namespace {
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::unique_ptr<Tokenizer> LoadSentencePieceOrExplain(const std::string& path) {
 #ifdef DIABLO_WITH_SENTENCEPIECE
   return LoadSentencePiece(path);
 #else
-  throw std::runtime_error(path + ": this build has no SentencePiece support (rebuild with "
+  throw std::runtime_error(path +
+                           ": this build has no SentencePiece support (rebuild with "
                            "libsentencepiece-dev installed and -DDIABLO_WITH_SENTENCEPIECE=ON), "
                            "or point --model at the model's tokenizer.json instead");
 #endif
@@ -50,7 +52,8 @@ std::unique_ptr<Tokenizer> LoadTokenizer(const std::string& path) {
       const fs::path candidate = fs::path(path) / name;
       if (fs::exists(candidate, ec)) return LoadTokenizer(candidate.string());
     }
-    throw std::runtime_error(path + ": the directory holds neither tokenizer.json nor "
+    throw std::runtime_error(path +
+                             ": the directory holds neither tokenizer.json nor "
                              "tokenizer.model; point --model at a .gguf file or a model "
                              "directory that has one of them");
   }
@@ -61,7 +64,8 @@ std::unique_ptr<Tokenizer> LoadTokenizer(const std::string& path) {
   }
   if (EndsWith(path, ".json")) return LoadTokenizerJson(path);
   if (EndsWith(path, ".model")) return LoadSentencePieceOrExplain(path);
-  throw std::runtime_error(path + ": not a known tokenizer file; expected a .gguf model, a "
+  throw std::runtime_error(path +
+                           ": not a known tokenizer file; expected a .gguf model, a "
                            "tokenizer.json, a tokenizer.model, or a directory holding one");
 }
 

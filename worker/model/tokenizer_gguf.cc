@@ -11,7 +11,12 @@ namespace {
 
 // GGUF token types (llama.cpp's llama_token_type).
 enum GgufTokenType : int64_t {
-  kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6,
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6,
 };
 
 struct PreSpec {
@@ -67,12 +72,14 @@ std::vector<std::string> StringArray(const GgufFile& file, const std::string& ke
 
 std::unique_ptr<BpeTokenizer> LoadGgufTokenizer(const GgufFile& file, const std::string& path) {
   if (!file.Has("tokenizer.ggml.model")) {
-    throw FormatError(path + ": no tokenizer.ggml.model: this GGUF file carries no tokenizer; "
-                             "point --model at the model's tokenizer.json instead");
+    throw FormatError(path +
+                      ": no tokenizer.ggml.model: this GGUF file carries no tokenizer; "
+                      "point --model at the model's tokenizer.json instead");
   }
   const std::string kind = file.GetString("tokenizer.ggml.model");
   if (kind != "gpt2") {
-    throw FormatError(path + ": tokenizer.ggml.model is \"" + kind + "\"; this version reads "
+    throw FormatError(path + ": tokenizer.ggml.model is \"" + kind +
+                      "\"; this version reads "
                       "byte-level BPE (\"gpt2\") GGUF vocabularies only" +
                       (kind == "llama" ? "; for this SentencePiece model point --model at its "
                                          "tokenizer.model"
@@ -86,20 +93,24 @@ std::unique_ptr<BpeTokenizer> LoadGgufTokenizer(const GgufFile& file, const std:
   for (size_t i = 0; i < merges.size(); ++i) {
     const size_t space = merges[i].find(' ');
     if (space == std::string::npos || merges[i].find(' ', space + 1) != std::string::npos) {
-      throw FormatError(path + ": tokenizer.ggml.merges[" + std::to_string(i) + "] \"" +
-                        merges[i] + "\" is not two tokens separated by one space");
+      throw FormatError(path + ": tokenizer.ggml.merges[" + std::to_string(i) + "] \"" + merges[i] +
+                        "\" is not two tokens separated by one space");
     }
     spec.merges.emplace_back(merges[i].substr(0, space), merges[i].substr(space + 1));
   }
 
-  const std::string pre = file.Has("tokenizer.ggml.pre") ? file.GetString("tokenizer.ggml.pre")
-                                                         : "gpt2";
+  const std::string pre =
+      file.Has("tokenizer.ggml.pre") ? file.GetString("tokenizer.ggml.pre") : "gpt2";
   auto known = KnownPreTokenizers().find(pre);
   if (known == KnownPreTokenizers().end()) {
     std::string names;
-    for (const auto& [name, unused] : KnownPreTokenizers()) names += (names.empty() ? "" : ", ") + name;
-    throw FormatError(path + ": tokenizer.ggml.pre \"" + pre + "\" is not a pre-tokenizer this "
-                      "version knows (known: " + names + "); point --model at the model's "
+    for (const auto& [name, unused] : KnownPreTokenizers())
+      names += (names.empty() ? "" : ", ") + name;
+    throw FormatError(path + ": tokenizer.ggml.pre \"" + pre +
+                      "\" is not a pre-tokenizer this "
+                      "version knows (known: " +
+                      names +
+                      "); point --model at the model's "
                       "tokenizer.json instead");
   }
   spec.pre_name = pre;

@@ -4,9 +4,8 @@
 // the JSON path of the item, so a tokenizer is never silently approximated.
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "worker/model/bpe_tokenizer.h"
 
@@ -17,7 +16,8 @@ using nlohmann::json;
 
 // The Llama-3 split regex with its number part cut out: Llama-3 has
 // \p{N}{1,3} there, Qwen2 \p{N}.
-constexpr std::string_view kLlama3Head = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|)";
+constexpr std::string_view kLlama3Head =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|)";
 constexpr std::string_view kLlama3Tail = R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kGpt2Regex =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -63,7 +63,8 @@ json ReadJsonFile(const std::string& path) {
 void ReadSplitRegex(const JsonReader& r, const json& step, const std::string& where,
                     PreTokenizerConfig* pre) {
   const json& pattern = r.Field(step, "pattern", where);
-  if (!pattern.contains("Regex")) r.Fail(where + ".pattern", "only {\"Regex\": ...} splits are supported");
+  if (!pattern.contains("Regex"))
+    r.Fail(where + ".pattern", "only {\"Regex\": ...} splits are supported");
   const std::string regex = r.String(pattern.at("Regex"), where + ".pattern.Regex");
   const std::string behavior = step.value("behavior", std::string("Isolated"));
   if (behavior != "Isolated" || r.BoolOr(step, "invert", false, where)) {
@@ -133,19 +134,20 @@ void ReadPreTokenizer(const JsonReader& r, const json& root, BpeSpec* spec) {
       cfg.isolate_digits = true;
       cfg.individual_digits = r.BoolOr(*step, "individual_digits", false, at);
     } else if (type == "Metaspace") {
-      r.Fail(at, "a SentencePiece-style (Metaspace) tokenizer.json is not supported; point "
-                 "--model at the model's tokenizer.model instead");
+      r.Fail(at,
+             "a SentencePiece-style (Metaspace) tokenizer.json is not supported; point "
+             "--model at the model's tokenizer.model instead");
     } else {
       r.Fail(at, "unsupported pre-tokenizer type \"" + type +
                      "\" (supported: ByteLevel, Split, Digits, Sequence)");
     }
   }
   if (!byte_level) r.Fail(where, "no ByteLevel step; only byte-level BPE is supported");
-  spec->pre_name = cfg.isolate_digits && cfg.regex == SplitRegex::kGpt2 ? "smollm"
-                   : cfg.regex == SplitRegex::kGpt2                     ? "gpt2"
+  spec->pre_name = cfg.isolate_digits && cfg.regex == SplitRegex::kGpt2      ? "smollm"
+                   : cfg.regex == SplitRegex::kGpt2                          ? "gpt2"
                    : cfg.regex == SplitRegex::kLlama3 && cfg.max_digits == 1 ? "qwen2"
-                   : cfg.regex == SplitRegex::kLlama3                   ? "llama3"
-                                                                        : "";
+                   : cfg.regex == SplitRegex::kLlama3                        ? "llama3"
+                                                                             : "";
 }
 
 // Byte-level families use no normaliser, or NFC (Qwen2).
@@ -160,14 +162,16 @@ void ReadNormalizer(const JsonReader& r, const json& n, const std::string& where
       ReadNormalizer(r, list[i], where + ".normalizers[" + std::to_string(i) + "]", spec);
     }
   } else {
-    r.Fail(where, "type \"" + type + "\" is not supported (byte-level BPE tokenizers use none "
-                  "or NFC)");
+    r.Fail(where, "type \"" + type +
+                      "\" is not supported (byte-level BPE tokenizers use none "
+                      "or NFC)");
   }
 }
 
 // TemplateProcessing's single-sequence template: special tokens before and
 // after the text "A".
-void ReadPostProcessor(const JsonReader& r, const json& pp, const std::string& where, BpeSpec* spec) {
+void ReadPostProcessor(const JsonReader& r, const json& pp, const std::string& where,
+                       BpeSpec* spec) {
   if (pp.is_null()) return;
   const std::string type = r.String(r.Field(pp, "type", where), where + ".type");
   if (type == "ByteLevel") return;  // only adjusts offsets, which we compute exactly
@@ -191,10 +195,13 @@ void ReadPostProcessor(const JsonReader& r, const json& pp, const std::string& w
       seen_text = true;
       continue;
     }
-    const std::string name = r.String(r.Field(r.Field(single[i], "SpecialToken", at), "id", at), at);
-    if (!specials.contains(name)) r.Fail(at, "special token \"" + name + "\" is not in special_tokens");
+    const std::string name =
+        r.String(r.Field(r.Field(single[i], "SpecialToken", at), "id", at), at);
+    if (!specials.contains(name))
+      r.Fail(at, "special token \"" + name + "\" is not in special_tokens");
     for (const json& id : r.Field(specials[name], "ids", where + ".special_tokens." + name)) {
-      if (!id.is_number_integer()) r.Fail(where + ".special_tokens." + name, "ids must be integers");
+      if (!id.is_number_integer())
+        r.Fail(where + ".special_tokens." + name, "ids must be integers");
       (seen_text ? spec->suffix_ids : spec->prefix_ids).push_back(id.get<int32_t>());
     }
   }
@@ -203,19 +210,22 @@ void ReadPostProcessor(const JsonReader& r, const json& pp, const std::string& w
 void ReadModel(const JsonReader& r, const json& model, BpeSpec* spec) {
   const std::string type = model.value("type", "BPE");
   if (type != "BPE") {
-    r.Fail("model.type", "is \"" + type + "\"; only byte-level BPE tokenizer.json files are "
-                         "supported (use tokenizer.model for SentencePiece models)");
+    r.Fail("model.type", "is \"" + type +
+                             "\"; only byte-level BPE tokenizer.json files are "
+                             "supported (use tokenizer.model for SentencePiece models)");
   }
   if (r.BoolOr(model, "byte_fallback", false, "model")) {
-    r.Fail("model.byte_fallback", "is true: a SentencePiece-style BPE; point --model at the "
-                                  "model's tokenizer.model instead");
+    r.Fail("model.byte_fallback",
+           "is true: a SentencePiece-style BPE; point --model at the "
+           "model's tokenizer.model instead");
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (model.contains(key) && model[key].is_string() && !model[key].get<std::string>().empty()) {
       r.Fail(std::string("model.") + key, "is set; byte-level BPE does not use it");
     }
   }
-  if (model.contains("dropout") && model["dropout"].is_number() && model["dropout"].get<double>() > 0) {
+  if (model.contains("dropout") && model["dropout"].is_number() &&
+      model["dropout"].get<double>() > 0) {
     r.Fail("model.dropout", "BPE dropout is for training a tokenizer, not for using one");
   }
   spec->ignore_merges = r.BoolOr(model, "ignore_merges", false, "model");
@@ -296,7 +306,8 @@ std::optional<int32_t> ConfigToken(const json& config, const char* key, const Bp
   for (size_t id = 0; id < spec.vocab.size(); ++id) {
     if (spec.vocab[id] == name) return static_cast<int32_t>(id);
   }
-  throw FormatError(config_path + ": " + key + " \"" + name + "\" is not a token of " + spec.source);
+  throw FormatError(config_path + ": " + key + " \"" + name + "\" is not a token of " +
+                    spec.source);
 }
 
 }  // namespace

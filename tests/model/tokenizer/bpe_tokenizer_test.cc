@@ -3,12 +3,13 @@
 // decoding, and clear errors for files this code must refuse.
 #include "worker/model/bpe_tokenizer.h"
 
-#include <string>
-#include <vector>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "tests/model/tokenizer/test_util.h"
 #include "worker/model/unicode_classes.h"
@@ -17,9 +18,9 @@ namespace diablo::model {
 namespace {
 
 using nlohmann::json;
-using testing::ScratchDir;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using testing::ScratchDir;
 
 std::string ByteChar(uint8_t b) {
   std::string s;
@@ -73,8 +74,9 @@ TEST(BpeMerges, LowestRankMergesFirst) {
 
 TEST(BpeMerges, MergedTokensMergeFurtherAndPairFormIsAccepted) {
   ScratchDir dir;
-  auto t = Load(dir, MakeTokenizer({"ab", "abc"},
-                                   json::array({json::array({"a", "b"}), json::array({"ab", "c"})})));
+  auto t =
+      Load(dir, MakeTokenizer({"ab", "abc"},
+                              json::array({json::array({"a", "b"}), json::array({"ab", "c"})})));
   EXPECT_THAT(t->Encode("abcab"), ElementsAre(257, 256));
 }
 
@@ -90,8 +92,12 @@ TEST(BpeMerges, SpaceIsSpelledAsItsByteCharacter) {
   const std::string space = ByteChar(' ');  // "Ġ"
   auto t = Load(dir, MakeTokenizer({space + "a"}, json::array({space + " a"})));
   EXPECT_THAT(t->Encode("a a"), ElementsAre('a', 256));
-  EXPECT_EQ(t->IdToToken(256), "\xC4\xA0" "a");
-  EXPECT_EQ(t->TokenToId("\xC4\xA0" "a"), 256);
+  EXPECT_EQ(t->IdToToken(256),
+            "\xC4\xA0"
+            "a");
+  EXPECT_EQ(t->TokenToId("\xC4\xA0"
+                         "a"),
+            256);
 }
 
 TEST(BpeDecode, MultiByteCharactersRoundTripAndBrokenBytesBecomeReplacement) {
@@ -117,7 +123,8 @@ json WithAddedTokens(json j) {
 
 TEST(AddedTokens, MatchedBeforePreTokenizationLongestFirst) {
   ScratchDir dir;
-  auto t = Load(dir, WithAddedTokens(MakeTokenizer({"<|x|>", "<u>", "<|x|>>", "[S]"}, json::array())));
+  auto t =
+      Load(dir, WithAddedTokens(MakeTokenizer({"<|x|>", "<u>", "<|x|>>", "[S]"}, json::array())));
   EXPECT_THAT(t->Encode("a<|x|>b"), ElementsAre('a', 256, 'b'));
   EXPECT_THAT(t->Encode("<|x|>>"), ElementsAre(258));
   EXPECT_THAT(t->Encode("<u><u>"), ElementsAre(257, 257));
@@ -128,20 +135,23 @@ TEST(AddedTokens, MatchedBeforePreTokenizationLongestFirst) {
 
 TEST(AddedTokens, ParseSpecialOffLeavesSpecialTokensAsTextButNotOtherAddedOnes) {
   ScratchDir dir;
-  auto t = Load(dir, WithAddedTokens(MakeTokenizer({"<|x|>", "<u>", "<|x|>>", "[S]"}, json::array())));
+  auto t =
+      Load(dir, WithAddedTokens(MakeTokenizer({"<|x|>", "<u>", "<|x|>>", "[S]"}, json::array())));
   EXPECT_THAT(t->Encode("<|x|><u>", {.parse_special = false}),
               ElementsAre('<', '|', 'x', '|', '>', 257));
 }
 
 TEST(AddedTokens, StripFlagsSwallowNeighbouringWhitespace) {
   ScratchDir dir;
-  auto t = Load(dir, WithAddedTokens(MakeTokenizer({"<|x|>", "<u>", "<|x|>>", "[S]"}, json::array())));
+  auto t =
+      Load(dir, WithAddedTokens(MakeTokenizer({"<|x|>", "<u>", "<|x|>>", "[S]"}, json::array())));
   EXPECT_THAT(t->Encode("a  [S]  b"), ElementsAre('a', 259, 'b'));
 }
 
 TEST(AddedTokens, DecodeWritesThemRawAndSkipsOnlySpecialOnesWhenAsked) {
   ScratchDir dir;
-  auto t = Load(dir, WithAddedTokens(MakeTokenizer({"<|x|>", "<u>", "<|x|>>", "[S]"}, json::array())));
+  auto t =
+      Load(dir, WithAddedTokens(MakeTokenizer({"<|x|>", "<u>", "<|x|>>", "[S]"}, json::array())));
   const std::vector<int32_t> ids = {'h', 256, 'i', 257};
   EXPECT_EQ(t->Decode(ids), "h<|x|>i<u>");
   EXPECT_EQ(t->Decode(ids, /*skip_special=*/true), "hi<u>");
@@ -153,12 +163,14 @@ TEST(PostProcessor, TemplateProcessingAddsBosOnlyWithAddSpecial) {
   j["added_tokens"] = json::array({{{"id", 256}, {"content", "<bos>"}, {"special", true}}});
   j["post_processor"] = {
       {"type", "Sequence"},
-      {"processors", json::array({
+      {"processors",
+       json::array({
            {{"type", "ByteLevel"}},
            {{"type", "TemplateProcessing"},
             {"single", json::array({{{"SpecialToken", {{"id", "<bos>"}, {"type_id", 0}}}},
                                     {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-            {"special_tokens", {{"<bos>", {{"id", "<bos>"}, {"ids", {256}}, {"tokens", {"<bos>"}}}}}}},
+            {"special_tokens",
+             {{"<bos>", {{"id", "<bos>"}, {"ids", {256}}, {"tokens", {"<bos>"}}}}}}},
        })}};
   auto t = Load(dir, j);
   EXPECT_THAT(t->Encode("hi"), ElementsAre(256, 'h', 'i'));
@@ -185,7 +197,9 @@ json WithSplit(json j, const std::string& regex) {
   j["pre_tokenizer"] = {
       {"type", "Sequence"},
       {"pretokenizers",
-       json::array({{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"},
+       json::array({{{"type", "Split"},
+                     {"pattern", {{"Regex", regex}}},
+                     {"behavior", "Isolated"},
                      {"invert", false}},
                     {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}};
   return j;
@@ -204,8 +218,8 @@ TEST(PreTokenizerConfig, RecognisesLlama3AndQwen2Regexes) {
   auto qwen2 = Load(dir, WithSplit(MakeTokenizer({}, json::array()), qwen));
   EXPECT_EQ(qwen2->pre_tokenizer().max_digits, 1);
   // With merges for "1", "12", "123": digits group by three, letters apart.
-  auto t = Load(dir, WithSplit(MakeTokenizer({"12", "123"}, json::array({"1 2", "12 3"})),
-                               kLlama3Regex));
+  auto t = Load(
+      dir, WithSplit(MakeTokenizer({"12", "123"}, json::array({"1 2", "12 3"})), kLlama3Regex));
   EXPECT_THAT(t->Encode("1231234"), ElementsAre(257, 257, '4'));
 }
 
@@ -234,6 +248,35 @@ TEST(Normalizer, NfcComposesBeforeSplittingAndOffsetsPointIntoTheInput) {
   EXPECT_EQ(e.offsets[2], (std::pair<size_t, size_t>{3, 4}));
   EXPECT_EQ(t->Decode(e.ids), "\xC3\xA9!");
   EXPECT_THAT(t->Describe(), HasSubstr("NFC"));
+}
+
+TEST(BpeConcurrency, ThreadsSharingOneTokenizerGetTheSameIds) {
+  ScratchDir dir;
+  auto t = Load(dir, MakeTokenizer({"ab", "abc",
+                                    "\xC4\xA0"
+                                    "ab"},
+                                   json::array({"a b", "ab c", "\xC4\xA0 ab"})));
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i)
+    texts.push_back("abc ab" + std::string(i % 7, 'c') + " x" + std::to_string(i));
+  std::vector<std::vector<int32_t>> expected;
+  for (const auto& text : texts) expected.push_back(t->Encode(text));
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 4; ++k) {
+    threads.emplace_back([&, k] {
+      for (int round = 0; round < 20; ++round) {
+        for (size_t i = 0; i < texts.size(); ++i) {
+          if (t->Encode(texts[(i + k * 31) % texts.size()]) !=
+              expected[(i + k * 31) % texts.size()]) {
+            ++mismatches[k];
+          }
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(mismatches, std::vector<int>(4, 0));
 }
 
 TEST(MalformedTokenizerJson, ErrorsNameTheFileAndTheItem) {

@@ -4,12 +4,12 @@
 // Hugging Face.
 #include "worker/model/chat_template.h"
 
-#include <string>
-#include <vector>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "tests/model/tokenizer/test_util.h"
 #include "worker/model/bpe_tokenizer.h"
@@ -53,8 +53,9 @@ TEST(Alpaca, WithoutInputOrResponseIsAPromptForGeneration) {
 TEST(ChatML, RenderInstructionIsAUserTurnAndAnAssistantTurn) {
   const ChatTemplate t = ChatTemplate::FromName("chatml", {});
   const RenderedChat chat = t.RenderInstruction("Translate:", "chat", "cat");
-  EXPECT_EQ(chat.text,
-            "<|im_start|>user\nTranslate:\n\nchat<|im_end|>\n<|im_start|>assistant\ncat<|im_end|>\n");
+  EXPECT_EQ(
+      chat.text,
+      "<|im_start|>user\nTranslate:\n\nchat<|im_end|>\n<|im_start|>assistant\ncat<|im_end|>\n");
   EXPECT_EQ(SpanText(chat, 0), "cat<|im_end|>");
   EXPECT_FALSE(t.default_system());  // named by the user: no default system prompt
 }
@@ -64,8 +65,9 @@ TEST(Llama2, RepliesAreStrippedAndEndWithEos) {
   const std::vector<ChatMessage> messages = {
       {"system", "Be brief."}, {"user", " Hi "}, {"assistant", " Hello! "}, {"user", "Bye"}};
   const RenderedChat chat = t.Render(messages, true);
-  EXPECT_EQ(chat.text,
-            "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n Hi [/INST] Hello! </s><s>[INST] Bye [/INST]");
+  EXPECT_EQ(
+      chat.text,
+      "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n Hi [/INST] Hello! </s><s>[INST] Bye [/INST]");
   EXPECT_EQ(SpanText(chat, 0), "Hello! </s>");
 }
 
@@ -82,8 +84,10 @@ TEST(Mistral, SystemRoleIsRefusedWithAHint) {
 
 TEST(Detection, FamiliesAreRecognisedByTheirMarkers) {
   const TemplateTokens tokens{"<s>", "</s>"};
-  EXPECT_EQ(ChatTemplate::FromJinja("{{'<|im_start|>' + m}}", tokens, "t").family(), ChatFamily::kChatML);
-  EXPECT_EQ(ChatTemplate::FromJinja("<|start_header_id|>", tokens, "t").family(), ChatFamily::kLlama3);
+  EXPECT_EQ(ChatTemplate::FromJinja("{{'<|im_start|>' + m}}", tokens, "t").family(),
+            ChatFamily::kChatML);
+  EXPECT_EQ(ChatTemplate::FromJinja("<|start_header_id|>", tokens, "t").family(),
+            ChatFamily::kLlama3);
   EXPECT_EQ(ChatTemplate::FromJinja("[INST] <<SYS>>", tokens, "t").family(), ChatFamily::kLlama2);
   EXPECT_EQ(ChatTemplate::FromJinja("'[INST] ' + c", tokens, "t").family(), ChatFamily::kMistral);
 }
@@ -96,7 +100,8 @@ TEST(Detection, DefaultSystemPromptIsTakenFromTheLiteralOnly) {
   EXPECT_EQ(ChatTemplate::FromJinja(smollm, {}, "t").default_system(), "You are SmolLM");
   const std::string escaped = "{{ '<|im_start|>system\\nLine one.\\nLine two<|im_end|>\\n' }}";
   EXPECT_EQ(ChatTemplate::FromJinja(escaped, {}, "t").default_system(), "Line one.\nLine two");
-  const std::string user_system = "{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>' }}";
+  const std::string user_system =
+      "{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>' }}";
   EXPECT_FALSE(ChatTemplate::FromJinja(user_system, {}, "t").default_system());
 
   const std::vector<ChatMessage> user_only = {{"user", "Hi"}};
@@ -106,7 +111,8 @@ TEST(Detection, DefaultSystemPromptIsTakenFromTheLiteralOnly) {
 
 TEST(Detection, UnknownTemplatesSuggestTheTemplateOption) {
   try {
-    ChatTemplate::FromJinja("{{ messages[0]['content'] }}", {}, "model.gguf: tokenizer.chat_template");
+    ChatTemplate::FromJinja("{{ messages[0]['content'] }}", {},
+                            "model.gguf: tokenizer.chat_template");
     FAIL() << "an unknown template was accepted";
   } catch (const FormatError& e) {
     EXPECT_THAT(e.what(), HasSubstr("model.gguf: tokenizer.chat_template"));
@@ -124,9 +130,10 @@ TEST(Detection, UnknownTemplatesSuggestTheTemplateOption) {
 
 TEST(Detection, ModelDirectoryTemplateComesFromTokenizerConfig) {
   testing::ScratchDir dir;
-  nlohmann::json config = {{"chat_template", nlohmann::json::array({
-      {{"name", "tool_use"}, {"template", "{{ tools }}"}},
-      {{"name", "default"}, {"template", "<|start_header_id|>{{ x }}"}}})}};
+  nlohmann::json config = {
+      {"chat_template",
+       nlohmann::json::array({{{"name", "tool_use"}, {"template", "{{ tools }}"}},
+                              {{"name", "default"}, {"template", "<|start_header_id|>{{ x }}"}}})}};
   testing::WriteFile(dir / "tokenizer_config.json", config.dump());
   // A byte-level tokenizer.json so that the directory is a model.
   nlohmann::json vocab = nlohmann::json::object();
@@ -135,10 +142,12 @@ TEST(Detection, ModelDirectoryTemplateComesFromTokenizerConfig) {
     AppendUtf8(ByteToChar(static_cast<uint8_t>(b)), &s);
     vocab[s] = b;
   }
-  testing::WriteFile(dir / "tokenizer.json",
-                     nlohmann::json{{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
-                                    {"pre_tokenizer", {{"type", "ByteLevel"}}}}
-                         .dump());
+  testing::WriteFile(
+      dir / "tokenizer.json",
+      nlohmann::json{
+          {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
+          {"pre_tokenizer", {{"type", "ByteLevel"}}}}
+          .dump());
   const auto tokenizer = LoadTokenizer(dir.path().string());
   EXPECT_EQ(ChatTemplate::ForModel(dir.path().string(), *tokenizer).family(), ChatFamily::kLlama3);
 
@@ -165,17 +174,19 @@ TEST(TokenizeChat, MarksTokensThatOverlapAReply) {
   nlohmann::json j = {
       {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
       {"pre_tokenizer", {{"type", "ByteLevel"}}},
-      {"added_tokens", {{{"id", 256}, {"content", "<|im_start|>"}, {"special", true}},
-                        {{"id", 257}, {"content", "<|im_end|>"}, {"special", true}}}}};
+      {"added_tokens",
+       {{{"id", 256}, {"content", "<|im_start|>"}, {"special", true}},
+        {{"id", 257}, {"content", "<|im_end|>"}, {"special", true}}}}};
   testing::WriteFile(dir / "tokenizer.json", j.dump());
   const auto tokenizer = LoadTokenizer(dir / "tokenizer.json");
   const ChatTemplate t = ChatTemplate::FromName("chatml", {});
-  const std::vector<ChatMessage> messages = {{"user", "Q"}, {"assistant", "AB"}, {"user", "R"},
-                                             {"assistant", "C"}};
+  const std::vector<ChatMessage> messages = {
+      {"user", "Q"}, {"assistant", "AB"}, {"user", "R"}, {"assistant", "C"}};
   const TokenizedChat tokens = TokenizeChat(*tokenizer, t.Render(messages, false));
   std::string marked;
   for (size_t i = 0; i < tokens.ids.size(); ++i) {
-    if (tokens.is_response[i]) marked += tokenizer->Decode(std::vector<int32_t>{tokens.ids[i]}) + "|";
+    if (tokens.is_response[i])
+      marked += tokenizer->Decode(std::vector<int32_t>{tokens.ids[i]}) + "|";
   }
   EXPECT_EQ(marked, "A|B|<|im_end|>|C|<|im_end|>|");
 }

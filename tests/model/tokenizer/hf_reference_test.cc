@@ -3,12 +3,12 @@
 // tokenizers' BpeTrainer (hf_reference.py), saved as tokenizer.json, and both
 // sides encode the same texts; the family templates are rendered by
 // transformers' apply_chat_template from their Jinja source.
+#include <gtest/gtest.h>
+
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "tests/model/tokenizer/test_util.h"
 #include "worker/model/bpe_tokenizer.h"
@@ -31,10 +31,10 @@ TEST_P(TrainedVocabulary, IdsAndDecodingEqualHuggingFace) {
   const std::vector<std::string> texts = testing::ReferenceTexts();
   testing::WriteFile(dir / "request.json", json{{"texts", texts}}.dump());
   const std::string kind = GetParam();
-  const int status = testing::RunReference(
-      "train " + kind + " '" + (dir / "tok") + "' '" + (dir / "request.json") + "' '" +
-          (dir / "out.json") + "'",
-      dir / "log.txt");
+  const int status =
+      testing::RunReference("train " + kind + " '" + (dir / "tok") + "' '" +
+                                (dir / "request.json") + "' '" + (dir / "out.json") + "'",
+                            dir / "log.txt");
   ASSERT_EQ(status, 0) << testing::ReadText(dir / "log.txt");
   const json ref = testing::ReadJson(dir / "out.json");
 
@@ -55,7 +55,8 @@ TEST_P(TrainedVocabulary, IdsAndDecodingEqualHuggingFace) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Styles, TrainedVocabulary,
-                         ::testing::Values("gpt2", "gpt2_prefix_space", "llama3", "qwen2", "smollm"),
+                         ::testing::Values("gpt2", "gpt2_prefix_space", "llama3", "qwen2",
+                                           "smollm"),
                          [](const auto& info) { return info.param; });
 
 TEST(Nfc, EqualsPythonUnicodedata) {
@@ -70,7 +71,8 @@ TEST(Nfc, EqualsPythonUnicodedata) {
     const std::string input = c[0].get<std::string>(), expected = c[1].get<std::string>();
     const NormalizedText got = NormalizeNfc(input);
     if (got.text != expected && ++failures <= 10) {
-      ADD_FAILURE() << "NFC(" << Shown(input) << ") = " << Shown(got.text) << ", want " << Shown(expected);
+      ADD_FAILURE() << "NFC(" << Shown(input) << ") = " << Shown(got.text) << ", want "
+                    << Shown(expected);
     }
     ASSERT_EQ(got.source_begin.size(), got.text.size());
     if (!got.text.empty()) {  // reordering may move marks, but all input is covered
@@ -84,8 +86,14 @@ TEST(Nfc, EqualsPythonUnicodedata) {
 std::vector<std::vector<ChatMessage>> Conversations() {
   return {
       {{"user", "Hi"}},
-      {{"system", "Be brief."}, {"user", " What is 2+2? "}, {"assistant", " 4 "}, {"user", "And 3+3?"}},
-      {{"user", "Hello"}, {"assistant", "Hi there!\n"}, {"user", "Tell me a joke"}, {"assistant", "No."}},
+      {{"system", "Be brief."},
+       {"user", " What is 2+2? "},
+       {"assistant", " 4 "},
+       {"user", "And 3+3?"}},
+      {{"user", "Hello"},
+       {"assistant", "Hi there!\n"},
+       {"user", "Tell me a joke"},
+       {"assistant", "No."}},
       {{"system", "S"}, {"user", "U"}},
       {{"user", "  ünïcödé \t\n"}, {"assistant", "\n答案 👍\n"}},
       {{"assistant", "I speak first"}},
@@ -101,7 +109,8 @@ TEST(ChatTemplates, RenderingEqualsApplyChatTemplate) {
   json chats = json::array();
   for (size_t c = 0; c < conversations.size(); ++c) {
     json messages = json::array();
-    for (const auto& m : conversations[c]) messages.push_back({{"role", m.role}, {"content", m.content}});
+    for (const auto& m : conversations[c])
+      messages.push_back({{"role", m.role}, {"content", m.content}});
     chats.push_back({{"messages", messages}, {"add_generation_prompt", c % 2 == 1}});
   }
   testing::WriteFile(dir / "request.json", json{{"chats", chats}}.dump());
@@ -134,11 +143,13 @@ TEST(ChatTemplates, RenderingEqualsApplyChatTemplate) {
         ASSERT_LT(span, chat.response_spans.size());
         const auto [b, e] = chat.response_spans[span++];
         const std::string reply = chat.text.substr(b, e - b);
-        const std::string core = m.content.substr(m.content.find_first_not_of(" \n"),
-                                                  m.content.find_last_not_of(" \n") -
-                                                      m.content.find_first_not_of(" \n") + 1);
+        const std::string core = m.content.substr(
+            m.content.find_first_not_of(" \n"),
+            m.content.find_last_not_of(" \n") - m.content.find_first_not_of(" \n") + 1);
         EXPECT_NE(reply.find(core), std::string::npos) << Shown(reply) << " lacks " << Shown(core);
-        EXPECT_TRUE(reply.ends_with(name == "llama3" ? "<|eot_id|>" : name == "chatml" ? "<|im_end|>" : "</s>"))
+        EXPECT_TRUE(reply.ends_with(name == "llama3"   ? "<|eot_id|>"
+                                    : name == "chatml" ? "<|im_end|>"
+                                                       : "</s>"))
             << Shown(reply);
       }
       EXPECT_EQ(span, chat.response_spans.size());

@@ -22,8 +22,8 @@ TEST(Nfc, ReordersMarksByCombiningClassThenComposes) {
 }
 
 TEST(Nfc, SingletonsAndExclusionsStayDecomposed) {
-  EXPECT_EQ(Nfc("\u212b"), "\u00c5");          // ANGSTROM SIGN -> Å
-  EXPECT_EQ(Nfc("\u0958"), "\u0915\u093c");    // excluded from composition
+  EXPECT_EQ(Nfc("\u212b"), "\u00c5");        // ANGSTROM SIGN -> Å
+  EXPECT_EQ(Nfc("\u0958"), "\u0915\u093c");  // excluded from composition
 }
 
 TEST(Nfc, HangulJamoCompose) {

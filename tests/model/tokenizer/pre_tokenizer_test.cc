@@ -3,10 +3,10 @@
 // wins); hf_reference_test.cc checks the same code against Hugging Face.
 #include "worker/model/pre_tokenizer.h"
 
+#include <gtest/gtest.h>
+
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "worker/model/unicode_classes.h"
 
@@ -65,7 +65,10 @@ TEST(Gpt2Split, UnicodeClasses) {
   // a combining mark is neither, so it splits from its base letter.
   EXPECT_EQ(Split("東京 café ٣٤", Gpt2()), (Pieces{"東京", " café", " ٣٤"}));
   EXPECT_EQ(Split("e\xCC\x81x", Gpt2()), (Pieces{"e", "\xCC\x81", "x"}));
-  EXPECT_EQ(Split("a\xC2\xA0" "b", Gpt2()), (Pieces{"a", "\xC2\xA0", "b"}));  // NBSP is \s
+  EXPECT_EQ(Split("a\xC2\xA0"
+                  "b",
+                  Gpt2()),
+            (Pieces{"a", "\xC2\xA0", "b"}));  // NBSP is \s
 }
 
 TEST(Gpt2Split, InvalidUtf8BytesAreCarriedAlong) {
@@ -119,17 +122,20 @@ TEST(UnicodeClasses, GeneratedTablesClassifyKnownCharacters) {
   EXPECT_EQ(ClassOf(0x3000), CharClass::kWhitespace);  // ideographic space
   EXPECT_EQ(ClassOf(0x85), CharClass::kWhitespace);    // NEL
   EXPECT_EQ(ClassOf(0x1C), CharClass::kOther);
-  EXPECT_EQ(ClassOf(0x0301), CharClass::kOther);       // combining acute (Mn)
-  EXPECT_EQ(ClassOf(0x1F600), CharClass::kOther);      // emoji (So)
+  EXPECT_EQ(ClassOf(0x0301), CharClass::kOther);   // combining acute (Mn)
+  EXPECT_EQ(ClassOf(0x1F600), CharClass::kOther);  // emoji (So)
   EXPECT_EQ(ClassOf(0x110000), CharClass::kOther);
 }
 
 TEST(Utf8, SanitizeReplacesEachMaximalBadSubsequenceOnce) {
-  EXPECT_EQ(SanitizeUtf8("ok \xE2\x82\xAC"), "ok \xE2\x82\xAC");         // € untouched
-  EXPECT_EQ(SanitizeUtf8("a\xE2\x82" "b"), "a\xEF\xBF\xBD" "b");         // truncated: one
-  EXPECT_EQ(SanitizeUtf8("\xE0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD");       // overlong: two
+  EXPECT_EQ(SanitizeUtf8("ok \xE2\x82\xAC"), "ok \xE2\x82\xAC");  // € untouched
+  EXPECT_EQ(SanitizeUtf8("a\xE2\x82"
+                         "b"),
+            "a\xEF\xBF\xBD"
+            "b");                                                   // truncated: one
+  EXPECT_EQ(SanitizeUtf8("\xE0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong: two
   EXPECT_EQ(SanitizeUtf8("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
-  EXPECT_EQ(SanitizeUtf8("\xF0\x9F\x98"), "\xEF\xBF\xBD");              // cut emoji
+  EXPECT_EQ(SanitizeUtf8("\xF0\x9F\x98"), "\xEF\xBF\xBD");                          // cut emoji
 }
 
 }  // namespace

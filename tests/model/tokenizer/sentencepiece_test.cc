@@ -2,12 +2,12 @@
 // trained here by libsentencepiece's own trainer (no download, no Python
 // package needed) and read back through LoadTokenizer; without it, the
 // factory must say that this build lacks SentencePiece.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "tests/model/tokenizer/test_util.h"
 #include "worker/model/gguf.h"
@@ -70,7 +70,8 @@ TEST(SentencePiece, ControlPiecesInTextAreRecognisedUnlessParseSpecialIsOff) {
   const auto ids = tokenizer->Encode("<s>[INST] hi [/INST] ok </s>", false);
   EXPECT_EQ(ids.front(), bos);
   EXPECT_EQ(ids.back(), eos);
-  const auto literal = tokenizer->Encode("<s>hi</s>", {.add_special = false, .parse_special = false});
+  const auto literal =
+      tokenizer->Encode("<s>hi</s>", {.add_special = false, .parse_special = false});
   EXPECT_EQ(std::count(literal.begin(), literal.end(), bos), 0);
   EXPECT_EQ(tokenizer->Decode(ids), "<s>[INST] hi [/INST] ok</s>");
   // Offsets point back into the text.
@@ -83,7 +84,8 @@ TEST(SentencePiece, ControlPiecesInTextAreRecognisedUnlessParseSpecialIsOff) {
 TEST(SentencePiece, TokenizerConfigCanTurnBosOff) {
   testing::ScratchDir dir;
   const std::string model = TrainModel(dir);
-  testing::WriteFile(dir / "tokenizer_config.json", R"({"add_bos_token": false, "add_eos_token": true})");
+  testing::WriteFile(dir / "tokenizer_config.json",
+                     R"({"add_bos_token": false, "add_eos_token": true})");
   const auto tokenizer = LoadTokenizer(dir.path().string());
   const auto ids = tokenizer->Encode("hello");
   EXPECT_NE(ids.front(), *tokenizer->bos_id());

@@ -2,12 +2,12 @@
 // gives the same ids as Hugging Face (transformers loading the same file),
 // decodes back to the text, and the chat template it carries renders and
 // tokenizes exactly as apply_chat_template does.
+#include <gtest/gtest.h>
+
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "tests/model/tokenizer/test_util.h"
 #include "worker/model/chat_template.h"
@@ -49,11 +49,13 @@ class SmolLM2 : public ::testing::Test {
     json chats = json::array();
     for (size_t c = 0; c < conversations_.size(); ++c) {
       json messages = json::array();
-      for (const auto& m : conversations_[c]) messages.push_back({{"role", m.role}, {"content", m.content}});
+      for (const auto& m : conversations_[c])
+        messages.push_back({{"role", m.role}, {"content", m.content}});
       chats.push_back({{"messages", messages}, {"add_generation_prompt", c != 1}});
     }
     const json request = {{"texts", texts_}, {"chats", chats}};
-    const std::string model_key = ModelPath() + std::to_string(std::filesystem::file_size(ModelPath()));
+    const std::string model_key =
+        ModelPath() + std::to_string(std::filesystem::file_size(ModelPath()));
     ref_ = testing::CachedReference("gguf '" + ModelPath() + "'", request.dump(), model_key, dir_);
     ASSERT_TRUE(ref_.is_object()) << "no reference output";
     tokenizer_ = LoadTokenizer(ModelPath());
@@ -80,7 +82,8 @@ TEST_F(SmolLM2, IdsEqualHuggingFace) {
     SCOPED_TRACE("text #" + std::to_string(i) + " " + json(texts_[i]).dump());
     const auto ids = tokenizer_->Encode(texts_[i], true);
     EXPECT_EQ(ids, ref_["ids"][i].get<std::vector<int32_t>>());
-    EXPECT_EQ(tokenizer_->Encode(texts_[i], false), ref_["ids_no_special"][i].get<std::vector<int32_t>>());
+    EXPECT_EQ(tokenizer_->Encode(texts_[i], false),
+              ref_["ids_no_special"][i].get<std::vector<int32_t>>());
     // transformers' GGUF loader drops SmolLM2's digit split; elsewhere it
     // must agree with us as it is.
     if (!HasNumber(texts_[i])) {
@@ -101,7 +104,8 @@ TEST_F(SmolLM2, DecodeRestoresTheText) {
 TEST_F(SmolLM2, ChatTemplateEqualsApplyChatTemplate) {
   const ChatTemplate t = ChatTemplate::ForModel(ModelPath(), *tokenizer_);
   EXPECT_EQ(t.family(), ChatFamily::kChatML);
-  EXPECT_EQ(t.default_system(), "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+  EXPECT_EQ(t.default_system(),
+            "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
   for (size_t c = 0; c < conversations_.size(); ++c) {
     SCOPED_TRACE("conversation #" + std::to_string(c));
     const RenderedChat chat = t.Render(conversations_[c], c != 1);

@@ -2,18 +2,17 @@
 // writing, and running the Python reference (hf_reference.py) in the test venv.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <functional>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 namespace diablo::model::testing {
 
@@ -62,9 +61,10 @@ inline std::string VenvPython() {
 // Runs hf_reference.py with `args` (already shell-quoted); returns its exit
 // status and leaves its stderr in `log`.
 inline int RunReference(const std::string& args, const std::string& log) {
-  const std::string script = std::string(DIABLO_SOURCE_DIR) + "/tests/model/tokenizer/hf_reference.py";
-  const std::string command = "'" + VenvPython() + "' '" + script + "' " + args + " >'" + log +
-                              "' 2>&1";
+  const std::string script =
+      std::string(DIABLO_SOURCE_DIR) + "/tests/model/tokenizer/hf_reference.py";
+  const std::string command =
+      "'" + VenvPython() + "' '" + script + "' " + args + " >'" + log + "' 2>&1";
   return std::system(command.c_str());
 }
 
@@ -81,9 +81,12 @@ inline std::string ReadText(const std::string& path) {
 // test runs the slow Python side once.  Fails the test when Python fails.
 inline nlohmann::json CachedReference(const std::string& verb_and_args, const std::string& request,
                                       const std::string& extra_key, const ScratchDir& dir) {
-  const std::string script = std::string(DIABLO_SOURCE_DIR) + "/tests/model/tokenizer/hf_reference.py";
-  const size_t key = std::hash<std::string>{}(request + ReadText(script) + extra_key + verb_and_args + VenvPython());
-  const std::filesystem::path cache_dir = std::filesystem::path(DIABLO_BINARY_DIR) / "tests" / "tokenizer-reference";
+  const std::string script =
+      std::string(DIABLO_SOURCE_DIR) + "/tests/model/tokenizer/hf_reference.py";
+  const size_t key = std::hash<std::string>{}(request + ReadText(script) + extra_key +
+                                              verb_and_args + VenvPython());
+  const std::filesystem::path cache_dir =
+      std::filesystem::path(DIABLO_BINARY_DIR) / "tests" / "tokenizer-reference";
   const std::filesystem::path cached = cache_dir / (std::to_string(key) + ".json");
   if (std::filesystem::exists(cached)) return ReadJson(cached.string());
   WriteFile(dir / "request.json", request);
@@ -91,7 +94,8 @@ inline nlohmann::json CachedReference(const std::string& verb_and_args, const st
   const int status = RunReference(verb_and_args + " '" + (dir / "request.json") + "' '" + out + "'",
                                   dir / "log.txt");
   if (status != 0) {
-    ADD_FAILURE() << "hf_reference.py " << verb_and_args << " failed:\n" << ReadText(dir / "log.txt");
+    ADD_FAILURE() << "hf_reference.py " << verb_and_args << " failed:\n"
+                  << ReadText(dir / "log.txt");
     return nullptr;
   }
   // Written under a temporary name and renamed, so parallel tests never read half a file.
@@ -114,7 +118,8 @@ inline std::vector<std::string> ReferenceTexts() {
       "Привет, мир! Γειά σου Κόσμε! नमस्ते दुनिया สวัสดีครับ 안녕하세요",
       "Decomposed: e\u0301 a\u0308 n\u0303; Zalgo: Z\u0351\u0360a\u0352l\u0353g\u0354o",
       "NFC cases: \u212b \u1100\u1161\u11a8 \u0915\u093c a\u0301\u0328 \u00c5",
-      "Emoji: 👍 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 🧑🏿‍💻 🎉🎉🎉 ©®™ → ⇒ ∀∃∈",
+      "Emoji: 👍 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 🧑🏿‍💻 🎉🎉🎉 ©®™ → ⇒ "
+      "∀∃∈",
       "def f(x):\n\treturn x**2  # square\n\n\nif __name__ == '__main__':\n    print(f(3))\n",
       "a  b   c\t\td \n\n  e\r\nf   \n   ",
       "   leading spaces",
