@@ -1,7 +1,7 @@
 // The block-diagonal ops of block_diag.h: argument checks shared by every
-// device, the CPU implementation (batched BLAS on strided views of the
-// activations, never copies of them in fp32), and the hand-off to kernels/cuda
-// for CUDA tensors.
+// device, the CPU implementation (AVX-512 kernels or batched BLAS, both on
+// the activations in place, never copies of them in fp32), and the hand-off
+// to kernels/cuda for CUDA tensors.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -10,6 +10,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "kernels/block_diag.h"
+#include "kernels/block_diag_cpu_kernels.h"
 #ifdef DIABLO_WITH_CUDA
 #include "kernels/cuda_dispatch.h"
 #endif
@@ -95,13 +96,20 @@ at::Tensor FloatRows(const at::Tensor& t) {
   return rows.scalar_type() == at::kFloat ? rows : rows.to(at::kFloat);
 }
 
+// Rows the kernels can update in place: unit column stride and rows that do
+// not overlap (an expanded tensor's rows would race).
+bool RowsWritableInPlace(const at::Tensor& t) {
+  if (t.dim() != 2) return t.is_contiguous();
+  return t.stride(1) == 1 && (t.size(0) <= 1 || t.stride(0) >= t.size(1));
+}
+
 // An fp32 [R, cols] tensor that accumulates into `t`: `t` itself (as a view)
-// when it is fp32 and contiguous, otherwise an fp32 copy that Commit() writes
-// back, so bf16/fp16 outputs are summed in fp32 and rounded once.
+// when it is fp32 with writable rows, otherwise an fp32 copy that Commit()
+// writes back, so bf16/fp16 outputs are summed in fp32 and rounded once.
 class Accumulator {
  public:
   explicit Accumulator(at::Tensor& t) : target_(t) {
-    if (t.scalar_type() == at::kFloat && (t.dim() == 2 || t.is_contiguous())) {
+    if (t.scalar_type() == at::kFloat && RowsWritableInPlace(t)) {
       rows_ = t.dim() == 2 ? t : t.view({-1, t.size(-1)});
       aliased_ = true;
     } else {
@@ -145,7 +153,18 @@ at::Tensor AdapterBlock(const at::Tensor& A, int64_t n, const Span& s) {
   return A[n].narrow(0, 0, s.in_n).narrow(1, 0, s.out_n);
 }
 
+// The hand-written kernels read rows through a row stride only.
+at::Tensor UnitColumnStride(const at::Tensor& rows) {
+  return rows.size(1) <= 1 || rows.stride(1) == 1 ? rows : rows.contiguous();
+}
+
 void ForwardRows(at::Tensor& y, const at::Tensor& x, const at::Tensor& A, const BlockLayout& l) {
+  if (cpu::ChoosePath(l) == cpu::Path::kAvx512) {
+    const at::Tensor xr = UnitColumnStride(x), Ac = A.contiguous();
+    cpu::ForwardAvx512(xr.size(0), xr.data_ptr<float>(), xr.stride(0), Ac.data_ptr<float>(), l,
+                       y.data_ptr<float>(), y.stride(0));
+    return;
+  }
   const int64_t nf = FullBlocks(l);
   if (nf > 0) {
     at::Tensor yb = BlockView(y, nf, l.block_out);
@@ -160,6 +179,13 @@ void ForwardRows(at::Tensor& y, const at::Tensor& x, const at::Tensor& A, const 
 
 void BackwardInputRows(at::Tensor& dx, const at::Tensor& dy, const at::Tensor& A,
                        const BlockLayout& l) {
+  if (cpu::ChoosePath(l) == cpu::Path::kAvx512) {
+    // A^T per block, packed once (parameter-sized), so its rows are contiguous.
+    const at::Tensor dyr = UnitColumnStride(dy), AT = A.transpose(1, 2).contiguous();
+    cpu::BackwardInputAvx512(dyr.size(0), dyr.data_ptr<float>(), dyr.stride(0),
+                             AT.data_ptr<float>(), l, dx.data_ptr<float>(), dx.stride(0));
+    return;
+  }
   const int64_t nf = FullBlocks(l);
   if (nf > 0) {
     at::Tensor dxb = BlockView(dx, nf, l.block_in);
@@ -175,6 +201,12 @@ void BackwardInputRows(at::Tensor& dx, const at::Tensor& dy, const at::Tensor& A
 at::Tensor BackwardWeightRows(const at::Tensor& x, const at::Tensor& dy, const BlockLayout& l) {
   // Padded input columns and dropped output columns get exactly zero gradient.
   at::Tensor dA = at::zeros({l.blocks, l.block_in, l.block_out}, x.options().dtype(at::kFloat));
+  if (cpu::ChoosePath(l) == cpu::Path::kAvx512) {
+    const at::Tensor xr = UnitColumnStride(x), dyr = UnitColumnStride(dy);
+    cpu::BackwardWeightAvx512(xr.size(0), xr.data_ptr<float>(), xr.stride(0), dyr.data_ptr<float>(),
+                              dyr.stride(0), l, dA.data_ptr<float>());
+    return dA;
+  }
   const int64_t nf = FullBlocks(l);
   if (nf > 0) {
     at::Tensor full = dA.narrow(0, 0, nf);
