@@ -11,6 +11,10 @@
 //   adapter_bench [--threads=N] [Google Benchmark flags]
 // Repetitions are interleaved at random so that load changes on a shared
 // machine hit every variant alike; each figure is the fastest repetition.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <benchmark/benchmark.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -19,10 +23,6 @@
 #include <map>
 #include <string>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <benchmark/benchmark.h>
 
 #include "kernels/block_diag.h"
 #include "kernels/block_diag_cpu_kernels.h"
@@ -118,7 +118,8 @@ void DiaBloAdapterBlas(benchmark::State& state, Fixture* f) {
 
 void LoRAAdapter(benchmark::State& state, Fixture* f) {
   at::NoGradGuard no_grad;
-  const at::Tensor x = f->x.detach(), A = f->lora->lora_A().detach(), B = f->lora->lora_B().detach();
+  const at::Tensor x = f->x.detach(), A = f->lora->lora_A().detach(),
+                   B = f->lora->lora_B().detach();
   const double s = f->lora->scaling();
   for (auto _ : state) {
     const at::Tensor h = at::mm(x, A.t());  // [T, r]
@@ -138,8 +139,8 @@ class SummaryReporter : public benchmark::ConsoleReporter {
       if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
       // One thread: CPU time, which load from other processes on a shared
       // machine inflates far less than wall time.  More threads: wall time.
-      const double t = at::get_num_threads() == 1 ? run.GetAdjustedCPUTime()
-                                                   : run.GetAdjustedRealTime();
+      const double t =
+          at::get_num_threads() == 1 ? run.GetAdjustedCPUTime() : run.GetAdjustedRealTime();
       const double seconds = t / benchmark::GetTimeUnitMultiplier(run.time_unit);
       double& best = best_[run.run_name.function_name];
       best = best == 0.0 ? seconds : std::min(best, seconds);
@@ -156,9 +157,10 @@ class SummaryReporter : public benchmark::ConsoleReporter {
 };
 
 void PrintSummary(const SummaryReporter& r, const std::vector<Shape>& shapes) {
-  std::printf("\n==== DiaBlo vs LoRA, CPU fp32, %lld tokens, %d thread(s); fastest repetition, %s ====\n",
-              static_cast<long long>(kTokens), at::get_num_threads(),
-              at::get_num_threads() == 1 ? "CPU time" : "wall time");
+  std::printf(
+      "\n==== DiaBlo vs LoRA, CPU fp32, %lld tokens, %d thread(s); fastest repetition, %s ====\n",
+      static_cast<long long>(kTokens), at::get_num_threads(),
+      at::get_num_threads() == 1 ? "CPU time" : "wall time");
   bool all_met = true;
   for (const Shape& s : shapes) {
     const BlockLayout l = BlockLayout::For(s.in, s.out, s.blocks);
@@ -168,12 +170,15 @@ void PrintSummary(const SummaryReporter& r, const std::vector<Shape>& shapes) {
                  dia_blas = r.Ms("diablo_adapter_blas/" + s.name),
                  lora_a = r.Ms("lora_adapter/" + s.name);
     const double dia_over = dia - base, lora_over = lora - base;
-    std::printf("\n%s: DiaBlo N=%lld -> %lld blocks of %lldx%lld, %lld params; LoRA rank %lld, %lld params\n",
-                s.name.c_str(), static_cast<long long>(s.blocks), static_cast<long long>(l.blocks),
-                static_cast<long long>(l.block_in), static_cast<long long>(l.block_out),
-                static_cast<long long>(l.parameters()), static_cast<long long>(s.rank),
-                static_cast<long long>(lora_params));
-    std::printf("  base fwd+dx %9.2f ms | DiaBlo layer %9.2f ms | LoRA layer %9.2f ms\n", base, dia, lora);
+    std::printf(
+        "\n%s: DiaBlo N=%lld -> %lld blocks of %lldx%lld, %lld params; LoRA rank %lld, %lld "
+        "params\n",
+        s.name.c_str(), static_cast<long long>(s.blocks), static_cast<long long>(l.blocks),
+        static_cast<long long>(l.block_in), static_cast<long long>(l.block_out),
+        static_cast<long long>(l.parameters()), static_cast<long long>(s.rank),
+        static_cast<long long>(lora_params));
+    std::printf("  base fwd+dx %9.2f ms | DiaBlo layer %9.2f ms | LoRA layer %9.2f ms\n", base, dia,
+                lora);
     std::printf("  adapter alone: DiaBlo %8.2f ms (%s; BLAS path %.2f ms) | LoRA %8.2f ms\n", dia_a,
                 diablo::kernels::cpu::ChoosePath(l) == diablo::kernels::cpu::Path::kAvx512
                     ? "AVX-512 kernels"
@@ -181,14 +186,15 @@ void PrintSummary(const SummaryReporter& r, const std::vector<Shape>& shapes) {
                 dia_blas, lora_a);
     const double ratio_layer = dia / lora, ratio_adapter = dia_a / lora_a;
     const double overhead = dia_over / base, overhead_adapter = dia_a / base;
-    std::printf("  DiaBlo/LoRA   layer time %.3f   adapter work %.3f   (target <= 1)\n", ratio_layer,
-                ratio_adapter);
-    std::printf("  DiaBlo overhead / base   layer %+.1f%%   adapter work %.1f%%   (target <= 10%%)\n",
-                100.0 * overhead, 100.0 * overhead_adapter);
+    std::printf("  DiaBlo/LoRA   layer time %.3f   adapter work %.3f   (target <= 1)\n",
+                ratio_layer, ratio_adapter);
+    std::printf(
+        "  DiaBlo overhead / base   layer %+.1f%%   adapter work %.1f%%   (target <= 10%%)\n",
+        100.0 * overhead, 100.0 * overhead_adapter);
     std::printf("  LoRA   overhead / base   layer %+.1f%%   adapter work %.1f%%\n",
                 100.0 * lora_over / base, 100.0 * lora_a / base);
-    const bool met = ratio_layer <= 1.0 && ratio_adapter <= 1.0 && overhead <= 0.10 &&
-                     overhead_adapter <= 0.10;
+    const bool met =
+        ratio_layer <= 1.0 && ratio_adapter <= 1.0 && overhead <= 0.10 && overhead_adapter <= 0.10;
     std::printf("  targets: %s\n", met ? "met" : "NOT met");
     all_met = all_met && met;
   }
@@ -224,7 +230,9 @@ int main(int argc, char** argv) {
   for (const Shape& s : shapes) {
     fixtures.push_back(std::make_unique<Fixture>(s));
     Fixture* f = fixtures.back().get();
-    for (auto [name, fn] : {std::pair{"base/", &Base}, {"diablo/", &DiaBloLayer}, {"lora/", &LoRALayer},
+    for (auto [name, fn] : {std::pair{"base/", &Base},
+                            {"diablo/", &DiaBloLayer},
+                            {"lora/", &LoRALayer},
                             {"diablo_adapter/", &DiaBloAdapter},
                             {"diablo_adapter_blas/", &DiaBloAdapterBlas},
                             {"lora_adapter/", &LoRAAdapter}}) {

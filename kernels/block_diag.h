@@ -14,15 +14,15 @@
 // tensors are both accepted; CUDA needs a build with nvcc.
 #pragma once
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 namespace diablo::kernels {
 
 struct BlockLayout {
-  int64_t in = 0, out = 0;        // the layer's sizes
-  int64_t blocks = 0;             // N_eff
+  int64_t in = 0, out = 0;  // the layer's sizes
+  int64_t blocks = 0;       // N_eff
   int64_t block_in = 0, block_out = 0;
 
   // The reference implementation's layout for `requested_blocks` (N).

@@ -4,12 +4,12 @@
 // gradients to compute.
 #include "kernels/block_diag_autograd.h"
 
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
 #include <optional>
 #include <stdexcept>
 #include <string>
-
-#include <ATen/ATen.h>
-#include <torch/csrc/autograd/custom_function.h>
 
 namespace diablo::kernels {
 namespace {
@@ -55,8 +55,8 @@ class BlockDiagLinearFunction : public torch::autograd::Function<BlockDiagLinear
     // x is needed only for dA and W only for dx; saving a tensor that is
     // already alive (an input or a parameter) costs no memory, the mask is
     // the one new allocation kept for backward.
-    ctx->save_for_backward({A.requires_grad() ? x : at::Tensor(),
-                            x.requires_grad() ? weight : at::Tensor(), A, mask});
+    ctx->save_for_backward(
+        {A.requires_grad() ? x : at::Tensor(), x.requires_grad() ? weight : at::Tensor(), A, mask});
     SaveLayout(ctx, layout);
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["x_grad"] = x.requires_grad();

@@ -2,12 +2,12 @@
 // device, the CPU implementation (AVX-512 kernels or batched BLAS, both on
 // the activations in place, never copies of them in fp32), and the hand-off
 // to kernels/cuda for CUDA tensors.
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
-
-#include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 
 #include "kernels/block_diag.h"
 #include "kernels/block_diag_cpu_kernels.h"
@@ -27,11 +27,11 @@ std::string Shape(const at::Tensor& t) {
 void CheckLayout(const BlockLayout& l, const char* op) {
   if (l.in <= 0 || l.out <= 0 || l.blocks <= 0 || l.block_in <= 0 || l.block_out <= 0 ||
       l.blocks * l.block_in < l.in || l.blocks * l.block_out < l.out) {
-    throw std::invalid_argument(std::string(op) + ": invalid block layout (in=" +
-                                std::to_string(l.in) + " out=" + std::to_string(l.out) +
-                                " blocks=" + std::to_string(l.blocks) + " block_in=" +
-                                std::to_string(l.block_in) + " block_out=" +
-                                std::to_string(l.block_out) + "); build it with BlockLayout::For");
+    throw std::invalid_argument(
+        std::string(op) + ": invalid block layout (in=" + std::to_string(l.in) +
+        " out=" + std::to_string(l.out) + " blocks=" + std::to_string(l.blocks) +
+        " block_in=" + std::to_string(l.block_in) + " block_out=" + std::to_string(l.block_out) +
+        "); build it with BlockLayout::For");
   }
 }
 
@@ -45,9 +45,9 @@ void CheckAdapter(const at::Tensor& A, const BlockLayout& l, const char* op) {
                                 (A.defined() ? Shape(A) : std::string("an undefined tensor")));
   }
   if (A.scalar_type() != at::kFloat) {
-    throw std::invalid_argument(std::string(op) + ": the adapter is trained and stored in fp32, got " +
-                                std::string(c10::toString(A.scalar_type())) +
-                                "; convert it with .to(torch::kFloat32)");
+    throw std::invalid_argument(
+        std::string(op) + ": the adapter is trained and stored in fp32, got " +
+        std::string(c10::toString(A.scalar_type())) + "; convert it with .to(torch::kFloat32)");
   }
 }
 
@@ -59,7 +59,8 @@ void CheckActivation(const at::Tensor& t, int64_t cols, const char* name, const 
   }
   const auto type = t.scalar_type();
   if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf) {
-    throw std::invalid_argument(std::string(op) + ": " + name + " must be fp32, bf16 or fp16, got " +
+    throw std::invalid_argument(std::string(op) + ": " + name +
+                                " must be fp32, bf16 or fp16, got " +
                                 std::string(c10::toString(type)));
   }
 }
@@ -68,8 +69,9 @@ void CheckActivation(const at::Tensor& t, int64_t cols, const char* name, const 
 void CheckSameRows(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
                    const char* op) {
   if (a.sizes().slice(0, a.dim() - 1) != b.sizes().slice(0, b.dim() - 1)) {
-    throw std::invalid_argument(std::string(op) + ": " + a_name + " " + Shape(a) + " and " + b_name +
-                                " " + Shape(b) + " must agree on every dimension but the last");
+    throw std::invalid_argument(std::string(op) + ": " + a_name + " " + Shape(a) + " and " +
+                                b_name + " " + Shape(b) +
+                                " must agree on every dimension but the last");
   }
 }
 

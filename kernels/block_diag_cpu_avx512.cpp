@@ -5,12 +5,12 @@
 // block of A" (forward, input gradient) and "x^T dy" (adapter gradient).
 // Compiled for AVX-512 through function attributes and only called after a
 // runtime CPU check, so the binary still runs on any x86-64.
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <atomic>
 #include <stdexcept>
 #include <vector>
-
-#include <ATen/Parallel.h>
 
 #include "kernels/block_diag_cpu_kernels.h"
 
@@ -107,45 +107,77 @@ DIABLO_AVX512 void TileRows(int64_t M, int64_t P, const float* a, int64_t a_sm, 
                             const float* b, int64_t ldb, float* c, int64_t ldc, __mmask16 last) {
   constexpr int MT = RowsFor(VT);
   int64_t m = 0;
-  for (; m + MT <= M; m += MT) Tile<MT, VT>(P, a + m * a_sm, a_sm, a_sp, b, ldb, c + m * ldc, ldc, last);
+  for (; m + MT <= M; m += MT)
+    Tile<MT, VT>(P, a + m * a_sm, a_sm, a_sp, b, ldb, c + m * ldc, ldc, last);
   const int64_t rest = M - m;
   a += m * a_sm;
   c += m * ldc;
   // Remainders dispatch to an exact-height tile so that tall-thin cases such
   // as a 9-row adapter gradient stay register-tiled.
   switch (rest) {
-    case 0: break;
-    case 1: Tile<1, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last); break;
-    case 2: Tile<2, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last); break;
-    case 3: Tile<3, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last); break;
-    case 4: Tile<4, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last); break;
-    case 5: Tile<5, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last); break;
+    case 0:
+      break;
+    case 1:
+      Tile<1, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last);
+      break;
+    case 2:
+      Tile<2, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last);
+      break;
+    case 3:
+      Tile<3, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last);
+      break;
+    case 4:
+      Tile<4, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last);
+      break;
+    case 5:
+      Tile<5, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last);
+      break;
     default:
       if constexpr (MT > 6) {
         switch (rest) {
-          case 6: Tile<6, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last); break;
-          case 7: Tile<7, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last); break;
-          case 8: Tile<8, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last); break;
-          case 9: Tile<9, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last); break;
-          case 10: Tile<10, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last); break;
-          default: Tile<11, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last); break;
+          case 6:
+            Tile<6, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last);
+            break;
+          case 7:
+            Tile<7, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last);
+            break;
+          case 8:
+            Tile<8, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last);
+            break;
+          case 9:
+            Tile<9, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last);
+            break;
+          case 10:
+            Tile<10, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last);
+            break;
+          default:
+            Tile<11, VT>(P, a, a_sm, a_sp, b, ldb, c, ldc, last);
+            break;
         }
       }
   }
 }
 
-DIABLO_AVX512 void Gemm(int64_t M, int64_t P, int64_t Q, const float* a, int64_t a_sm,
-                        int64_t a_sp, const float* b, int64_t ldb, float* c, int64_t ldc) {
+DIABLO_AVX512 void Gemm(int64_t M, int64_t P, int64_t Q, const float* a, int64_t a_sm, int64_t a_sp,
+                        const float* b, int64_t ldb, float* c, int64_t ldc) {
   for (int64_t q = 0; q < Q; q += 4 * kW) {
     const int64_t width = std::min<int64_t>(Q - q, 4 * kW);
     const int vt = static_cast<int>((width + kW - 1) / kW);
     const int tail = static_cast<int>(width - (vt - 1) * kW);
     const __mmask16 last = static_cast<__mmask16>((1u << tail) - 1u);
     switch (vt) {
-      case 1: TileRows<1>(M, P, a, a_sm, a_sp, b + q, ldb, c + q, ldc, last); break;
-      case 2: TileRows<2>(M, P, a, a_sm, a_sp, b + q, ldb, c + q, ldc, last); break;
-      case 3: TileRows<3>(M, P, a, a_sm, a_sp, b + q, ldb, c + q, ldc, last); break;
-      default: TileRows<4>(M, P, a, a_sm, a_sp, b + q, ldb, c + q, ldc, last); break;
+      case 1:
+        TileRows<1>(M, P, a, a_sm, a_sp, b + q, ldb, c + q, ldc, last);
+        break;
+      case 2:
+        TileRows<2>(M, P, a, a_sm, a_sp, b + q, ldb, c + q, ldc, last);
+        break;
+      case 3:
+        TileRows<3>(M, P, a, a_sm, a_sp, b + q, ldb, c + q, ldc, last);
+        break;
+      default:
+        TileRows<4>(M, P, a, a_sm, a_sp, b + q, ldb, c + q, ldc, last);
+        break;
     }
   }
 }
@@ -171,7 +203,8 @@ DIABLO_AVX512 void RunRowsTimesBlocks(const RowsTimesBlocks& op, int64_t rows, c
       const int64_t r0 = chunk * kChunk, m = std::min(kChunk, rows - r0);
       for (int64_t n = 0; n < op.blocks; ++n) {
         const int64_t i0 = n * op.in_block, o0 = n * op.out_block;
-        const int64_t p = Span(op.in_size, i0, op.in_block), q = Span(op.out_size, o0, op.out_block);
+        const int64_t p = Span(op.in_size, i0, op.in_block),
+                      q = Span(op.out_size, o0, op.out_block);
         if (p == 0 || q == 0) continue;
         Gemm(m, p, q, in + r0 * ld_in + i0, ld_in, 1, op.B + n * op.in_block * op.out_block,
              op.out_block, out + r0 * ld_out + o0, ld_out);
@@ -251,11 +284,13 @@ void BackwardWeightAvx512(int64_t rows, const float* x, int64_t ldx, const float
 
 namespace {
 [[noreturn]] void NotBuilt() {
-  throw std::logic_error("the AVX-512 DiaBlo kernels are not part of this build (x86-64 GCC/Clang only)");
+  throw std::logic_error(
+      "the AVX-512 DiaBlo kernels are not part of this build (x86-64 GCC/Clang only)");
 }
 }  // namespace
 
-void ForwardAvx512(int64_t, const float*, int64_t, const float*, const BlockLayout&, float*, int64_t) {
+void ForwardAvx512(int64_t, const float*, int64_t, const float*, const BlockLayout&, float*,
+                   int64_t) {
   NotBuilt();
 }
 void BackwardInputAvx512(int64_t, const float*, int64_t, const float*, const BlockLayout&, float*,

@@ -29,10 +29,10 @@ bool CpuHasAvx512();
 // fp32 rows with column stride 1; `ld*` are row strides in elements.  All
 // accumulate into their output.
 //   y[r, :out]  += blockdiag(x[r, :in], A)          A  [blocks, b_in, b_out]
-//   dx[r, :in]  += dy[r, :out] blockdiag(A)^T       AT [blocks, b_out, b_in] (A transposed per block)
-//   dA          += sum_r x[r]^T dy[r] per block     dA [blocks, b_in, b_out]
-void ForwardAvx512(int64_t rows, const float* x, int64_t ldx, const float* A,
-                   const BlockLayout& l, float* y, int64_t ldy);
+//   dx[r, :in]  += dy[r, :out] blockdiag(A)^T       AT [blocks, b_out, b_in] (A transposed per
+//   block) dA          += sum_r x[r]^T dy[r] per block     dA [blocks, b_in, b_out]
+void ForwardAvx512(int64_t rows, const float* x, int64_t ldx, const float* A, const BlockLayout& l,
+                   float* y, int64_t ldy);
 void BackwardInputAvx512(int64_t rows, const float* dy, int64_t ldy, const float* AT,
                          const BlockLayout& l, float* dx, int64_t ldx);
 void BackwardWeightAvx512(int64_t rows, const float* x, int64_t ldx, const float* dy, int64_t ldy,

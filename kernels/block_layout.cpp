@@ -51,9 +51,12 @@ BlockLayout BlockLayout::FromAdapterShape(int64_t in, int64_t out, at::IntArrayR
                                  " (was it trained for a different layer or base model?)");
   };
   if (in <= 0 || out <= 0) throw reject("layer sizes must be positive");
-  if (adapter_shape.size() != 3) throw reject("expected 3 dimensions [blocks, block_in, block_out]");
-  const int64_t blocks = adapter_shape[0], block_in = adapter_shape[1], block_out = adapter_shape[2];
-  if (blocks <= 0 || block_in <= 0 || block_out <= 0) throw reject("every dimension must be positive");
+  if (adapter_shape.size() != 3)
+    throw reject("expected 3 dimensions [blocks, block_in, block_out]");
+  const int64_t blocks = adapter_shape[0], block_in = adapter_shape[1],
+                block_out = adapter_shape[2];
+  if (blocks <= 0 || block_in <= 0 || block_out <= 0)
+    throw reject("every dimension must be positive");
   // Every N with ceil(in/N) == block_in and ceil(out/N) == block_out yields the
   // same layout, and if any such N exists, the smallest one is
   // max(ceil(in/block_in), ceil(out/block_out)); so checking that single

@@ -2,17 +2,18 @@
 // definition in DESIGN.md (zero-pad x to N_eff*b_in, view as blocks, multiply
 // each by A[n], flatten, keep the first `out` columns), over many layouts,
 // dtypes and activation layouts, on each CPU path (BLAS and AVX-512).
+#include "kernels/block_diag.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/CPUAllocator.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
 
-#include <ATen/ATen.h>
-#include <c10/core/CPUAllocator.h>
-#include <gtest/gtest.h>
-
-#include "kernels/block_diag.h"
 #include "kernels/block_diag_cpu_kernels.h"
 #include "tests/kernels/reference.h"
 
@@ -38,17 +39,17 @@ struct Case {
 };
 
 const std::vector<Case> kCases = {
-    {64, 64, 8},      // square, divisible
-    {48, 160, 8},     // wide
-    {160, 48, 8},     // tall
-    {1000, 1000, 64}, // 63 blocks of 16
-    {1000, 640, 64},  // N_eff = 64, input side has an empty last block
-    {640, 1000, 64},  // the same on the output side
-    {37, 53, 5},      // both sides partial
-    {10, 100, 64},    // in side: 10 blocks of 1, out side 50 blocks of 2
-    {7, 7, 1},        // one block
-    {5, 3, 100},      // N larger than both sizes
-    {300, 260, 2},    // 150x130 blocks: several column groups per tile
+    {64, 64, 8},       // square, divisible
+    {48, 160, 8},      // wide
+    {160, 48, 8},      // tall
+    {1000, 1000, 64},  // 63 blocks of 16
+    {1000, 640, 64},   // N_eff = 64, input side has an empty last block
+    {640, 1000, 64},   // the same on the output side
+    {37, 53, 5},       // both sides partial
+    {10, 100, 64},     // in side: 10 blocks of 1, out side 50 blocks of 2
+    {7, 7, 1},         // one block
+    {5, 3, 100},       // N larger than both sizes
+    {300, 260, 2},     // 150x130 blocks: several column groups per tile
 };
 
 // Runs a test once per CPU implementation.
@@ -63,7 +64,8 @@ class BlockDiagPath : public ::testing::TestWithParam<cpu::Path> {
   void TearDown() override { cpu::SetPathForTesting(cpu::Path::kAuto); }
 };
 
-INSTANTIATE_TEST_SUITE_P(Cpu, BlockDiagPath, ::testing::Values(cpu::Path::kBlas, cpu::Path::kAvx512),
+INSTANTIATE_TEST_SUITE_P(Cpu, BlockDiagPath,
+                         ::testing::Values(cpu::Path::kBlas, cpu::Path::kAvx512),
                          [](const ::testing::TestParamInfo<cpu::Path>& info) {
                            return info.param == cpu::Path::kBlas ? "Blas" : "Avx512";
                          });
@@ -76,7 +78,8 @@ TEST(BlockDiag, AutoPathPicksAvx512ForSmallBlocksOnlyWhenTheCpuHasIt) {
 }
 
 std::string Name(const Case& c) {
-  return "in=" + std::to_string(c.in) + " out=" + std::to_string(c.out) + " N=" + std::to_string(c.n);
+  return "in=" + std::to_string(c.in) + " out=" + std::to_string(c.out) +
+         " N=" + std::to_string(c.n);
 }
 
 TEST_P(BlockDiagPath, ForwardAddsSpecResultIntoY) {
@@ -238,7 +241,8 @@ TEST_P(BlockDiagPath, EmptyBatchIsANoOp) {
   const at::Tensor A = at::randn({l.blocks, l.block_in, l.block_out});
   at::Tensor y = at::zeros({0, 16});
   BlockDiagForwardInto(y, at::zeros({0, 16}), A, l);
-  EXPECT_TRUE(BlockDiagBackwardWeight(at::zeros({0, 16}), at::zeros({0, 16}), l).eq(0).all().item<bool>());
+  EXPECT_TRUE(
+      BlockDiagBackwardWeight(at::zeros({0, 16}), at::zeros({0, 16}), l).eq(0).all().item<bool>());
 }
 
 TEST(BlockDiag, RejectsMismatchedArgumentsWithClearErrors) {

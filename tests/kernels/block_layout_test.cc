@@ -1,12 +1,12 @@
 // BlockLayout against the reference formula of DESIGN.md, computed here
 // independently in floating point, and FromAdapterShape's acceptance rules.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "kernels/block_diag.h"
 
@@ -25,7 +25,8 @@ Reference ReferenceLayout(int64_t in, int64_t out, int64_t n) {
   return {bi, bo, blocks};
 }
 
-const std::vector<int64_t> kSizes = {1, 2, 3, 7, 9, 63, 64, 65, 100, 576, 640, 1000, 1536, 4096, 11008};
+const std::vector<int64_t> kSizes = {1,   2,   3,   7,    9,    63,   64,   65,
+                                     100, 576, 640, 1000, 1536, 4096, 11008};
 const std::vector<int64_t> kBlocks = {1, 2, 3, 5, 7, 16, 32, 63, 64, 65, 100, 128, 1000, 5000};
 
 TEST(BlockLayout, MatchesReferenceFormulaForManySizes) {
@@ -91,15 +92,13 @@ TEST(BlockLayout, FromAdapterShapeRoundTripsEveryReferenceLayout) {
 TEST(BlockLayout, FromAdapterShapeRejectsShapesNoReferenceLayoutProduces) {
   using ::testing::HasSubstr;
   const std::vector<std::vector<int64_t>> bad = {
-      {63, 16},          // not 3-D
-      {63, 16, 16, 1},   // not 3-D
-      {64, 16, 16},      // one block too many for 1000 -> 1000
-      {62, 16, 16},      // too few to cover the layer
-      {63, 17, 16},      // block_in of no N
-      {63, 16, 0},       // empty
-      {0, 16, 16},
-      {-63, 16, 16},
-      {125, 8, 8},       // 1000/8 = 125 blocks is valid for N=125 ...
+      {63, 16},                                     // not 3-D
+      {63, 16, 16, 1},                              // not 3-D
+      {64, 16, 16},                                 // one block too many for 1000 -> 1000
+      {62, 16, 16},                                 // too few to cover the layer
+      {63, 17, 16},                                 // block_in of no N
+      {63, 16, 0},                                  // empty
+      {0, 16, 16},     {-63, 16, 16}, {125, 8, 8},  // 1000/8 = 125 blocks is valid for N=125 ...
   };
   for (size_t i = 0; i + 1 < bad.size(); ++i) {
     SCOPED_TRACE(i);
@@ -115,8 +114,9 @@ TEST(BlockLayout, FromAdapterShapeRejectsShapesNoReferenceLayoutProduces) {
   EXPECT_EQ(BlockLayout::FromAdapterShape(1000, 1000, bad.back()).blocks, 125);
   // A wide layer's adapter does not fit the transposed layer.
   const BlockLayout wide = BlockLayout::For(576, 1536, 64);
-  EXPECT_THROW(BlockLayout::FromAdapterShape(1536, 576, {wide.blocks, wide.block_in, wide.block_out}),
-               std::invalid_argument);
+  EXPECT_THROW(
+      BlockLayout::FromAdapterShape(1536, 576, {wide.blocks, wide.block_in, wide.block_out}),
+      std::invalid_argument);
 }
 
 TEST(BlockLayout, FromAdapterShapeMessageNamesTheAdapterShape) {

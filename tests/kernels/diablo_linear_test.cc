@@ -1,15 +1,16 @@
 // DiaBloLinear against a dense reference: y = x W^T + b + x D with
 // D = blockdiag(A)[:in, :out] built from A with ordinary autograd ops, for the
 // output and both gradients; merge/unmerge, dropout, dtypes and misuse.
-#include <stdexcept>
-#include <string>
-#include <vector>
+#include "worker/peft/diablo_linear.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <stdexcept>
+#include <string>
+#include <vector>
+
 #include "tests/kernels/reference.h"
-#include "worker/peft/diablo_linear.h"
 
 namespace diablo::peft {
 namespace {
@@ -34,7 +35,8 @@ const std::vector<Case> kCases = {
 };
 
 std::string Name(const Case& c) {
-  return "in=" + std::to_string(c.in) + " out=" + std::to_string(c.out) + " N=" + std::to_string(c.n);
+  return "in=" + std::to_string(c.in) + " out=" + std::to_string(c.out) +
+         " N=" + std::to_string(c.n);
 }
 
 DiaBloLinear MakeLayer(const Case& c, double dropout = 0.0) {

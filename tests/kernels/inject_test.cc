@@ -2,9 +2,7 @@
 // (plain names, "re:" patterns), freezing, parameter paths and counts, the
 // model's output right after injection, and errors that leave the model as
 // it was.
-#include <regex>
-#include <stdexcept>
-#include <string>
+#include "worker/peft/inject.h"
 
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
@@ -13,10 +11,13 @@
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 
+#include <regex>
+#include <stdexcept>
+#include <string>
+
 #include "kernels/block_diag.h"
 #include "worker/peft/adapter_layer.h"
 #include "worker/peft/diablo_linear.h"
-#include "worker/peft/inject.h"
 #include "worker/peft/lora_linear.h"
 
 namespace diablo::peft {
@@ -42,7 +43,8 @@ struct AttentionImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) {
     // Not attention, just every projection on the path.
     const at::Tensor kv = Call(*this, "k_proj", x) + Call(*this, "v_proj", x);
-    return Call(*this, "o_proj", Call(*this, "q_proj", x) + kv.repeat({1, x.size(-1) / kv.size(-1)}));
+    return Call(*this, "o_proj",
+                Call(*this, "q_proj", x) + kv.repeat({1, x.size(-1) / kv.size(-1)}));
   }
 };
 TORCH_MODULE(Attention);
@@ -54,7 +56,8 @@ struct MlpImpl : torch::nn::Module {
     register_module("down_proj", torch::nn::Linear(torch::nn::LinearOptions(h, d).bias(false)));
   }
   at::Tensor forward(const at::Tensor& x) {
-    return Call(*this, "down_proj", at::silu(Call(*this, "gate_proj", x)) * Call(*this, "up_proj", x));
+    return Call(*this, "down_proj",
+                at::silu(Call(*this, "gate_proj", x)) * Call(*this, "up_proj", x));
   }
 };
 TORCH_MODULE(Mlp);
@@ -126,8 +129,11 @@ TEST(InjectAdapters, DefaultTargetsWrapEveryProjectionAndKeepTheOutput) {
   EXPECT_TRUE(params.contains("layers.1.self_attn.q_proj.block_A"));
 
   // Trainable count, from the layouts: q,o 48x48; k,v 48->16; gate,up 48->100; down 100->48.
-  auto count = [](int64_t in, int64_t out) { return kernels::BlockLayout::For(in, out, 8).parameters(); };
-  const int64_t per_layer = 2 * count(48, 48) + 2 * count(48, 16) + 2 * count(48, 100) + count(100, 48);
+  auto count = [](int64_t in, int64_t out) {
+    return kernels::BlockLayout::For(in, out, 8).parameters();
+  };
+  const int64_t per_layer =
+      2 * count(48, 48) + 2 * count(48, 16) + 2 * count(48, 100) + count(100, 48);
   EXPECT_EQ(CountTrainableParameters(model), ToyModel::kLayers * per_layer);
   int64_t requires_grad = 0;
   for (const auto& p : params) requires_grad += p.value().requires_grad() ? p.value().numel() : 0;
@@ -142,7 +148,8 @@ TEST(InjectAdapters, DefaultTargetsWrapEveryProjectionAndKeepTheOutput) {
 
 TEST(InjectAdapters, PatternTargetsMatchTheWholeDottedPath) {
   ToyModel model;
-  const auto injected = InjectAdapters(model, DiaBlo({R"(re:layers\.[02]\.self_attn\.(q|v)_proj)"}));
+  const auto injected =
+      InjectAdapters(model, DiaBlo({R"(re:layers\.[02]\.self_attn\.(q|v)_proj)"}));
   ASSERT_EQ(injected.size(), 4u);
   EXPECT_EQ(injected[0].path, "layers.0.self_attn.q_proj");
   EXPECT_EQ(injected[1].path, "layers.0.self_attn.v_proj");

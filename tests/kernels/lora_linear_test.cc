@@ -1,15 +1,16 @@
 // LoRALinear against a dense reference (y = x W^T + b + s x A^T B^T with
 // autograd), its initialisations (Kaiming-uniform, PiSSA, MiLoRA) checked
 // through singular values computed independently, and merge/unmerge.
-#include <cmath>
-#include <stdexcept>
-#include <vector>
+#include "worker/peft/lora_linear.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
 #include "tests/kernels/reference.h"
-#include "worker/peft/lora_linear.h"
 
 namespace diablo::peft {
 namespace {
@@ -89,7 +90,8 @@ void ExpectSvdInit(LoRAInit init) {
   EXPECT_LT(RelErr(layer->forward(x), at::linear(x, W, b)), 1e-5);
 
   // scale * B A holds exactly the chosen singular values, the residual the rest.
-  const at::Tensor delta = layer->scaling() * at::mm(layer->lora_B(), layer->lora_A()).to(at::kDouble);
+  const at::Tensor delta =
+      layer->scaling() * at::mm(layer->lora_B(), layer->lora_A()).to(at::kDouble);
   const at::Tensor delta_s = at::linalg_svdvals(delta).narrow(0, 0, r);
   const at::Tensor residual_s = at::linalg_svdvals(layer->weight().to(at::kDouble));
   const int64_t k = s.size(0);
@@ -102,8 +104,8 @@ void ExpectSvdInit(LoRAInit init) {
   }
   // A and B carry sqrt(S_r / scale) each, as PEFT splits them.
   const at::Tensor a_norms = layer->lora_A().to(at::kDouble).norm(2, {1});
-  const at::Tensor expected = (init == LoRAInit::kPiSSA ? s.narrow(0, 0, r) : s.narrow(0, k - r, r)) /
-                              layer->scaling();
+  const at::Tensor expected =
+      (init == LoRAInit::kPiSSA ? s.narrow(0, 0, r) : s.narrow(0, k - r, r)) / layer->scaling();
   EXPECT_LT(RelErr(a_norms.pow(2), expected), 1e-4);
 }
 

@@ -3,10 +3,10 @@
 // code involved), and the error measure every comparison uses.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <vector>
-
-#include <ATen/ATen.h>
 
 namespace diablo::testing {
 

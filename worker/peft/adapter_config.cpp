@@ -10,17 +10,22 @@ namespace diablo::peft {
 
 const char* MethodName(Method method) {
   switch (method) {
-    case Method::kDiaBlo: return "diablo";
-    case Method::kLoRA: return "lora";
+    case Method::kDiaBlo:
+      return "diablo";
+    case Method::kLoRA:
+      return "lora";
   }
   return "unknown";
 }
 
 const char* LoRAInitName(LoRAInit init) {
   switch (init) {
-    case LoRAInit::kDefault: return "default";
-    case LoRAInit::kPiSSA: return "pissa";
-    case LoRAInit::kMiLoRA: return "milora";
+    case LoRAInit::kDefault:
+      return "default";
+    case LoRAInit::kPiSSA:
+      return "pissa";
+    case LoRAInit::kMiLoRA:
+      return "milora";
   }
   return "unknown";
 }
@@ -28,7 +33,8 @@ const char* LoRAInitName(LoRAInit init) {
 Method ParseMethod(const std::string& name) {
   if (name == "diablo") return Method::kDiaBlo;
   if (name == "lora") return Method::kLoRA;
-  throw std::invalid_argument("unknown adapter method '" + name + "' (expected \"diablo\" or \"lora\")");
+  throw std::invalid_argument("unknown adapter method '" + name +
+                              "' (expected \"diablo\" or \"lora\")");
 }
 
 LoRAInit ParseLoRAInit(const std::string& name) {
@@ -40,7 +46,9 @@ LoRAInit ParseLoRAInit(const std::string& name) {
 }
 
 void ValidateAdapterConfig(const AdapterConfig& config) {
-  auto fail = [](const std::string& message) { throw std::invalid_argument("adapter config: " + message); };
+  auto fail = [](const std::string& message) {
+    throw std::invalid_argument("adapter config: " + message);
+  };
   if (config.target_modules.empty()) {
     fail("target_modules is empty; name at least one layer, e.g. \"q_proj\"");
   }
@@ -53,7 +61,8 @@ void ValidateAdapterConfig(const AdapterConfig& config) {
     fail("dropout must be in [0, 1), got " + std::to_string(config.dropout));
   }
   if (config.method == Method::kDiaBlo && config.blocks <= 0) {
-    fail("blocks must be a positive number of diagonal blocks, got " + std::to_string(config.blocks));
+    fail("blocks must be a positive number of diagonal blocks, got " +
+         std::to_string(config.blocks));
   }
   if (config.method == Method::kLoRA) {
     if (config.rank <= 0) fail("rank must be positive, got " + std::to_string(config.rank));

@@ -18,21 +18,21 @@ struct AdapterConfig {
   // last path component equals it; a pattern starting with "re:" is a
   // std::regex matched against the whole dotted path
   // ("re:model\\.layers\\.[0-3]\\..*_proj").
-  std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj",
+  std::vector<std::string> target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                              "gate_proj", "up_proj", "down_proj"};
   double dropout = 0.0;    // on the adapter's input only
   std::string base_model;  // recorded for users; a path or a hub name
 
   // DiaBlo
-  int64_t blocks = 64;     // requested N; each layer's N_eff may be smaller
+  int64_t blocks = 64;  // requested N; each layer's N_eff may be smaller
 
   // LoRA
   int64_t rank = 8;
-  double alpha = 16.0;     // scaling = alpha / rank
+  double alpha = 16.0;  // scaling = alpha / rank
   LoRAInit init = LoRAInit::kDefault;
 };
 
-const char* MethodName(Method method);  // "diablo" | "lora"
+const char* MethodName(Method method);    // "diablo" | "lora"
 const char* LoRAInitName(LoRAInit init);  // "default" | "pissa" | "milora"
 // Inverses of the two above (case-sensitive); throw std::invalid_argument
 // listing the accepted names.

@@ -4,9 +4,9 @@
 // and the trainer use it without caring which method a layer carries.
 #pragma once
 
-#include <vector>
-
 #include <ATen/core/Tensor.h>
+
+#include <vector>
 
 #include "worker/model/linear_layer.h"
 #include "worker/peft/adapter_config.h"

@@ -2,11 +2,11 @@
 // kernel op, and merge/unmerge of the block-diagonal update into the weight.
 #include "worker/peft/diablo_linear.h"
 
-#include <stdexcept>
-#include <string>
-
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+
+#include <stdexcept>
+#include <string>
 
 #include "kernels/block_diag_autograd.h"
 
@@ -30,8 +30,8 @@ void CheckBase(const at::Tensor& weight, const at::Tensor& bias, const char* lay
 
 }  // namespace
 
-DiaBloLinearImpl::DiaBloLinearImpl(const at::Tensor& weight, const at::Tensor& bias,
-                                   int64_t blocks, double dropout)
+DiaBloLinearImpl::DiaBloLinearImpl(const at::Tensor& weight, const at::Tensor& bias, int64_t blocks,
+                                   double dropout)
     : requested_blocks_(blocks), dropout_(dropout) {
   CheckBase(weight, bias, "DiaBloLinear");
   if (!(dropout >= 0.0 && dropout < 1.0)) {
@@ -43,11 +43,10 @@ DiaBloLinearImpl::DiaBloLinearImpl(const at::Tensor& weight, const at::Tensor& b
   // costs no memory and leaves the caller's tensors' flags untouched.
   weight_ = register_parameter("weight", weight.detach(), /*requires_grad=*/false);
   if (bias.defined()) bias_ = register_parameter("bias", bias.detach(), /*requires_grad=*/false);
-  block_A_ = register_parameter(
-      "block_A",
-      at::zeros({layout_.blocks, layout_.block_in, layout_.block_out},
-                weight.options().dtype(at::kFloat)),
-      /*requires_grad=*/true);
+  block_A_ = register_parameter("block_A",
+                                at::zeros({layout_.blocks, layout_.block_in, layout_.block_out},
+                                          weight.options().dtype(at::kFloat)),
+                                /*requires_grad=*/true);
 }
 
 at::Tensor DiaBloLinearImpl::forward(const at::Tensor& x) {

@@ -4,13 +4,13 @@
 // (frozen) and "block_A" (trainable), so state dicts keep their paths.
 #pragma once
 
-#include <cstdint>
-#include <ostream>
-#include <vector>
-
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <ostream>
+#include <vector>
 
 #include "kernels/block_diag.h"
 #include "worker/peft/adapter_layer.h"

@@ -3,10 +3,10 @@
 // freeze the model and swap the matched Linear children for adapter layers.
 #include "worker/peft/inject.h"
 
+#include <torch/nn/modules/linear.h>
+
 #include <regex>
 #include <stdexcept>
-
-#include <torch/nn/modules/linear.h>
 
 #include "worker/peft/adapter_layer.h"
 #include "worker/peft/diablo_linear.h"
@@ -53,7 +53,8 @@ bool Matches(const Target& t, const std::string& path) {
 AdapterLayer* AsAdapter(torch::nn::Module* module) { return dynamic_cast<AdapterLayer*>(module); }
 
 // A hint for "matched nothing": a few Linear paths that do exist.
-std::string LinearExamples(const torch::OrderedDict<std::string, std::shared_ptr<torch::nn::Module>>& modules) {
+std::string LinearExamples(
+    const torch::OrderedDict<std::string, std::shared_ptr<torch::nn::Module>>& modules) {
   std::string names;
   int shown = 0, total = 0;
   for (const auto& item : modules) {
@@ -100,7 +101,8 @@ std::vector<InjectedAdapter> InjectAdapters(torch::nn::Module& root, const Adapt
     if (!matched) continue;
     torch::nn::Module* module = item.value().get();
     if (AsAdapter(module)) {
-      throw std::invalid_argument("module '" + path + "' already carries an adapter; inject once "
+      throw std::invalid_argument("module '" + path +
+                                  "' already carries an adapter; inject once "
                                   "(or load the adapter into the existing layers)");
     }
     if (!dynamic_cast<torch::nn::LinearImpl*>(module)) {
@@ -113,8 +115,9 @@ std::vector<InjectedAdapter> InjectAdapters(torch::nn::Module& root, const Adapt
   for (const Target& t : targets) {
     if (t.matches == 0) {
       throw std::invalid_argument("adapter target '" + t.spec + "' matches no module (" +
-                                  (t.is_pattern ? "a \"re:\" pattern must match the whole dotted path"
-                                                : "a plain name must equal the last path component") +
+                                  (t.is_pattern
+                                       ? "a \"re:\" pattern must match the whole dotted path"
+                                       : "a plain name must equal the last path component") +
                                   "); " + LinearExamples(modules));
     }
   }

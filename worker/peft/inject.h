@@ -3,11 +3,11 @@
 // LoRALinear wrapping it, and every other parameter of the model is frozen.
 #pragma once
 
+#include <torch/nn/module.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/nn/module.h>
 
 #include "worker/peft/adapter_config.h"
 
@@ -16,9 +16,9 @@ namespace diablo::peft {
 class AdapterLayer;  // worker/peft/adapter_layer.h
 
 struct InjectedAdapter {
-  std::string path;                            // "model.layers.0.self_attn.q_proj"
-  std::shared_ptr<torch::nn::Module> module;   // a DiaBloLinearImpl or LoRALinearImpl
-  AdapterLayer* layer = nullptr;               // the same object, as an adapter (merge, params)
+  std::string path;                           // "model.layers.0.self_attn.q_proj"
+  std::shared_ptr<torch::nn::Module> module;  // a DiaBloLinearImpl or LoRALinearImpl
+  AdapterLayer* layer = nullptr;              // the same object, as an adapter (merge, params)
 };
 
 // Replaces matching Linear layers (depth-first, in registration order) and

@@ -2,12 +2,12 @@
 // differentiable ATen ops, and merge/unmerge of scale * B A into the weight.
 #include "worker/peft/lora_linear.h"
 
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
 #include <cmath>
 #include <stdexcept>
 #include <string>
-
-#include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 
 namespace diablo::peft {
 
@@ -26,17 +26,19 @@ LoRALinearImpl::LoRALinearImpl(const at::Tensor& weight, const at::Tensor& bias,
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != out)) {
     throw std::invalid_argument("LoRALinear: bias must have shape [" + std::to_string(out) + "]");
   }
-  if (rank <= 0) throw std::invalid_argument("LoRALinear: rank must be positive, got " + std::to_string(rank));
+  if (rank <= 0)
+    throw std::invalid_argument("LoRALinear: rank must be positive, got " + std::to_string(rank));
   if (!std::isfinite(alpha) || alpha <= 0.0) {
     throw std::invalid_argument("LoRALinear: alpha must be positive, got " + std::to_string(alpha));
   }
   if (!(dropout >= 0.0 && dropout < 1.0)) {
-    throw std::invalid_argument("LoRALinear: dropout must be in [0, 1), got " + std::to_string(dropout));
+    throw std::invalid_argument("LoRALinear: dropout must be in [0, 1), got " +
+                                std::to_string(dropout));
   }
   if (init != LoRAInit::kDefault && rank > std::min(in, out)) {
-    throw std::invalid_argument(std::string("LoRALinear: ") + LoRAInitName(init) + " needs rank <= " +
-                                std::to_string(std::min(in, out)) + " (min of the layer's sizes), got " +
-                                std::to_string(rank));
+    throw std::invalid_argument(std::string("LoRALinear: ") + LoRAInitName(init) +
+                                " needs rank <= " + std::to_string(std::min(in, out)) +
+                                " (min of the layer's sizes), got " + std::to_string(rank));
   }
 
   weight_ = register_parameter("weight", weight.detach(), /*requires_grad=*/false);

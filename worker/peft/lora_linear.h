@@ -4,13 +4,13 @@
 // and "lora_B" [out, r] (fp32, trainable).
 #pragma once
 
-#include <cstdint>
-#include <ostream>
-#include <vector>
-
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <ostream>
+#include <vector>
 
 #include "worker/peft/adapter_config.h"
 #include "worker/peft/adapter_layer.h"
