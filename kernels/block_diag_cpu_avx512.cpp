@@ -242,7 +242,7 @@ void BackwardWeightAvx512(int64_t rows, const float* x, int64_t ldx, const float
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     float* out = dA;
     if (begin != 0 || transposed) {
-      auto& mine = partials[static_cast<size_t>(at::get_thread_num())];
+      auto& mine = partials.at(static_cast<size_t>(at::get_thread_num()));
       if (mine.empty()) mine.assign(static_cast<size_t>(size), 0.0f);
       out = mine.data();
     }
