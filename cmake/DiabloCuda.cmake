@@ -18,9 +18,10 @@ if(DIABLO_CUDA)
     set(DIABLO_HAVE_CUDA ON)
   endif()
 endif()
-# LibTorch's CMake probes the local GPU for its own arch list unless told; this
-# machine may have none, so name the same architectures as ours.
-if(DIABLO_HAVE_CUDA AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+# A CUDA build of LibTorch probes the local GPU for its own arch list unless
+# told (also when our kernels are off); the machine may have no GPU, so name
+# the same architectures as ours.
+if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
   set(ENV{TORCH_CUDA_ARCH_LIST} "8.0;9.0+PTX")
 endif()
 message(STATUS "DiaBlo CUDA kernels: ${DIABLO_HAVE_CUDA}")

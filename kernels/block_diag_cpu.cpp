@@ -85,7 +85,7 @@ void CheckDevices(std::initializer_list<const at::Tensor*> tensors, const char* 
   }
 }
 
-[[noreturn]] void NoCuda(const char* op) {
+[[noreturn, maybe_unused]] void NoCuda(const char* op) {
   throw std::runtime_error(std::string(op) +
                            ": got CUDA tensors, but this build of diablo was built without CUDA "
                            "(rebuild where nvcc is found, or move the tensors to the CPU)");

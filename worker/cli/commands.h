@@ -15,5 +15,7 @@ using Runner = std::function<int()>;
 Runner RegisterVersion(CLI::App& app);
 Runner RegisterInspect(CLI::App& app);
 Runner RegisterTokenize(CLI::App& app);
+Runner RegisterLogits(CLI::App& app);
+Runner RegisterGenerate(CLI::App& app);
 
 }  // namespace diablo::cli

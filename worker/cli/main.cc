@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   add(diablo::cli::RegisterVersion(app));
   add(diablo::cli::RegisterInspect(app));
   add(diablo::cli::RegisterTokenize(app));
+  add(diablo::cli::RegisterLogits(app));
+  add(diablo::cli::RegisterGenerate(app));
   CLI11_PARSE(app, argc, argv);
 
   for (auto& [sub, run] : verbs) {

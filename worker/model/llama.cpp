@@ -148,6 +148,12 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config) : config_(
   inv_freq_ = register_buffer("inv_freq", RotaryInverseFrequencies(config_));
 }
 
+void LlamaForCausalLMImpl::ScaleRotaryFrequencies(const at::Tensor& factors) {
+  TORCH_CHECK(factors.numel() == inv_freq_.numel(), "rotary frequency factors: expected ",
+              inv_freq_.numel(), " values, got ", factors.numel());
+  inv_freq_.div_(factors.to(inv_freq_.scalar_type()).view_as(inv_freq_));
+}
+
 at::Tensor LlamaForCausalLMImpl::forward_hidden(const at::Tensor& input_ids, KVCache* cache,
                                                 const std::optional<at::Tensor>& attention_mask) {
   const int64_t batch = input_ids.size(0), seq = input_ids.size(1);

@@ -99,6 +99,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& input_ids);
 
   const LlamaConfig& config() const { return config_; }
+  // Divides the rotary frequencies by per-frequency factors [head_dim/2]: how
+  // GGUF files (rope_freqs.weight) carry Llama 3.1's rope scaling.
+  void ScaleRotaryFrequencies(const at::Tensor& factors);
 
   LlamaModel model{nullptr};
   // lm_head; with tied embeddings it shares embed_tokens' weight and is not

@@ -42,17 +42,31 @@ at::Tensor UnpermuteRotaryRows(const at::Tensor& weight, int64_t heads) {
   return weight.reshape(shape).transpose(1, 2).reshape(weight.sizes()).contiguous();
 }
 
-std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const LlamaConfig& config,
-                                                  const std::string& source) {
+namespace {
+
+at::Tensor DequantizeTensor(const GgufFile& file, const GgufTensorInfo& info) {
+  std::vector<int64_t> shape(info.dims.rbegin(), info.dims.rend());
+  at::Tensor t = at::empty(shape, at::kFloat);
+  DequantizeToFloat(info.type, file.tensor_data(info), info.elements(),
+                    {t.data_ptr<float>(), static_cast<size_t>(t.numel())});
+  return t;
+}
+
+}  // namespace
+
+std::optional<at::Tensor> ReadGgufRopeFactors(const GgufFile& file) {
+  const GgufTensorInfo* info = file.FindTensor("rope_freqs.weight");
+  if (info == nullptr) return std::nullopt;
+  return DequantizeTensor(file, *info);
+}
+
+std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const LlamaConfig& config) {
   const bool permuted = file.GetString("general.architecture") == "llama";
   std::map<std::string, at::Tensor> weights;
   for (const GgufTensorInfo& info : file.tensors()) {
     std::string hf_name = HfNameForGguf(info.name);
     if (hf_name.empty()) continue;
-    std::vector<int64_t> shape(info.dims.rbegin(), info.dims.rend());
-    at::Tensor t = at::empty(shape, at::kFloat);
-    DequantizeToFloat(info.type, file.tensor_data(info), info.elements(),
-                      {t.data_ptr<float>(), static_cast<size_t>(t.numel())});
+    at::Tensor t = DequantizeTensor(file, info);
     if (permuted && info.name.find(".attn_q.") != std::string::npos) {
       t = UnpermuteRotaryRows(t, config.num_attention_heads);
     } else if (permuted && info.name.find(".attn_k.") != std::string::npos) {
@@ -60,7 +74,6 @@ std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const Ll
     }
     weights.emplace(std::move(hf_name), std::move(t));
   }
-  (void)source;
   return weights;
 }
 

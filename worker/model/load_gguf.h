@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include <ATen/core/Tensor.h>
@@ -19,8 +20,11 @@ namespace diablo::model {
 std::string HfNameForGguf(const std::string& gguf_name);
 
 // All weights of the file as fp32 tensors with HF names and shapes.
-std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const LlamaConfig& config,
-                                                  const std::string& source);
+std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const LlamaConfig& config);
+
+// Llama 3.1's rope scaling as GGUF stores it: per-frequency divisors
+// (rope_freqs.weight, [head_dim/2]), or nullopt when the file has none.
+std::optional<at::Tensor> ReadGgufRopeFactors(const GgufFile& file);
 
 // Inverse of the converter's permutation of attn_q / attn_k rows: within each
 // head, llama.cpp stores the two rotary halves interleaved; HF keeps them as

@@ -2,6 +2,7 @@
 #include "worker/model/load_model.h"
 
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -69,6 +70,7 @@ LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
   LoadedModel loaded;
   loaded.source = path;
   std::map<std::string, at::Tensor> weights;
+  std::optional<at::Tensor> rope_factors;
   LlamaConfig config;
   if (fs::is_directory(path)) {
     loaded.format = "hf";
@@ -79,10 +81,12 @@ LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
     loaded.format = "gguf";
     GgufFile file = GgufFile::Open(path);
     config = ConfigFromGguf(file, path);
-    weights = ReadGgufWeights(file, config, path);
+    weights = ReadGgufWeights(file, config);
+    rope_factors = ReadGgufRopeFactors(file);
   }
   loaded.model = LlamaForCausalLM(config);
   AssignWeights(*loaded.model, std::move(weights), path, options.dtype);
+  if (rope_factors.has_value()) loaded.model->ScaleRotaryFrequencies(*rope_factors);
   loaded.model->eval();
   return loaded;
 }
