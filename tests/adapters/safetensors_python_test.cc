@@ -1,11 +1,11 @@
 // safetensors interoperability with the reference implementation (the
 // Python `safetensors` package in the test venv): files it writes read
 // correctly here, and files written here load there with the same values.
-#include <cstdio>
-#include <cstring>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "tests/adapters/test_util.h"

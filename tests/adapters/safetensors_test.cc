@@ -3,21 +3,21 @@
 // deliberately broken files with a message that says what is wrong.
 #include "worker/model/safetensors.h"
 
-#include <cstring>
-#include <filesystem>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
 
 #include "tests/adapters/test_util.h"
 
 namespace diablo::model {
 namespace {
 
-using ::testing::HasSubstr;
 using diablo::testing::ReadBytes;
 using diablo::testing::ScratchDir;
 using diablo::testing::WriteBytes;
+using ::testing::HasSubstr;
 
 std::span<const uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
@@ -131,8 +131,9 @@ TEST(SafetensorsTest, WriterRefusesInconsistentEntries) {
   EXPECT_THROW(WriteSafetensors(dir / "a", {{"x", SafetensorsDtype::kF32, {2}, Bytes(v)},
                                             {"x", SafetensorsDtype::kF32, {2}, Bytes(v)}}),
                std::invalid_argument);
-  EXPECT_THROW(WriteSafetensors(dir / "a", {{"__metadata__", SafetensorsDtype::kF32, {2}, Bytes(v)}}),
-               std::invalid_argument);
+  EXPECT_THROW(
+      WriteSafetensors(dir / "a", {{"__metadata__", SafetensorsDtype::kF32, {2}, Bytes(v)}}),
+      std::invalid_argument);
   EXPECT_THROW(WriteSafetensors(dir / "a", {{"x", SafetensorsDtype::kF32, {-2}, Bytes(v)}}),
                std::invalid_argument);
   EXPECT_FALSE(std::filesystem::exists(dir / "a"));
@@ -155,8 +156,7 @@ struct BrokenCase {
 
 std::vector<BrokenCase> BrokenFiles() {
   const std::string four_floats(16, '\0');
-  const std::string good =
-      R"({"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})";
+  const std::string good = R"({"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})";
   std::string truncated = MakeFile(good, four_floats);
   truncated.resize(truncated.size() - 3);
   std::string header_beyond = MakeFile(good, four_floats);
@@ -165,7 +165,8 @@ std::vector<BrokenCase> BrokenFiles() {
   std::string header_too_big = MakeFile(good, four_floats);
   uint64_t over_limit = kMaxSafetensorsHeaderBytes + 1;
   std::memcpy(header_too_big.data(), &over_limit, 8);
-  std::string deep = "{\"__metadata__\":{\"a\":" + std::string(50, '[') + std::string(50, ']') + "}}";
+  std::string deep =
+      "{\"__metadata__\":{\"a\":" + std::string(50, '[') + std::string(50, ']') + "}}";
 
   return {
       {"shorter than the length prefix", "abc", "fewer than the 8-byte header length"},
@@ -187,14 +188,17 @@ std::vector<BrokenCase> BrokenFiles() {
        "belong to no tensor"},
       {"trailing bytes", MakeFile(good, four_floats + "xx"), "trailing bytes"},
       {"2^40-element shape",
-       MakeFile(R"({"a":{"dtype":"F32","shape":[1048576,1048576],"data_offsets":[0,16]}})", four_floats),
+       MakeFile(R"({"a":{"dtype":"F32","shape":[1048576,1048576],"data_offsets":[0,16]}})",
+                four_floats),
        "need 4398046511104"},
       {"shape overflowing 64 bits",
-       MakeFile(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]}})",
-                four_floats),
+       MakeFile(
+           R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]}})",
+           four_floats),
        "overflows 64 bits"},
       {"negative dimension",
-       MakeFile(R"({"a":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", four_floats), "negative"},
+       MakeFile(R"({"a":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", four_floats),
+       "negative"},
       {"fractional dimension",
        MakeFile(R"({"a":{"dtype":"F32","shape":[4.5],"data_offsets":[0,16]}})", four_floats),
        "not a non-negative integer"},
@@ -207,7 +211,8 @@ std::vector<BrokenCase> BrokenFiles() {
       {"unknown dtype",
        MakeFile(R"({"a":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}})", four_floats),
        "unknown dtype 'F128'"},
-      {"missing dtype", MakeFile(R"({"a":{"shape":[4],"data_offsets":[0,16]}})", four_floats), "'dtype'"},
+      {"missing dtype", MakeFile(R"({"a":{"shape":[4],"data_offsets":[0,16]}})", four_floats),
+       "'dtype'"},
       {"unknown field",
        MakeFile(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16],"x":1}})", four_floats),
        "unknown field 'x'"},
@@ -239,9 +244,9 @@ TEST(SafetensorsTest, BrokenFilesAreRejectedWithAMessageSayingWhatIsWrong) {
 }
 
 TEST(SafetensorsTest, ErrorsNameTheTensor) {
-  std::string bytes =
-      MakeFile(R"({"model.layers.3.mlp.up_proj.weight":{"dtype":"F32","shape":[5],"data_offsets":[0,16]}})",
-               std::string(16, '\0'));
+  std::string bytes = MakeFile(
+      R"({"model.layers.3.mlp.up_proj.weight":{"dtype":"F32","shape":[5],"data_offsets":[0,16]}})",
+      std::string(16, '\0'));
   try {
     SafetensorsFile::Parse(Bytes(bytes), "m.safetensors");
     FAIL();

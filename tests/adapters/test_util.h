@@ -3,6 +3,7 @@
 // independent reference) with a script from this folder.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,8 +14,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace diablo::testing {
 
@@ -64,7 +63,8 @@ inline std::string ShellQuote(const std::string& s) {
 }
 
 // Runs tests/adapters/<script> with the venv's Python and `args`.
-inline CommandResult RunPythonScript(const std::string& script, const std::vector<std::string>& args) {
+inline CommandResult RunPythonScript(const std::string& script,
+                                     const std::vector<std::string>& args) {
   std::string command = ShellQuote(DIABLO_VENV_PYTHON) + " " +
                         ShellQuote(std::string(DIABLO_SOURCE_DIR) + "/tests/adapters/" + script);
   for (const auto& a : args) command += " " + ShellQuote(a);
@@ -74,7 +74,8 @@ inline CommandResult RunPythonScript(const std::string& script, const std::vecto
   if (pipe == nullptr) return result;
   std::array<char, 4096> buffer;
   size_t n;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
+    result.output.append(buffer.data(), n);
   int status = ::pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
@@ -82,11 +83,11 @@ inline CommandResult RunPythonScript(const std::string& script, const std::vecto
 
 // Skips the current test when the build has no venv Python (set by
 // scripts/setup.sh); the reference checks cannot run without it.
-#define DIABLO_REQUIRE_PYTHON()                                                   \
-  do {                                                                            \
-    if (std::string(DIABLO_VENV_PYTHON).empty()) {                                \
-      GTEST_SKIP() << "DIABLO_VENV_PYTHON is not set (run scripts/setup.sh)";     \
-    }                                                                             \
+#define DIABLO_REQUIRE_PYTHON()                                               \
+  do {                                                                        \
+    if (std::string(DIABLO_VENV_PYTHON).empty()) {                            \
+      GTEST_SKIP() << "DIABLO_VENV_PYTHON is not set (run scripts/setup.sh)"; \
+    }                                                                         \
   } while (0)
 
 }  // namespace diablo::testing

@@ -22,8 +22,14 @@ class PickleBuilder {
  public:
   PickleBuilder() { bytes_ = std::string("\x80\x02", 2); }  // PROTO 2
 
-  PickleBuilder& Op(char op) { bytes_ += op; return *this; }
-  PickleBuilder& Raw(const std::string& raw) { bytes_ += raw; return *this; }
+  PickleBuilder& Op(char op) {
+    bytes_ += op;
+    return *this;
+  }
+  PickleBuilder& Raw(const std::string& raw) {
+    bytes_ += raw;
+    return *this;
+  }
   PickleBuilder& Mark() { return Op('('); }
   PickleBuilder& Str(const std::string& s) {
     Op('X');
@@ -49,7 +55,14 @@ class PickleBuilder {
                         int32_t offset, const std::vector<int32_t>& sizes,
                         const std::vector<int32_t>& strides) {
     Global("torch._utils", "_rebuild_tensor_v2").Mark();
-    Mark().Str("storage").Global("torch", storage_class).Str(key).Str("cpu").Int(numel).Op('t').Op('Q');
+    Mark()
+        .Str("storage")
+        .Global("torch", storage_class)
+        .Str(key)
+        .Str("cpu")
+        .Int(numel)
+        .Op('t')
+        .Op('Q');
     Int(offset).IntTuple(sizes).IntTuple(strides).Op('\x89');
     Global("collections", "OrderedDict").Op(')').Op('R');
     return Op('t').Op('R');
@@ -72,7 +85,8 @@ struct ZipFile {
 inline std::string StoredZip(const std::vector<ZipFile>& files) {
   std::string zip, directory;
   for (const ZipFile& f : files) {
-    uint32_t crc = diablo::peft::Crc32({reinterpret_cast<const uint8_t*>(f.data.data()), f.data.size()});
+    uint32_t crc =
+        diablo::peft::Crc32({reinterpret_cast<const uint8_t*>(f.data.data()), f.data.size()});
     uint32_t offset = static_cast<uint32_t>(zip.size());
     auto common = [&](std::string& out) {
       AppendRaw<uint16_t>(out, 0);  // flags

@@ -4,11 +4,11 @@
 // refused with a message that names the problem.
 #include "worker/peft/torch_save_reader.h"
 
-#include <cstring>
-#include <functional>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
 
 #include "tests/adapters/torch_save_builder.h"
 #include "worker/model/gguf.h"
@@ -16,13 +16,13 @@
 namespace diablo::peft {
 namespace {
 
-using ::testing::HasSubstr;
 using diablo::model::FormatError;
 using diablo::model::SafetensorsDtype;
 using diablo::testing::FloatBytes;
 using diablo::testing::PickleBuilder;
 using diablo::testing::StoredZip;
 using diablo::testing::ZipFile;
+using ::testing::HasSubstr;
 
 std::span<const uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
@@ -32,9 +32,12 @@ std::span<const uint8_t> Bytes(const std::string& s) {
 //  "view": f32 [2, 2] at offset 1 with stride [3, 1] over the same storage}.
 std::string TwoTensorPickle() {
   return PickleBuilder()
-      .Op('}').Mark()
-      .Str("a.block_A").Tensor("FloatStorage", "0", 6, 0, {2, 3}, {3, 1})
-      .Str("view").Tensor("FloatStorage", "0", 6, 1, {2, 2}, {3, 1})
+      .Op('}')
+      .Mark()
+      .Str("a.block_A")
+      .Tensor("FloatStorage", "0", 6, 0, {2, 3}, {3, 1})
+      .Str("view")
+      .Tensor("FloatStorage", "0", 6, 1, {2, 2}, {3, 1})
       .Op('u')
       .Stop();
 }
@@ -81,15 +84,29 @@ TEST(TorchSaveReaderTest, AcceptsAStateDictOrderedDictWithMetadataAndParameters)
   // nn.Module.state_dict(): OrderedDict() then BUILD with {'_metadata': ...};
   // a saved nn.Parameter goes through _rebuild_parameter.
   std::string pickle = PickleBuilder()
-               .Global("collections", "OrderedDict").Op(')').Op('R')
-               .Str("layer.block_A")
-               .Global("torch._utils", "_rebuild_parameter").Mark()
-               .Tensor("BFloat16Storage", "7", 4, 0, {4}, {1})
-               .Op('\x88').Global("collections", "OrderedDict").Op(')').Op('R').Op('t').Op('R')
-               .Op('s')
-               .Op('}').Str("_metadata").Op('}').Str("version").Int(1).Op('s').Op('s')
-               .Op('b')
-               .Stop();
+                           .Global("collections", "OrderedDict")
+                           .Op(')')
+                           .Op('R')
+                           .Str("layer.block_A")
+                           .Global("torch._utils", "_rebuild_parameter")
+                           .Mark()
+                           .Tensor("BFloat16Storage", "7", 4, 0, {4}, {1})
+                           .Op('\x88')
+                           .Global("collections", "OrderedDict")
+                           .Op(')')
+                           .Op('R')
+                           .Op('t')
+                           .Op('R')
+                           .Op('s')
+                           .Op('}')
+                           .Str("_metadata")
+                           .Op('}')
+                           .Str("version")
+                           .Int(1)
+                           .Op('s')
+                           .Op('s')
+                           .Op('b')
+                           .Stop();
   auto records = UnpickleTensorDict(Bytes(pickle), "sd.pkl");
   ASSERT_EQ(records.size(), 1u);
   EXPECT_EQ(records[0].name, "layer.block_A");
@@ -102,7 +119,8 @@ TEST(TorchSaveReaderTest, RefusesCodeExecutionNamingTheForbiddenGlobal) {
   EXPECT_THAT(UnpickleError(os_system), HasSubstr("forbidden global 'os.system'"));
   EXPECT_THAT(UnpickleError(os_system), HasSubstr("evil.pkl"));
 
-  std::string eval = PickleBuilder().Global("builtins", "eval").Mark().Str("1").Op('t').Op('R').Stop();
+  std::string eval =
+      PickleBuilder().Global("builtins", "eval").Mark().Str("1").Op('t').Op('R').Stop();
   EXPECT_THAT(UnpickleError(eval), HasSubstr("forbidden global 'builtins.eval'"));
 
   // STACK_GLOBAL (protocol 4) goes through the same allow-list.
@@ -113,20 +131,22 @@ TEST(TorchSaveReaderTest, RefusesCodeExecutionNamingTheForbiddenGlobal) {
 TEST(TorchSaveReaderTest, RefusesOpcodesAndCallsATensorDictDoesNotNeed) {
   EXPECT_THAT(UnpickleError(PickleBuilder().Mark().Raw("ios\nsystem\n").Stop()),
               HasSubstr("opcode 0x69 'i' is not allowed"));  // INST
-  EXPECT_THAT(UnpickleError(PickleBuilder().Mark().Global("collections", "OrderedDict").Op('o').Stop()),
-              HasSubstr("opcode 0x6f 'o' is not allowed"));  // OBJ
-  EXPECT_THAT(UnpickleError(PickleBuilder().Global("collections", "OrderedDict").Op(')').Op('\x81').Stop()),
-              HasSubstr("opcode 0x81"));  // NEWOBJ
+  EXPECT_THAT(
+      UnpickleError(PickleBuilder().Mark().Global("collections", "OrderedDict").Op('o').Stop()),
+      HasSubstr("opcode 0x6f 'o' is not allowed"));  // OBJ
+  EXPECT_THAT(
+      UnpickleError(PickleBuilder().Global("collections", "OrderedDict").Op(')').Op('\x81').Stop()),
+      HasSubstr("opcode 0x81"));  // NEWOBJ
   // An allowed global may still not be called unless it builds a tensor dict.
   EXPECT_THAT(UnpickleError(PickleBuilder().Global("torch", "FloatStorage").Op(')').Op('R').Stop()),
               HasSubstr("forbidden call of 'torch.FloatStorage'"));
   // BUILD of anything but a dict would set attributes on an arbitrary object.
-  std::string build_tensor = PickleBuilder()
-                                 .Tensor("FloatStorage", "0", 1, 0, {1}, {1})
-                                 .Op('}').Op('b').Stop();
+  std::string build_tensor =
+      PickleBuilder().Tensor("FloatStorage", "0", 1, 0, {1}, {1}).Op('}').Op('b').Stop();
   EXPECT_THAT(UnpickleError(build_tensor), HasSubstr("BUILD of a tensor"));
   // Persistent ids other than storages.
-  std::string pid = PickleBuilder().Mark().Str("module").Str("x").Str("y").Str("z").Int(1).Op('t').Op('Q').Stop();
+  std::string pid =
+      PickleBuilder().Mark().Str("module").Str("x").Str("y").Str("z").Int(1).Op('t').Op('Q').Stop();
   EXPECT_THAT(UnpickleError(pid), HasSubstr("persistent id tag 'module'"));
 }
 
@@ -141,15 +161,26 @@ TEST(TorchSaveReaderTest, RefusesMalformedPickles) {
               HasSubstr("the value of 'k' is a int, not a tensor"));
   EXPECT_THAT(UnpickleError(std::string("\x80\x02}", 3)), HasSubstr("truncated"));
   // A dict stored into itself through the memo: refused, no leak, no loop.
-  std::string cycle = PickleBuilder().Op('}').Op('q').Raw(std::string(1, '\0')).Str("self")
-                          .Op('h').Raw(std::string(1, '\0')).Op('s').Stop();
+  std::string cycle = PickleBuilder()
+                          .Op('}')
+                          .Op('q')
+                          .Raw(std::string(1, '\0'))
+                          .Str("self")
+                          .Op('h')
+                          .Raw(std::string(1, '\0'))
+                          .Op('s')
+                          .Stop();
   EXPECT_THAT(UnpickleError(cycle), HasSubstr("not a tensor"));
   // The same key twice.
   std::string twice = PickleBuilder()
-                          .Op('}').Mark()
-                          .Str("k").Tensor("FloatStorage", "0", 1, 0, {1}, {1})
-                          .Str("k").Tensor("FloatStorage", "0", 1, 0, {1}, {1})
-                          .Op('u').Stop();
+                          .Op('}')
+                          .Mark()
+                          .Str("k")
+                          .Tensor("FloatStorage", "0", 1, 0, {1}, {1})
+                          .Str("k")
+                          .Tensor("FloatStorage", "0", 1, 0, {1}, {1})
+                          .Op('u')
+                          .Stop();
   EXPECT_THAT(UnpickleError(twice), HasSubstr("the key 'k' appears twice"));
   // Negative sizes.
   std::string negative =
@@ -176,22 +207,31 @@ TEST(TorchSaveReaderTest, RefusesInconsistentArchives) {
   EXPECT_THAT(ArchiveError(Archive(TwoTensorPickle(), {})),
               HasSubstr("refers to storage '0', which the archive does not contain"));
   std::string beyond = PickleBuilder()
-                           .Op('}').Str("k").Tensor("FloatStorage", "0", 6, 3, {2, 2}, {3, 1})
-                           .Op('s').Stop();
+                           .Op('}')
+                           .Str("k")
+                           .Tensor("FloatStorage", "0", 6, 3, {2, 2}, {3, 1})
+                           .Op('s')
+                           .Stop();
   EXPECT_THAT(ArchiveError(Archive(beyond, {{"0", six}})), HasSubstr("reaches beyond its storage"));
   std::string expanded = PickleBuilder()
-                             .Op('}').Str("k").Tensor("FloatStorage", "0", 6, 0, {1000}, {0})
-                             .Op('s').Stop();
+                             .Op('}')
+                             .Str("k")
+                             .Tensor("FloatStorage", "0", 6, 0, {1000}, {0})
+                             .Op('s')
+                             .Stop();
   EXPECT_THAT(ArchiveError(Archive(expanded, {{"0", six}})), HasSubstr("expanded views"));
-  EXPECT_THAT(ArchiveError(Archive(TwoTensorPickle(), {{"0", six}}, "big")), HasSubstr("big-endian"));
-  EXPECT_THAT(ArchiveError(Archive(TwoTensorPickle(), {{"0", six, 8}})), HasSubstr("is compressed"));
+  EXPECT_THAT(ArchiveError(Archive(TwoTensorPickle(), {{"0", six}}, "big")),
+              HasSubstr("big-endian"));
+  EXPECT_THAT(ArchiveError(Archive(TwoTensorPickle(), {{"0", six, 8}})),
+              HasSubstr("is compressed"));
 
   std::string corrupt = Archive(TwoTensorPickle(), {{"0", six}});
   corrupt[corrupt.find(six) + 1] ^= 0x40;
   EXPECT_THAT(ArchiveError(corrupt), HasSubstr("CRC-32"));
 
   EXPECT_THAT(ArchiveError(TwoTensorPickle()), HasSubstr("legacy"));
-  EXPECT_THAT(ArchiveError("definitely not a zip file at all"), HasSubstr("not a valid zip archive"));
+  EXPECT_THAT(ArchiveError("definitely not a zip file at all"),
+              HasSubstr("not a valid zip archive"));
   EXPECT_THAT(ArchiveError(StoredZip({{"archive/other", "x"}})), HasSubstr("no <name>/data.pkl"));
   std::string truncated = Archive(TwoTensorPickle(), {{"0", six}});
   truncated.resize(truncated.size() - 5);

@@ -18,10 +18,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     // The typed accessors must report wrong types as FormatError too.
     for (const auto& [key, value] : file.metadata()) {
-      try { (void)file.GetString(key); } catch (const diablo::model::FormatError&) {}
-      try { (void)file.GetUint(key); } catch (const diablo::model::FormatError&) {}
-      try { (void)file.GetFloatOr(key, 0.0); } catch (const diablo::model::FormatError&) {}
-      try { (void)file.GetArray(key); } catch (const diablo::model::FormatError&) {}
+      try {
+        (void)file.GetString(key);
+      } catch (const diablo::model::FormatError&) {
+      }
+      try {
+        (void)file.GetUint(key);
+      } catch (const diablo::model::FormatError&) {
+      }
+      try {
+        (void)file.GetFloatOr(key, 0.0);
+      } catch (const diablo::model::FormatError&) {
+      }
+      try {
+        (void)file.GetArray(key);
+      } catch (const diablo::model::FormatError&) {
+      }
     }
   } catch (const diablo::model::FormatError&) {
   }

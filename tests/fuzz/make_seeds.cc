@@ -95,7 +95,8 @@ std::string MakePickle() {
   small(0);
   small(2), small(2), small(3), p += '\x87';
   small(6), small(3), small(1), p += '\x87';
-  p += "\x89" "ccollections\nOrderedDict\nq\x02)RtR";
+  p += "\x89"
+       "ccollections\nOrderedDict\nq\x02)RtR";
   unicode("view");
   p += "h\x01((";
   unicode("storage");
@@ -126,18 +127,25 @@ int main(int argc, char** argv) {
   }
   try {
     fs::path root = argv[1];
-    for (const char* sub : {"gguf", "safetensors", "torch_save"}) fs::create_directories(root / sub);
+    for (const char* sub : {"gguf", "safetensors", "torch_save"})
+      fs::create_directories(root / sub);
 
     WriteFile(root / "gguf" / "valid.gguf", MakeGguf());
 
     std::string a = Floats(6, 0.25f), bf16(8, '\x3f');
     int64_t scalar = 7;
     std::vector<diablo::model::SafetensorsEntry> entries = {
-        {"model.layers.0.q_proj.block_A", diablo::model::SafetensorsDtype::kF32, {1, 2, 3},
+        {"model.layers.0.q_proj.block_A",
+         diablo::model::SafetensorsDtype::kF32,
+         {1, 2, 3},
          {reinterpret_cast<const uint8_t*>(a.data()), a.size()}},
-        {"lora_B", diablo::model::SafetensorsDtype::kBF16, {2, 2},
+        {"lora_B",
+         diablo::model::SafetensorsDtype::kBF16,
+         {2, 2},
          {reinterpret_cast<const uint8_t*>(bf16.data()), bf16.size()}},
-        {"step", diablo::model::SafetensorsDtype::kI64, {},
+        {"step",
+         diablo::model::SafetensorsDtype::kI64,
+         {},
          {reinterpret_cast<const uint8_t*>(&scalar), sizeof(scalar)}},
         {"empty", diablo::model::SafetensorsDtype::kF16, {0, 4}, {}},
     };

@@ -18,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (file.Find(t.name) != &t) __builtin_trap();
       if (t.byte_size() != t.elements() * diablo::model::DtypeSize(t.dtype)) __builtin_trap();
     }
-    for (const auto& [key, value] : file.metadata()) sink = sink ^ static_cast<uint8_t>(key.size() + value.size());
+    for (const auto& [key, value] : file.metadata())
+      sink = sink ^ static_cast<uint8_t>(key.size() + value.size());
   } catch (const diablo::model::FormatError&) {
   }
   return 0;

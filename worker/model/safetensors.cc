@@ -14,10 +14,9 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
-
-#include <nlohmann/json.hpp>
 
 namespace diablo::model {
 namespace {
@@ -123,13 +122,15 @@ SafetensorsTensorInfo ReadTensorInfo(const std::string& name, const Json& entry,
   info.name = name;
 
   auto dtype = entry.find("dtype");
-  if (dtype == entry.end() || !dtype->is_string()) err.FailTensor(name, "'dtype' is missing or not a string");
+  if (dtype == entry.end() || !dtype->is_string())
+    err.FailTensor(name, "'dtype' is missing or not a string");
   std::optional<SafetensorsDtype> parsed = ParseDtypeName(dtype->get_ref<const std::string&>());
   if (!parsed) err.FailTensor(name, "unknown dtype '" + dtype->get<std::string>() + "'");
   info.dtype = *parsed;
 
   auto shape = entry.find("shape");
-  if (shape == entry.end() || !shape->is_array()) err.FailTensor(name, "'shape' is missing or not an array");
+  if (shape == entry.end() || !shape->is_array())
+    err.FailTensor(name, "'shape' is missing or not an array");
   uint64_t elements = 1;
   for (const Json& d : *shape) {
     uint64_t dim = ReadUint(d, name, "a shape dimension", err);
@@ -167,8 +168,8 @@ SafetensorsTensorInfo ReadTensorInfo(const std::string& name, const Json& entry,
   }
   if (info.end - info.begin != elements * element_size) {
     err.FailTensor(name, "data_offsets span " + std::to_string(info.end - info.begin) +
-                             " bytes but the shape and dtype " + DtypeName(info.dtype) +
-                             " need " + std::to_string(elements * element_size));
+                             " bytes but the shape and dtype " + DtypeName(info.dtype) + " need " +
+                             std::to_string(elements * element_size));
   }
   return info;
 }
@@ -312,19 +313,17 @@ SafetensorsFile SafetensorsFile::Open(const std::string& path) {
   void* data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (data == MAP_FAILED) throw FormatError(path + ": cannot map: " + std::strerror(errno));
-  std::shared_ptr<const void> mapping(data, [size](const void* p) {
-    ::munmap(const_cast<void*>(p), size);
-  });
+  std::shared_ptr<const void> mapping(
+      data, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
   SafetensorsFile file = Parse({static_cast<const uint8_t*>(data), size}, path);
   file.mapping_ = std::move(mapping);
   return file;
 }
 
 const SafetensorsTensorInfo* SafetensorsFile::Find(std::string_view name) const {
-  auto it = std::lower_bound(tensors_.begin(), tensors_.end(), name,
-                             [](const SafetensorsTensorInfo& t, std::string_view n) {
-                               return t.name < n;
-                             });
+  auto it = std::lower_bound(
+      tensors_.begin(), tensors_.end(), name,
+      [](const SafetensorsTensorInfo& t, std::string_view n) { return t.name < n; });
   return it != tensors_.end() && it->name == name ? &*it : nullptr;
 }
 
@@ -341,8 +340,10 @@ std::string EncodeSafetensorsHeader(std::vector<SafetensorsEntry>& entries,
   Json header = Json::object();
   uint64_t offset = 0;
   for (const auto& e : entries) {
-    if (e.name == kMetadataKey) throw std::invalid_argument("tensor name '__metadata__' is reserved");
-    if (header.contains(e.name)) throw std::invalid_argument("duplicate tensor name '" + e.name + "'");
+    if (e.name == kMetadataKey)
+      throw std::invalid_argument("tensor name '__metadata__' is reserved");
+    if (header.contains(e.name))
+      throw std::invalid_argument("duplicate tensor name '" + e.name + "'");
     uint64_t bytes = DtypeSize(e.dtype);
     for (int64_t d : e.shape) {
       if (d < 0) throw std::invalid_argument("tensor '" + e.name + "' has a negative dimension");
@@ -386,7 +387,8 @@ void WriteSafetensors(const std::string& path, std::vector<SafetensorsEntry> ent
   WriteFileAtomically(path, pieces);
 }
 
-void WriteFileAtomically(const std::string& path, std::span<const std::span<const uint8_t>> pieces) {
+void WriteFileAtomically(const std::string& path,
+                         std::span<const std::span<const uint8_t>> pieces) {
   std::string temp = path + ".tmp-XXXXXX";
   int fd = ::mkstemp(temp.data());
   if (fd < 0) throw SystemError("create a temporary file for", path);
@@ -400,7 +402,8 @@ void WriteFileAtomically(const std::string& path, std::span<const std::span<cons
       throw SystemError("close", temp);
     }
     fd = -1;
-    if (::rename(temp.c_str(), path.c_str()) != 0) throw SystemError("rename " + temp + " to", path);
+    if (::rename(temp.c_str(), path.c_str()) != 0)
+      throw SystemError("rename " + temp + " to", path);
   } catch (...) {
     if (fd >= 0) ::close(fd);
     ::unlink(temp.c_str());

@@ -35,7 +35,21 @@ namespace diablo::model {
 
 // Element types of the format (names as written in the header).
 enum class SafetensorsDtype {
-  kBool, kU8, kI8, kF8_E5M2, kF8_E4M3, kI16, kU16, kF16, kBF16, kI32, kU32, kF32, kF64, kI64, kU64,
+  kBool,
+  kU8,
+  kI8,
+  kF8_E5M2,
+  kF8_E4M3,
+  kI16,
+  kU16,
+  kF16,
+  kBF16,
+  kI32,
+  kU32,
+  kF32,
+  kF64,
+  kI64,
+  kU64,
 };
 const char* DtypeName(SafetensorsDtype dtype);  // "F32", "BF16", ...
 size_t DtypeSize(SafetensorsDtype dtype);       // bytes per element
@@ -47,7 +61,7 @@ struct SafetensorsTensorInfo {
   std::vector<int64_t> shape;  // PyTorch order: shape[0] outermost
   uint64_t begin = 0;          // data offsets, validated to lie inside the file
   uint64_t end = 0;
-  uint64_t elements() const;   // product of shape (validated against overflow)
+  uint64_t elements() const;  // product of shape (validated against overflow)
   uint64_t byte_size() const { return end - begin; }
 };
 

@@ -25,30 +25,53 @@ using model::SafetensorsDtype;
 constexpr size_t kMaxObjects = size_t{1} << 20;
 
 struct Object {
-  enum class Kind { kNone, kBool, kInt, kFloat, kString, kTuple, kList, kDict, kGlobal, kStorage, kTensor };
+  enum class Kind {
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kTuple,
+    kList,
+    kDict,
+    kGlobal,
+    kStorage,
+    kTensor
+  };
   Kind kind = Kind::kNone;
-  int64_t i = 0;                // bool, int, storage element count
+  int64_t i = 0;  // bool, int, storage element count
   double f = 0;
-  std::string s;                // string, global "module.name", storage key
-  std::vector<size_t> items;    // tuple/list elements; dict: key, value, key, value...
+  std::string s;              // string, global "module.name", storage key
+  std::vector<size_t> items;  // tuple/list elements; dict: key, value, key, value...
   SafetensorsDtype dtype = SafetensorsDtype::kF32;  // storage
-  TorchTensorRecord tensor;     // tensor
+  TorchTensorRecord tensor;                         // tensor
 };
 using Kind = Object::Kind;
 
 const char* KindName(Kind k) {
   switch (k) {
-    case Kind::kNone: return "None";
-    case Kind::kBool: return "bool";
-    case Kind::kInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kString: return "str";
-    case Kind::kTuple: return "tuple";
-    case Kind::kList: return "list";
-    case Kind::kDict: return "dict";
-    case Kind::kGlobal: return "global";
-    case Kind::kStorage: return "storage";
-    case Kind::kTensor: return "tensor";
+    case Kind::kNone:
+      return "None";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "str";
+    case Kind::kTuple:
+      return "tuple";
+    case Kind::kList:
+      return "list";
+    case Kind::kDict:
+      return "dict";
+    case Kind::kGlobal:
+      return "global";
+    case Kind::kStorage:
+      return "storage";
+    case Kind::kTensor:
+      return "tensor";
   }
   return "?";
 }
@@ -59,11 +82,16 @@ constexpr const char kRebuildParameter[] = "torch._utils._rebuild_parameter";
 
 std::optional<SafetensorsDtype> StorageDtype(std::string_view global) {
   static const std::map<std::string_view, SafetensorsDtype> kStorages = {
-      {"torch.FloatStorage", SafetensorsDtype::kF32},  {"torch.DoubleStorage", SafetensorsDtype::kF64},
-      {"torch.HalfStorage", SafetensorsDtype::kF16},   {"torch.BFloat16Storage", SafetensorsDtype::kBF16},
-      {"torch.LongStorage", SafetensorsDtype::kI64},   {"torch.IntStorage", SafetensorsDtype::kI32},
-      {"torch.ShortStorage", SafetensorsDtype::kI16},  {"torch.CharStorage", SafetensorsDtype::kI8},
-      {"torch.ByteStorage", SafetensorsDtype::kU8},    {"torch.BoolStorage", SafetensorsDtype::kBool},
+      {"torch.FloatStorage", SafetensorsDtype::kF32},
+      {"torch.DoubleStorage", SafetensorsDtype::kF64},
+      {"torch.HalfStorage", SafetensorsDtype::kF16},
+      {"torch.BFloat16Storage", SafetensorsDtype::kBF16},
+      {"torch.LongStorage", SafetensorsDtype::kI64},
+      {"torch.IntStorage", SafetensorsDtype::kI32},
+      {"torch.ShortStorage", SafetensorsDtype::kI16},
+      {"torch.CharStorage", SafetensorsDtype::kI8},
+      {"torch.ByteStorage", SafetensorsDtype::kU8},
+      {"torch.BoolStorage", SafetensorsDtype::kBool},
   };
   auto it = kStorages.find(global);
   if (it == kStorages.end()) return std::nullopt;
@@ -162,7 +190,8 @@ class Unpickler {
   Object& Get(size_t id) { return arena_[id]; }
   Object& Expect(size_t id, Kind kind, const char* what) {
     if (arena_[id].kind != kind) {
-      Fail(std::string(what) + " must be a " + KindName(kind) + ", not a " + KindName(arena_[id].kind));
+      Fail(std::string(what) + " must be a " + KindName(kind) + ", not a " +
+           KindName(arena_[id].kind));
     }
     return arena_[id];
   }
@@ -307,15 +336,18 @@ void Unpickler::SetItems(size_t dict, const std::vector<size_t>& kv) {
 }
 
 std::vector<TorchTensorRecord> Unpickler::Result() {
-  if (stack_.size() != 1 || !marks_.empty()) Fail("STOP with " + std::to_string(stack_.size()) + " objects on the stack");
+  if (stack_.size() != 1 || !marks_.empty())
+    Fail("STOP with " + std::to_string(stack_.size()) + " objects on the stack");
   const Object& dict = Get(stack_.back());
-  if (dict.kind != Kind::kDict) Fail(std::string("the file holds a ") + KindName(dict.kind) + ", not a dict of tensors");
+  if (dict.kind != Kind::kDict)
+    Fail(std::string("the file holds a ") + KindName(dict.kind) + ", not a dict of tensors");
   std::vector<TorchTensorRecord> out;
   std::set<std::string> names;
   for (size_t k = 0; k < dict.items.size(); k += 2) {
     const Object& key = Get(dict.items[k]);
     const Object& value = Get(dict.items[k + 1]);
-    if (key.kind != Kind::kString) Fail(std::string("a dict key is a ") + KindName(key.kind) + ", not a str");
+    if (key.kind != Kind::kString)
+      Fail(std::string("a dict key is a ") + KindName(key.kind) + ", not a str");
     if (value.kind != Kind::kTensor) {
       Fail("the value of '" + key.s + "' is a " + KindName(value.kind) + ", not a tensor");
     }
@@ -336,16 +368,35 @@ std::vector<TorchTensorRecord> Unpickler::Run() {
         if (version > 5) Fail("pickle protocol " + std::to_string(version) + " is unknown");
         break;
       }
-      case 0x95: Read<uint64_t>(); break;  // FRAME: a hint only
-      case '.': return Result();           // STOP
-      case '(': marks_.push_back(stack_.size()); break;
-      case '0': Pop(); break;
-      case '1': PopToMark(); break;
-      case '}': Push(NewOf(Kind::kDict)); break;
-      case ')': Push(NewTuple({})); break;
-      case ']': Push(NewOf(Kind::kList)); break;
-      case 't': Push(NewTuple(PopToMark())); break;
-      case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
+      case 0x95:
+        Read<uint64_t>();
+        break;  // FRAME: a hint only
+      case '.':
+        return Result();  // STOP
+      case '(':
+        marks_.push_back(stack_.size());
+        break;
+      case '0':
+        Pop();
+        break;
+      case '1':
+        PopToMark();
+        break;
+      case '}':
+        Push(NewOf(Kind::kDict));
+        break;
+      case ')':
+        Push(NewTuple({}));
+        break;
+      case ']':
+        Push(NewOf(Kind::kList));
+        break;
+      case 't':
+        Push(NewTuple(PopToMark()));
+        break;
+      case 0x85:
+      case 0x86:
+      case 0x87: {  // TUPLE1..3
         std::vector<size_t> items(op - 0x84);
         for (size_t k = items.size(); k-- > 0;) items[k] = Pop();
         Push(NewTuple(std::move(items)));
@@ -372,14 +423,30 @@ std::vector<TorchTensorRecord> Unpickler::Run() {
         list.insert(list.end(), values.begin(), values.end());
         break;
       }
-      case 'q': Memoize(Read<uint8_t>()); break;   // BINPUT
-      case 'r': Memoize(Read<uint32_t>()); break;  // LONG_BINPUT
-      case 0x94: Memoize(memo_.size()); break;     // MEMOIZE
-      case 'h': Push(Recall(Read<uint8_t>())); break;   // BINGET
-      case 'j': Push(Recall(Read<uint32_t>())); break;  // LONG_BINGET
-      case 'J': Push(NewInt(Read<int32_t>())); break;   // BININT
-      case 'K': Push(NewInt(Read<uint8_t>())); break;   // BININT1
-      case 'M': Push(NewInt(Read<uint16_t>())); break;  // BININT2
+      case 'q':
+        Memoize(Read<uint8_t>());
+        break;  // BINPUT
+      case 'r':
+        Memoize(Read<uint32_t>());
+        break;  // LONG_BINPUT
+      case 0x94:
+        Memoize(memo_.size());
+        break;  // MEMOIZE
+      case 'h':
+        Push(Recall(Read<uint8_t>()));
+        break;  // BINGET
+      case 'j':
+        Push(Recall(Read<uint32_t>()));
+        break;  // LONG_BINGET
+      case 'J':
+        Push(NewInt(Read<int32_t>()));
+        break;  // BININT
+      case 'K':
+        Push(NewInt(Read<uint8_t>()));
+        break;  // BININT1
+      case 'M':
+        Push(NewInt(Read<uint16_t>()));
+        break;      // BININT2
       case 0x8a: {  // LONG1: little-endian two's complement of n bytes
         uint8_t n = Read<uint8_t>();
         if (n > 8) Fail("an integer of " + std::to_string(n) + " bytes is too large");
@@ -399,12 +466,24 @@ std::vector<TorchTensorRecord> Unpickler::Run() {
         Push(New(std::move(o)));
         break;
       }
-      case 'N': Push(NewOf(Kind::kNone)); break;
-      case 0x88: Push(NewOf(Kind::kBool, 1)); break;  // NEWTRUE
-      case 0x89: Push(NewOf(Kind::kBool, 0)); break;  // NEWFALSE
-      case 'X': Push(NewString(ReadBytes(Read<uint32_t>()))); break;
-      case 0x8c: Push(NewString(ReadBytes(Read<uint8_t>()))); break;
-      case 0x8d: Push(NewString(ReadBytes(Read<uint64_t>()))); break;
+      case 'N':
+        Push(NewOf(Kind::kNone));
+        break;
+      case 0x88:
+        Push(NewOf(Kind::kBool, 1));
+        break;  // NEWTRUE
+      case 0x89:
+        Push(NewOf(Kind::kBool, 0));
+        break;  // NEWFALSE
+      case 'X':
+        Push(NewString(ReadBytes(Read<uint32_t>())));
+        break;
+      case 0x8c:
+        Push(NewString(ReadBytes(Read<uint8_t>())));
+        break;
+      case 0x8d:
+        Push(NewString(ReadBytes(Read<uint64_t>())));
+        break;
       case 'c': {  // GLOBAL "module\nname\n"
         std::string module = ReadLine();
         std::string name = ReadLine();
@@ -417,9 +496,15 @@ std::vector<TorchTensorRecord> Unpickler::Run() {
         Global(module, name);
         break;
       }
-      case 'R': Reduce(); break;
-      case 'b': Build(); break;
-      case 'Q': PersistentLoad(); break;
+      case 'R':
+        Reduce();
+        break;
+      case 'b':
+        Build();
+        break;
+      case 'Q':
+        PersistentLoad();
+        break;
       default: {
         std::string shown = op >= 0x20 && op < 0x7f ? std::string(" '") + char(op) + "'" : "";
         char hex[8];
@@ -473,7 +558,8 @@ std::vector<TorchTensorRecord> UnpickleTensorDict(std::span<const uint8_t> pickl
 namespace {
 
 [[noreturn]] void LegacyFormat(const std::string& source) {
-  throw FormatError(source + ": this is the legacy (before PyTorch 1.6) torch.save format, "
+  throw FormatError(source +
+                    ": this is the legacy (before PyTorch 1.6) torch.save format, "
                     "which is not supported; load it in Python and save it again with torch.save");
 }
 
@@ -505,7 +591,8 @@ TorchCheckpoint Validate(ZipArchive archive) {
 
   std::map<std::string, std::pair<SafetensorsDtype, uint64_t>> storage_types;
   for (const TorchTensorRecord& t : ckpt.tensors) {
-    auto [it, fresh] = storage_types.emplace(t.storage, std::make_pair(t.dtype, t.storage_elements));
+    auto [it, fresh] =
+        storage_types.emplace(t.storage, std::make_pair(t.dtype, t.storage_elements));
     if (!fresh && it->second != std::make_pair(t.dtype, t.storage_elements)) {
       throw FormatError(source + ": storage '" + t.storage +
                         "' is described with two different types or sizes");

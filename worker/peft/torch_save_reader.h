@@ -38,13 +38,13 @@ namespace diablo::peft {
 
 // One entry of the dictionary: a strided view into a storage.
 struct TorchTensorRecord {
-  std::string name;                 // the dictionary key
-  std::string storage;              // storage key (<a>/data/<storage>)
+  std::string name;     // the dictionary key
+  std::string storage;  // storage key (<a>/data/<storage>)
   model::SafetensorsDtype dtype = model::SafetensorsDtype::kF32;
-  uint64_t storage_elements = 0;    // element count of the storage
-  int64_t offset = 0;               // storage offset, in elements
+  uint64_t storage_elements = 0;  // element count of the storage
+  int64_t offset = 0;             // storage offset, in elements
   std::vector<int64_t> sizes;
-  std::vector<int64_t> strides;     // in elements
+  std::vector<int64_t> strides;  // in elements
 };
 
 // Runs the restricted interpreter over a data.pkl that must hold a dict (or

@@ -91,7 +91,8 @@ uint64_t FindEndRecord(std::span<const uint8_t> bytes, const std::string& source
     std::memcpy(&comment, bytes.data() + pos + 20, 2);
     if (pos + kEndSize + comment == bytes.size()) return pos;
   }
-  Cursor(bytes, 0, source).Fail("no end-of-central-directory record (not a zip file, or truncated)");
+  Cursor(bytes, 0, source)
+      .Fail("no end-of-central-directory record (not a zip file, or truncated)");
 }
 
 Directory ReadDirectory(std::span<const uint8_t> bytes, const std::string& source) {
@@ -114,11 +115,13 @@ Directory ReadDirectory(std::span<const uint8_t> bytes, const std::string& sourc
     if (loc.Read<uint32_t>("zip64 locator") == kZip64LocatorSig) {
       loc.Read<uint32_t>("zip64 disk");
       uint64_t record = loc.Read<uint64_t>("zip64 end record offset");
-      if (record > end_pos - kZip64LocatorSize || end_pos - kZip64LocatorSize - record < kZip64EndSize) {
+      if (record > end_pos - kZip64LocatorSize ||
+          end_pos - kZip64LocatorSize - record < kZip64EndSize) {
         loc.Fail("the zip64 end record offset " + std::to_string(record) + " is out of range");
       }
       Cursor z(bytes, record, source);
-      if (z.Read<uint32_t>("zip64 end record") != kZip64EndSig) z.Fail("bad zip64 end record signature");
+      if (z.Read<uint32_t>("zip64 end record") != kZip64EndSig)
+        z.Fail("bad zip64 end record signature");
       z.Skip(8 + 2 + 2, "zip64 end record");
       if (z.Read<uint32_t>("zip64 disk") != 0 || z.Read<uint32_t>("zip64 directory disk") != 0) {
         z.Fail("multi-disk archives are not supported");
@@ -149,7 +152,8 @@ void ApplyZip64Extra(Cursor& extra_cursor, uint64_t extra_end, ZipEntry& e, uint
   while (extra_cursor.pos() + 4 <= extra_end) {
     uint16_t id = extra_cursor.Read<uint16_t>("extra field id");
     uint16_t len = extra_cursor.Read<uint16_t>("extra field length");
-    if (len > extra_end - extra_cursor.pos()) extra_cursor.Fail("entry '" + e.name + "' has a truncated extra field");
+    if (len > extra_end - extra_cursor.pos())
+      extra_cursor.Fail("entry '" + e.name + "' has a truncated extra field");
     uint64_t field_end = extra_cursor.pos() + len;
     if (id == kZip64ExtraId) {
       auto take = [&](bool needed, uint64_t& out, const char* what) {
@@ -261,9 +265,8 @@ ZipArchive ZipArchive::Open(const std::string& path) {
   void* data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (data == MAP_FAILED) throw FormatError(path + ": cannot map: " + std::strerror(errno));
-  std::shared_ptr<const void> mapping(data, [size](const void* p) {
-    ::munmap(const_cast<void*>(p), size);
-  });
+  std::shared_ptr<const void> mapping(
+      data, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
   ZipArchive zip = Parse({static_cast<const uint8_t*>(data), size}, path);
   zip.mapping_ = std::move(mapping);
   return zip;

@@ -35,12 +35,12 @@ namespace diablo::peft {
 
 struct ZipEntry {
   std::string name;
-  uint16_t method = 0;      // 0 = stored; anything else is refused on read
-  uint16_t flags = 0;       // bit 0: encrypted (refused on read)
+  uint16_t method = 0;  // 0 = stored; anything else is refused on read
+  uint16_t flags = 0;   // bit 0: encrypted (refused on read)
   uint32_t crc32 = 0;
-  uint64_t size = 0;        // uncompressed
+  uint64_t size = 0;  // uncompressed
   uint64_t compressed = 0;
-  uint64_t data_offset = 0; // where the entry's bytes start in the archive
+  uint64_t data_offset = 0;  // where the entry's bytes start in the archive
 };
 
 // A parsed archive.  Entries' data point into the bytes given to Parse, or
