@@ -25,7 +25,7 @@ std::string ShapeString(at::IntArrayRef shape) {
 }  // namespace
 
 void AssignWeights(LlamaForCausalLMImpl& model, std::map<std::string, at::Tensor> weights,
-                   const std::string& source, at::ScalarType dtype) {
+                   const std::string& source, at::ScalarType dtype, WeightSource kind) {
   at::NoGradGuard no_grad;
   // Tied embeddings: files may carry lm_head.weight as a copy of the embedding.
   if (model.config().tie_word_embeddings) weights.erase("lm_head.weight");
@@ -45,10 +45,10 @@ void AssignWeights(LlamaForCausalLMImpl& model, std::map<std::string, at::Tensor
     // Norm weights stay fp32 (HF keeps RMSNorm math in fp32 either way, and
     // they are tiny); projections and embeddings take the requested dtype.
     const bool is_norm = name.find("norm.weight") != std::string::npos;
-    // Always a copy: the source may be a read-only file mapping, and merging
-    // adapters writes into these weights.
+    // A read-only mapping must be copied (merging adapters writes into these
+    // weights); owned tensors are adopted, so a GGUF load holds each weight once.
     at::Tensor value = it->second.to(is_norm ? at::kFloat : dtype, /*non_blocking=*/false,
-                                     /*copy=*/true)
+                                     /*copy=*/kind == WeightSource::kReadOnly)
                            .contiguous();
     item.value().set_data(value);
     item.value().set_requires_grad(false);
@@ -71,12 +71,14 @@ LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
   loaded.source = path;
   std::map<std::string, at::Tensor> weights;
   std::optional<at::Tensor> rope_factors;
+  WeightSource kind = WeightSource::kOwned;
   LlamaConfig config;
   if (fs::is_directory(path)) {
     loaded.format = "hf";
     HfCheckpoint checkpoint = ReadHfCheckpoint(path);
     config = checkpoint.config;
     weights = std::move(checkpoint.weights);
+    kind = WeightSource::kReadOnly;
   } else {
     loaded.format = "gguf";
     GgufFile file = GgufFile::Open(path);
@@ -85,7 +87,7 @@ LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
     rope_factors = ReadGgufRopeFactors(file);
   }
   loaded.model = LlamaForCausalLM(config);
-  AssignWeights(*loaded.model, std::move(weights), path, options.dtype);
+  AssignWeights(*loaded.model, std::move(weights), path, options.dtype, kind);
   if (rope_factors.has_value()) loaded.model->ScaleRotaryFrequencies(*rope_factors);
   loaded.model->eval();
   return loaded;

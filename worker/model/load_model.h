@@ -28,10 +28,16 @@ struct LoadedModel {
 // or std::invalid_argument with the file and the problem.
 LoadedModel LoadModel(const std::string& path, const LoadOptions& options = {});
 
-// Copies named tensors into the model's parameters (HF names).  Every
+// How AssignWeights may use the given tensors.
+enum class WeightSource {
+  kOwned,     // fresh tensors nobody else holds: adopted as they are when the dtype fits
+  kReadOnly,  // views of a read-only file mapping: always copied
+};
+
+// Puts named tensors into the model's parameters (HF names).  Every
 // parameter must be given exactly once with its shape; extra names are errors
 // too, with a hint that the file may be for another model.
 void AssignWeights(LlamaForCausalLMImpl& model, std::map<std::string, at::Tensor> weights,
-                   const std::string& source, at::ScalarType dtype);
+                   const std::string& source, at::ScalarType dtype, WeightSource kind);
 
 }  // namespace diablo::model
