@@ -20,6 +20,7 @@ namespace {
 
 constexpr uint32_t kMagic = 0x46554747;  // "GGUF" read as little-endian u32
 constexpr uint32_t kMaxDims = 4;         // ggml tensors have at most 4 dimensions
+constexpr uint64_t kMaxArrayElements = uint64_t{1} << 24;
 
 enum ValueType : uint32_t {
   kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
@@ -110,6 +111,12 @@ class Reader {
     if (count > remaining() / min_size) {
       Fail("metadata '" + key + "' claims " + std::to_string(count) +
            " array elements, more than the file holds");
+    }
+    // Each parsed element takes ~40 bytes in memory however small it is in
+    // the file; real arrays (vocabularies, merges) stay far below this cap.
+    if (count > kMaxArrayElements) {
+      Fail("metadata '" + key + "' has " + std::to_string(count) + " array elements (at most " +
+           std::to_string(kMaxArrayElements) + " are accepted)");
     }
     GgufArray array;
     array.reserve(count);
