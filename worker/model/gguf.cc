@@ -4,16 +4,13 @@
 // allocation.
 #include "worker/model/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
 #include <set>
+
+#include "worker/model/mapped_file.h"
 
 namespace diablo::model {
 namespace {
@@ -253,26 +250,9 @@ GgufFile GgufFile::Parse(std::span<const uint8_t> bytes, const std::string& sour
 }
 
 GgufFile GgufFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw FormatError(path + ": cannot open: " + std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw FormatError(path + ": not a regular file");
-  }
-  size_t size = static_cast<size_t>(st.st_size);
-  if (size == 0) {
-    ::close(fd);
-    throw FormatError(path + ": not a valid GGUF file: the file is empty");
-  }
-  void* data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (data == MAP_FAILED) throw FormatError(path + ": cannot map: " + std::strerror(errno));
-  std::shared_ptr<const void> mapping(data, [size](const void* p) {
-    ::munmap(const_cast<void*>(p), size);
-  });
-  GgufFile file = Parse({static_cast<const uint8_t*>(data), size}, path);
-  file.mapping_ = std::move(mapping);
+  MappedFile mapped = MapReadOnly(path, "GGUF file");
+  GgufFile file = Parse(mapped.bytes, path);
+  file.mapping_ = std::move(mapped.owner);
   return file;
 }
 

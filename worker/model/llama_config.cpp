@@ -38,6 +38,19 @@ int64_t FirstId(const nlohmann::json& j, const char* key) {
   return j[key].get<int64_t>();
 }
 
+// Reads a rope scaling object; leaves `out` alone for the default rope.
+void ReadRopeScaling(const nlohmann::json& j, const std::string& source, RopeScaling& out) {
+  const std::string type = j.contains("rope_type") ? Optional<std::string>(j, "rope_type", "", source)
+                                                   : Optional<std::string>(j, "type", "", source);
+  if (type.empty() || type == "default") return;
+  out.type = type;
+  out.factor = Optional<double>(j, "factor", 1.0, source);
+  out.low_freq_factor = Optional<double>(j, "low_freq_factor", 1.0, source);
+  out.high_freq_factor = Optional<double>(j, "high_freq_factor", 4.0, source);
+  out.original_max_position_embeddings =
+      Optional<int64_t>(j, "original_max_position_embeddings", 8192, source);
+}
+
 }  // namespace
 
 void LlamaConfig::Validate(const std::string& source) const {
@@ -89,32 +102,14 @@ LlamaConfig ConfigFromHfJson(const nlohmann::json& j, const std::string& source)
   c.max_position_embeddings = Optional<int64_t>(j, "max_position_embeddings", 2048, source);
   c.rms_norm_eps = Optional<double>(j, "rms_norm_eps", 1e-6, source);
   c.rope_theta = Optional<double>(j, "rope_theta", 10000.0, source);
+  // Newer transformers nest rope_theta and the scaling in rope_parameters;
+  // older configs have a rope_scaling object ("type" before "rope_type").
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
-    // Newer transformers nest rope_theta (and the scaling) here.
-    const auto& rp = j["rope_parameters"];
-    c.rope_theta = Optional<double>(rp, "rope_theta", c.rope_theta, source);
-    std::string type = Optional<std::string>(rp, "rope_type", "default", source);
-    if (type != "default") {
-      c.rope_scaling.type = type;
-      c.rope_scaling.factor = Optional<double>(rp, "factor", 1.0, source);
-      c.rope_scaling.low_freq_factor = Optional<double>(rp, "low_freq_factor", 1.0, source);
-      c.rope_scaling.high_freq_factor = Optional<double>(rp, "high_freq_factor", 4.0, source);
-      c.rope_scaling.original_max_position_embeddings =
-          Optional<int64_t>(rp, "original_max_position_embeddings", 8192, source);
-    }
+    c.rope_theta = Optional<double>(j["rope_parameters"], "rope_theta", c.rope_theta, source);
+    ReadRopeScaling(j["rope_parameters"], source, c.rope_scaling);
   }
   if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
-    const auto& rs = j["rope_scaling"];
-    std::string type = rs.contains("rope_type") ? Optional<std::string>(rs, "rope_type", "", source)
-                                                : Optional<std::string>(rs, "type", "", source);
-    if (type != "default" && !type.empty()) {
-      c.rope_scaling.type = type;
-      c.rope_scaling.factor = Optional<double>(rs, "factor", 1.0, source);
-      c.rope_scaling.low_freq_factor = Optional<double>(rs, "low_freq_factor", 1.0, source);
-      c.rope_scaling.high_freq_factor = Optional<double>(rs, "high_freq_factor", 4.0, source);
-      c.rope_scaling.original_max_position_embeddings =
-          Optional<int64_t>(rs, "original_max_position_embeddings", 8192, source);
-    }
+    ReadRopeScaling(j["rope_scaling"], source, c.rope_scaling);
   }
   c.tie_word_embeddings = Optional<bool>(j, "tie_word_embeddings", false, source);
   const bool attention_bias = Optional<bool>(j, "attention_bias", false, source);

@@ -3,15 +3,11 @@
 // checked against the bytes that remain.  Only stored entries can be read.
 #include "worker/peft/zip_reader.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <array>
 #include <cerrno>
 #include <cstring>
 
+#include "worker/model/mapped_file.h"
 #include "worker/model/gguf.h"  // FormatError
 
 namespace diablo::peft {
@@ -250,25 +246,9 @@ ZipArchive ZipArchive::Parse(std::span<const uint8_t> bytes, const std::string& 
 }
 
 ZipArchive ZipArchive::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw FormatError(path + ": cannot open: " + std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw FormatError(path + ": not a regular file");
-  }
-  size_t size = static_cast<size_t>(st.st_size);
-  if (size == 0) {
-    ::close(fd);
-    throw FormatError(path + ": not a valid zip archive: the file is empty");
-  }
-  void* data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (data == MAP_FAILED) throw FormatError(path + ": cannot map: " + std::strerror(errno));
-  std::shared_ptr<const void> mapping(
-      data, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
-  ZipArchive zip = Parse({static_cast<const uint8_t*>(data), size}, path);
-  zip.mapping_ = std::move(mapping);
+  model::MappedFile mapped = model::MapReadOnly(path, "zip archive");
+  ZipArchive zip = Parse(mapped.bytes, path);
+  zip.mapping_ = std::move(mapped.owner);
   return zip;
 }
 
