@@ -4,6 +4,8 @@
 // scaled_dot_product_attention, SwiGLU MLP.
 #include "worker/model/llama.h"
 
+#include "worker/model/activation_checkpoint.h"
+
 #include <cmath>
 #include <numbers>
 
@@ -194,8 +196,11 @@ at::Tensor LlamaForCausalLMImpl::forward_hidden(const at::Tensor& input_ids, KVC
 
   at::Tensor h = model->embed_tokens->forward(input_ids);
   for (size_t i = 0; i < model->layers->size(); ++i) {
-    h = model->layers->ptr<LlamaDecoderLayerImpl>(i)->forward(h, context, cache,
-                                                              static_cast<int64_t>(i));
+    auto* layer = model->layers->ptr<LlamaDecoderLayerImpl>(i).get();
+    if (gradient_checkpointing_ && cache == nullptr && at::GradMode::is_enabled())
+      h = CheckpointedLayerForward(*layer, h, context, static_cast<int64_t>(i));
+    else
+      h = layer->forward(h, context, cache, static_cast<int64_t>(i));
   }
   return model->norm->forward(h);
 }

@@ -102,6 +102,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // Divides the rotary frequencies by per-frequency factors [head_dim/2]: how
   // GGUF files (rope_freqs.weight) carry Llama 3.1's rope scaling.
   void ScaleRotaryFrequencies(const at::Tensor& factors);
+  // Training: recompute each layer in backward instead of keeping its
+  // activations (worker/model/activation_checkpoint.h).
+  void set_gradient_checkpointing(bool enabled) { gradient_checkpointing_ = enabled; }
 
   LlamaModel model{nullptr};
   // lm_head; with tied embeddings it shares embed_tokens' weight and is not
@@ -111,6 +114,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
  private:
   LlamaConfig config_;
   at::Tensor inv_freq_;  // [head_dim/2] rotary frequencies (llama3 scaling applied)
+  bool gradient_checkpointing_ = false;
 };
 TORCH_MODULE(LlamaForCausalLM);
 

@@ -1,0 +1,183 @@
+// JSONL → tokenised examples.  Rendering goes through the model's chat
+// template (worker/model/chat_template.h), which also says which bytes are
+// the model's replies; the tokens overlapping those bytes are the targets.
+#include "worker/train/dataset.h"
+
+#include <fstream>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+namespace diablo::train {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void LineError(const std::string& path, int64_t line, const std::string& problem) {
+  throw std::invalid_argument(path + ":" + std::to_string(line) + ": " + problem);
+}
+
+DataFormat DetectFormat(const json& record) {
+  if (record.contains("messages")) return DataFormat::kChat;
+  if (record.contains("instruction")) return DataFormat::kAlpaca;
+  if (record.contains("text")) return DataFormat::kText;
+  return DataFormat::kAuto;
+}
+
+std::string StringField(const json& record, const char* key, bool required, const std::string& path,
+                        int64_t line) {
+  auto it = record.find(key);
+  if (it == record.end() || it->is_null()) {
+    if (required) LineError(path, line, std::string("missing field \"") + key + "\"");
+    return "";
+  }
+  if (!it->is_string()) LineError(path, line, std::string("field \"") + key + "\" must be a string");
+  return it->get<std::string>();
+}
+
+model::TokenizedChat Tokenize(const json& record, DataFormat format, const DataConfig& config,
+                              const model::Tokenizer& tokenizer,
+                              const model::ChatTemplate& chat_template, const std::string& path,
+                              int64_t line) {
+  switch (format) {
+    case DataFormat::kText: {
+      // Plain text is all target: the model learns to continue it and stop.
+      model::TokenizedChat out;
+      out.ids = tokenizer.Encode(StringField(record, "text", true, path, line), /*add_special=*/true);
+      if (auto eos = tokenizer.eos_id()) out.ids.push_back(*eos);
+      out.is_response.assign(out.ids.size(), 1);
+      return out;
+    }
+    case DataFormat::kAlpaca: {
+      std::string instruction = StringField(record, "instruction", true, path, line);
+      std::string input = StringField(record, "input", false, path, line);
+      std::string output = StringField(record, "output", true, path, line);
+      if (output.empty()) LineError(path, line, "field \"output\" is empty: nothing to learn");
+      return model::TokenizeChat(tokenizer, chat_template.RenderInstruction(instruction, input, output));
+    }
+    case DataFormat::kChat: {
+      const json& messages = record.at("messages");
+      if (!messages.is_array() || messages.empty())
+        LineError(path, line, "\"messages\" must be a non-empty list of {\"role\", \"content\"}");
+      std::vector<model::ChatMessage> chat;
+      bool has_reply = false;
+      for (size_t i = 0; i < messages.size(); ++i) {
+        const json& m = messages[i];
+        if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() ||
+            !m["content"].is_string())
+          LineError(path, line, "messages[" + std::to_string(i) + "] must have string \"role\" and \"content\"");
+        chat.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+        has_reply |= chat.back().role == "assistant";
+      }
+      if (!has_reply && !config.train_on_prompt)
+        LineError(path, line, "no \"assistant\" message: nothing to learn");
+      try {
+        return model::TokenizeChat(tokenizer, chat_template.Render(chat, /*add_generation_prompt=*/false));
+      } catch (const std::invalid_argument& e) {
+        LineError(path, line, e.what());
+      }
+    }
+    case DataFormat::kAuto:
+      break;
+  }
+  LineError(path, line, "unknown format");
+}
+
+// Concatenates examples into sequences of at most max_seq_len tokens, in
+// order, each example whole (examples in one sequence can attend to the
+// earlier ones: classic packing without document masks).
+std::vector<Example> Pack(std::vector<Example> examples, int64_t max_seq_len) {
+  std::vector<Example> packed;
+  Example current;
+  for (Example& e : examples) {
+    if (!current.ids.empty() &&
+        static_cast<int64_t>(current.ids.size() + e.ids.size()) > max_seq_len) {
+      packed.push_back(std::move(current));
+      current = Example{};
+    }
+    current.ids.insert(current.ids.end(), e.ids.begin(), e.ids.end());
+    current.target.insert(current.target.end(), e.target.begin(), e.target.end());
+  }
+  if (!current.ids.empty()) packed.push_back(std::move(current));
+  return packed;
+}
+
+}  // namespace
+
+int64_t Example::label_count() const {
+  int64_t n = 0;
+  for (size_t t = 1; t < target.size(); ++t) n += target[t];
+  return n;
+}
+
+const char* DataFormatName(DataFormat format) {
+  switch (format) {
+    case DataFormat::kAuto: return "auto";
+    case DataFormat::kAlpaca: return "alpaca";
+    case DataFormat::kChat: return "chat";
+    case DataFormat::kText: return "text";
+  }
+  return "?";
+}
+
+Dataset LoadDataset(const std::string& path, const DataConfig& config,
+                    const model::Tokenizer& tokenizer, const model::ChatTemplate& chat_template) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::invalid_argument(path + ": cannot open the dataset file");
+  Dataset data;
+  data.format = config.format;
+  std::vector<Example> examples;
+  std::string text;
+  for (int64_t line = 1; std::getline(in, text); ++line) {
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    ++data.stats.lines;
+    json record = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (record.is_discarded()) LineError(path, line, "not valid JSON");
+    if (!record.is_object()) LineError(path, line, "each line must be a JSON object");
+    DataFormat found = DetectFormat(record);
+    if (data.format == DataFormat::kAuto) {
+      if (found == DataFormat::kAuto)
+        LineError(path, line,
+                  "cannot tell the format: expected \"messages\" (chat), \"instruction\" + \"output\" "
+                  "(alpaca) or \"text\"");
+      data.format = found;
+    } else if (found != data.format) {
+      LineError(path, line,
+                std::string("expected a ") + DataFormatName(data.format) + " record" +
+                    (found == DataFormat::kAuto ? "" : std::string(", found ") + DataFormatName(found)));
+    }
+    model::TokenizedChat tokens = Tokenize(record, data.format, config, tokenizer, chat_template, path, line);
+    Example e{std::move(tokens.ids), std::move(tokens.is_response)};
+    if (config.train_on_prompt) e.target.assign(e.ids.size(), 1);
+    bool cut = false;
+    if (static_cast<int64_t>(e.ids.size()) > config.max_seq_len) {
+      if (config.truncation == Truncation::kDrop) {
+        ++data.stats.dropped;
+        continue;
+      }
+      e.ids.resize(config.max_seq_len);
+      e.target.resize(config.max_seq_len);
+      cut = true;
+    }
+    if (e.label_count() == 0) {  // e.g. the reply was cut off entirely
+      ++data.stats.dropped;
+      continue;
+    }
+    data.stats.truncated += cut;
+    examples.push_back(std::move(e));
+  }
+  if (in.bad()) throw std::invalid_argument(path + ": read error");
+  if (examples.empty())
+    throw std::invalid_argument(path + ": no usable example (" + std::to_string(data.stats.lines) +
+                                " lines, " + std::to_string(data.stats.dropped) +
+                                " dropped as too long or without a response; raise data.max_seq_len?)");
+  data.examples = config.packing ? Pack(std::move(examples), config.max_seq_len) : std::move(examples);
+  data.stats.examples = static_cast<int64_t>(data.examples.size());
+  for (const Example& e : data.examples) {
+    data.stats.tokens += static_cast<int64_t>(e.ids.size());
+    data.stats.label_tokens += e.label_count();
+  }
+  return data;
+}
+
+}  // namespace diablo::train

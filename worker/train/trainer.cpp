@@ -1,0 +1,482 @@
+// The training loop.  Each step: this rank's micro-batches forward and
+// backward (the LM head and cross-entropy only where labels exist), one
+// all-reduce of every trainable gradient plus the loss, clipping, AdamW.
+// The loss is normalised by the label tokens of the whole global batch, which
+// every rank knows from the batch plan, so N ranks compute exactly the sum
+// one rank would.
+#include "worker/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/cuda.h>
+#include <torch/optim/adamw.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <stdexcept>
+
+#include "worker/model/chat_template.h"
+#include "worker/model/load_model.h"
+#include "worker/model/safetensors.h"
+#include "worker/peft/adapter_files.h"
+#include "worker/peft/inject.h"
+#include "worker/peft/tensor_io.h"
+#include "worker/train/batch_plan.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/collective.h"
+#include "worker/train/dataset.h"
+#include "worker/train/lr_schedule.h"
+
+namespace diablo::train {
+namespace fs = std::filesystem;
+namespace {
+
+std::atomic<bool> g_stop_requested{false};
+extern "C" void RequestStop(int) { g_stop_requested = true; }
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Token ids, the flat positions whose next token is a label, and those
+// labels, for one micro-batch (right-padded: causal attention never lets a
+// real token see the padding after it).
+struct MicroBatch {
+  at::Tensor ids, positions, targets;
+};
+
+MicroBatch Collate(const Dataset& data, const std::vector<int64_t>& indices, int32_t pad, at::Device device) {
+  size_t length = 0;
+  for (int64_t i : indices) length = std::max(length, data.examples[static_cast<size_t>(i)].ids.size());
+  std::vector<int64_t> ids(indices.size() * length, pad), positions, targets;
+  for (size_t row = 0; row < indices.size(); ++row) {
+    const Example& e = data.examples[static_cast<size_t>(indices[row])];
+    for (size_t t = 0; t < e.ids.size(); ++t) ids[row * length + t] = e.ids[t];
+    for (size_t t = 1; t < e.ids.size(); ++t) {
+      if (!e.target[t]) continue;
+      positions.push_back(static_cast<int64_t>(row * length + t - 1));
+      targets.push_back(e.ids[t]);
+    }
+  }
+  auto to_tensor = [&](std::vector<int64_t>& v, at::IntArrayRef shape) {
+    return at::from_blob(v.data(), shape, at::kLong).clone().to(device);
+  };
+  return {to_tensor(ids, {static_cast<int64_t>(indices.size()), static_cast<int64_t>(length)}),
+          to_tensor(positions, {static_cast<int64_t>(positions.size())}),
+          to_tensor(targets, {static_cast<int64_t>(targets.size())})};
+}
+
+// Summed cross-entropy over the label positions.
+at::Tensor LossSum(model::LlamaForCausalLMImpl& model, const MicroBatch& batch) {
+  at::Tensor hidden = model.forward_hidden(batch.ids);
+  at::Tensor selected = hidden.reshape({-1, hidden.size(-1)}).index_select(0, batch.positions);
+  return at::cross_entropy_loss(model.logits(selected), batch.targets, {}, at::Reduction::Sum);
+}
+
+at::ScalarType WeightDtype(Precision precision) {
+  switch (precision) {
+    case Precision::kBf16: return at::kBFloat16;
+    case Precision::kFp16: return at::kHalf;
+    case Precision::kFp32: break;
+  }
+  return at::kFloat;
+}
+
+at::Device ResolveDevice(const std::string& wanted, const DistributedEnv& env) {
+  const bool cuda = torch::cuda::is_available();
+  if (wanted == "cuda" && !cuda)
+    throw std::invalid_argument("device: cuda was asked for, but no CUDA device is visible (use device: cpu)");
+  if (wanted == "cpu" || !cuda) return at::Device(at::kCPU);
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % torch::cuda::device_count()));
+}
+
+int64_t SumLabels(const Dataset& data, const std::vector<int64_t>& indices) {
+  int64_t n = 0;
+  for (int64_t i : indices) n += data.examples[static_cast<size_t>(i)].label_count();
+  return n;
+}
+
+int64_t SumTokens(const Dataset& data, const std::vector<int64_t>& indices) {
+  int64_t n = 0;
+  for (int64_t i : indices) n += static_cast<int64_t>(data.examples[static_cast<size_t>(i)].ids.size());
+  return n;
+}
+
+class Run {
+ public:
+  Run(const TrainConfig& config, const RunOptions& options, EventSink& sink)
+      : config_(config), options_(options), sink_(sink) {}
+
+  int Execute();
+
+ private:
+  void Setup();
+  void Step(int64_t step);
+  double Evaluate();
+  void Save(bool final_save);
+  void WriteOutputs();
+  nlohmann::json Error(const std::string& code, const std::string& message) const {
+    return {{"event", "error"}, {"code", code}, {"message", message}, {"step", state_.step}};
+  }
+  bool rank0() const { return collective_->rank() == 0; }
+
+  const TrainConfig& config_;
+  const RunOptions& options_;
+  EventSink& sink_;
+
+  DistributedEnv env_;
+  std::unique_ptr<Collective> collective_;
+  at::Device device_{at::kCPU};
+  model::LoadedModel loaded_;
+  int32_t pad_id_ = 0;
+  Dataset train_, eval_;
+  std::vector<at::Tensor> params_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<BatchPlan> plan_;
+  TrainerState state_;
+  std::string resumed_from_;
+  int64_t start_step_ = 0;
+  double last_loss_ = NAN;
+  int64_t tokens_trained_ = 0;
+  Clock::time_point started_;
+  double train_seconds_ = 0;
+  std::string last_checkpoint_;
+};
+
+void Run::Setup() {
+  env_ = DistributedEnvFromEnvironment();
+  device_ = ResolveDevice(config_.device, env_);
+  if (config_.threads > 0) at::set_num_threads(static_cast<int>(config_.threads));
+  if (config_.method.name == TrainMethod::kFull && config_.precision != Precision::kFp32)
+    throw std::invalid_argument("method full trains every weight in fp32: set precision: fp32");
+
+  loaded_ = model::LoadModel(config_.model, {.dtype = WeightDtype(config_.precision)});
+  auto& model = *loaded_.model;
+  std::unique_ptr<model::Tokenizer> tokenizer = model::LoadTokenizer(config_.model);
+  pad_id_ = tokenizer->eos_id().value_or(0);
+  model::ChatTemplate chat =
+      config_.data.chat_template == "auto"
+          ? model::ChatTemplate::ForModel(config_.model, *tokenizer)
+          : model::ChatTemplate::FromName(config_.data.chat_template, model::TemplateTokensOf(*tokenizer));
+  train_ = LoadDataset(config_.data.train, config_.data, *tokenizer, chat);
+  if (!config_.data.eval.empty()) eval_ = LoadDataset(config_.data.eval, config_.data, *tokenizer, chat);
+
+  // The same seed on every rank: LoRA's random init must agree everywhere.
+  at::manual_seed(config_.optim.seed);
+  if (config_.method.name == TrainMethod::kFull) {
+    for (auto& p : model.parameters()) p.set_requires_grad(true);
+  } else {
+    peft::InjectAdapters(model, ToAdapterConfig(config_));
+    if (!config_.init_adapter.empty()) peft::LoadAdapterWeights(model, config_.init_adapter);
+  }
+  model.to(device_);
+  model.set_gradient_checkpointing(config_.gradient_checkpointing);
+  model.train();
+  for (auto& [name, p] : TrainedParameters(model)) params_.push_back(p);
+
+  const OptimConfig& o = config_.optim;
+  optimizer_ = std::make_unique<torch::optim::AdamW>(
+      params_, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+
+  collective_ = JoinGroup(env_, device_.is_cuda() ? "cuda" : "cpu", std::chrono::minutes(5));
+  const int world = collective_->world_size();
+  int64_t micro = o.micro_batch;
+  if (micro == 0 && o.gradient_accumulation > 0) {
+    const int64_t per_rank = (o.global_batch + world - 1) / world;
+    micro = (per_rank + o.gradient_accumulation - 1) / o.gradient_accumulation;
+  }
+  plan_ = std::make_unique<BatchPlan>(static_cast<int64_t>(train_.examples.size()), o.global_batch, micro,
+                                      o.epochs, o.max_steps, o.seed, world, collective_->rank());
+  state_.world_size = world;
+  state_.loss_scale = config_.precision == Precision::kFp16 ? 65536.0 : 1.0;
+
+  std::string resume = options_.resume_from;
+  if (resume.empty() && options_.resume) {
+    resume = LatestCheckpoint(config_.output_dir);
+    if (resume.empty())
+      throw std::invalid_argument("--resume: no checkpoint in " + CheckpointsDir(config_.output_dir) +
+                                  " (start without --resume)");
+  }
+  if (!resume.empty()) {
+    state_ = LoadCheckpoint(resume, config_, model, *optimizer_);
+    if (state_.world_size != world)
+      throw std::invalid_argument(resume + ": written by a run with " + std::to_string(state_.world_size) +
+                                  " ranks; resume with the same number (the global batch is split by rank)");
+    resumed_from_ = resume;
+  }
+  start_step_ = state_.step;
+}
+
+void Run::Step(int64_t step) {
+  auto& model = *loaded_.model;
+  const double lr = LearningRate(config_.optim, step, plan_->total_steps());
+  for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+
+  const std::vector<int64_t> global = plan_->GlobalBatch(step);
+  const double labels = static_cast<double>(SumLabels(train_, global));
+  const int64_t tokens = SumTokens(train_, global);
+  // Dropout draws from a generator seeded by (seed, rank, step): resuming
+  // needs no RNG state and every rank's stream is its own.
+  at::manual_seed(config_.optim.seed * 1000003ull + static_cast<uint64_t>(collective_->rank()) * 7919ull +
+                  static_cast<uint64_t>(step));
+
+  auto start = Clock::now();
+  optimizer_->zero_grad();
+  double local_loss = 0;
+  for (const auto& indices : plan_->MicroBatches(step)) {
+    MicroBatch batch = Collate(train_, indices, pad_id_, device_);
+    at::Tensor loss_sum = LossSum(model, batch);
+    local_loss += loss_sum.item<double>();
+    (loss_sum * (state_.loss_scale / labels)).backward();
+  }
+  std::vector<at::Tensor> bucket;
+  for (auto& p : params_) {
+    if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+    bucket.push_back(p.grad());
+  }
+  at::Tensor loss_tensor = at::full({1}, local_loss, at::TensorOptions(device_).dtype(params_[0].scalar_type()));
+  bucket.push_back(loss_tensor);
+  collective_->AllReduceSum(bucket);
+  const double loss = loss_tensor.item<double>() / labels;
+
+  if (!std::isfinite(loss)) {
+    throw std::domain_error("the loss is " + std::to_string(loss) + " at step " + std::to_string(step + 1));
+  }
+  at::NoGradGuard no_grad;
+  double norm_sq = 0;
+  for (auto& p : params_) norm_sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+  double grad_norm = std::sqrt(norm_sq) / state_.loss_scale;
+  bool skipped = false;
+  if (!std::isfinite(grad_norm)) {
+    if (config_.precision != Precision::kFp16)
+      throw std::domain_error("the gradient is not finite at step " + std::to_string(step + 1));
+    // fp16 overflow: skip this update and try a smaller scale.
+    state_.loss_scale = std::max(1.0, state_.loss_scale / 2);
+    state_.good_steps = 0;
+    skipped = true;
+  } else {
+    double factor = 1.0 / state_.loss_scale;
+    if (config_.optim.max_grad_norm > 0 && grad_norm > config_.optim.max_grad_norm)
+      factor *= config_.optim.max_grad_norm / (grad_norm + 1e-6);
+    if (factor != 1.0)
+      for (auto& p : params_) p.grad().mul_(factor);
+    optimizer_->step();
+    if (config_.precision == Precision::kFp16 && ++state_.good_steps == 2000) {
+      state_.loss_scale *= 2;
+      state_.good_steps = 0;
+    }
+  }
+  const double seconds = Seconds(Clock::now() - start);
+  train_seconds_ += seconds;
+  tokens_trained_ += tokens;
+  state_.step = step + 1;
+  state_.epoch = plan_->EpochOf(step);
+  last_loss_ = loss;
+
+  if (rank0() && (state_.step % config_.log_every == 0 || state_.step == plan_->total_steps())) {
+    const double elapsed = Seconds(Clock::now() - started_);
+    const double per_step = train_seconds_ / static_cast<double>(state_.step - start_step_);
+    nlohmann::json event{{"event", "step"},
+                         {"step", state_.step},
+                         {"total_steps", plan_->total_steps()},
+                         {"epoch", state_.epoch},
+                         {"loss", loss},
+                         {"lr", lr},
+                         {"grad_norm", grad_norm},
+                         {"tokens", tokens},
+                         {"tokens_per_s", static_cast<double>(tokens) / seconds},
+                         {"step_s", seconds},
+                         {"elapsed_s", elapsed},
+                         {"eta_s", per_step * static_cast<double>(plan_->total_steps() - state_.step)},
+                         {"peak_rss_bytes", PeakRssBytes()}};
+    if (config_.precision == Precision::kFp16) {
+      event["loss_scale"] = state_.loss_scale;
+      event["skipped"] = skipped;
+    }
+    sink_.Emit(event);
+  }
+}
+
+double Run::Evaluate() {
+  auto& model = *loaded_.model;
+  model.eval();
+  at::NoGradGuard no_grad;
+  const int64_t micro = std::max<int64_t>(1, plan_->micro_batch());
+  const auto n = static_cast<int64_t>(eval_.examples.size());
+  double loss = 0, labels = 0;
+  std::vector<int64_t> indices;
+  auto flush = [&] {
+    if (indices.empty()) return;
+    loss += LossSum(model, Collate(eval_, indices, pad_id_, device_)).item<double>();
+    labels += static_cast<double>(SumLabels(eval_, indices));
+    indices.clear();
+  };
+  for (int64_t i = collective_->rank(); i < n; i += collective_->world_size()) {
+    indices.push_back(i);
+    if (static_cast<int64_t>(indices.size()) == micro) flush();
+  }
+  flush();
+  at::Tensor sums = at::tensor({loss, labels}, at::TensorOptions(device_).dtype(at::kDouble));
+  collective_->AllReduceSum({sums});
+  model.train();
+  const double mean = sums[0].item<double>() / sums[1].item<double>();
+  if (rank0())
+    sink_.Emit({{"event", "eval"}, {"step", state_.step}, {"loss", mean}, {"perplexity", std::exp(mean)},
+                {"examples", n}, {"label_tokens", sums[1].item<double>()}});
+  return mean;
+}
+
+void Run::Save(bool final_save) {
+  if (!rank0()) return;
+  last_checkpoint_ = SaveCheckpoint(config_.output_dir, config_, *loaded_.model, *optimizer_, state_,
+                                    config_.keep_checkpoints);
+  sink_.Emit({{"event", "checkpoint"}, {"step", state_.step}, {"path", last_checkpoint_}, {"final", final_save}});
+}
+
+void Run::WriteOutputs() {
+  if (!rank0()) return;
+  auto& model = *loaded_.model;
+  if (config_.method.name == TrainMethod::kFull) {
+    std::map<std::string, at::Tensor> weights;
+    for (auto& [key, value] : TrainedParameters(model)) weights[key] = value.detach();
+    peft::SaveSafetensors((fs::path(config_.output_dir) / "model.safetensors").string(), weights,
+                          {{"format", "pt"}});
+  } else {
+    peft::SaveAdapter(model, ToAdapterConfig(config_), (fs::path(config_.output_dir) / "adapter").string());
+  }
+}
+
+int Run::Execute() {
+  started_ = Clock::now();
+  Setup();
+  auto& model = *loaded_.model;
+  if (rank0()) {
+    fs::create_directories(config_.output_dir);
+    std::string text = ConfigToJson(config_).dump(2) + "\n";
+    std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+    model::WriteFileAtomically((fs::path(config_.output_dir) / "train_config.json").string(), std::span(&bytes, 1));
+    int64_t total = 0, trainable = 0;
+    for (const auto& p : model.parameters()) {
+      total += p.numel();
+      if (p.requires_grad()) trainable += p.numel();
+    }
+    if (config_.method.name != TrainMethod::kFull) total -= trainable;  // adapters are not model weights
+    sink_.Emit({{"event", "started"},
+                {"method", TrainMethodName(config_.method.name)},
+                {"model", config_.model},
+                {"config", options_.config_path},
+                {"output_dir", config_.output_dir},
+                {"trainable_parameters", trainable},
+                {"model_parameters", total},
+                {"trainable_percent", 100.0 * static_cast<double>(trainable) / static_cast<double>(total)},
+                {"total_steps", plan_->total_steps()},
+                {"start_step", state_.step},
+                {"resumed_from", resumed_from_},
+                {"train_examples", train_.stats.examples},
+                {"train_tokens", train_.stats.tokens},
+                {"train_label_tokens", train_.stats.label_tokens},
+                {"truncated", train_.stats.truncated},
+                {"dropped", train_.stats.dropped},
+                {"eval_examples", eval_.stats.examples},
+                {"data_format", DataFormatName(train_.format)},
+                {"world_size", collective_->world_size()},
+                {"device", device_.str()},
+                {"precision", PrecisionName(config_.precision)},
+                {"threads", at::get_num_threads()}});
+  }
+
+  g_stop_requested = false;
+  auto previous_int = std::signal(SIGINT, RequestStop);
+  auto previous_term = std::signal(SIGTERM, RequestStop);
+  struct RestoreSignals {
+    decltype(previous_int) i, t;
+    ~RestoreSignals() {
+      std::signal(SIGINT, i);
+      std::signal(SIGTERM, t);
+    }
+  } restore{previous_int, previous_term};
+
+  const int64_t total = plan_->total_steps();
+  for (int64_t step = state_.step; step < total; ++step) {
+    if (g_stop_requested) {
+      if (state_.step > 0) Save(false);
+      if (rank0())
+        sink_.Emit(Error("interrupted", "stopped by a signal after step " + std::to_string(state_.step) +
+                                            "; continue with --resume"));
+      return kExitInterrupted;
+    }
+    Step(step);
+    const bool last = state_.step == total;
+    if (!eval_.examples.empty() && config_.eval_every > 0 && state_.step % config_.eval_every == 0 && !last)
+      Evaluate();
+    const bool stop = options_.stop_after_steps > 0 && state_.step - start_step_ >= options_.stop_after_steps;
+    if (!last && (stop || (config_.save_every > 0 && state_.step % config_.save_every == 0))) Save(false);
+    if (stop && !last) {
+      if (rank0())
+        sink_.Emit({{"event", "stopped"}, {"step", state_.step}, {"total_steps", total},
+                    {"checkpoint", last_checkpoint_}, {"message", "stopped as asked; continue with --resume"}});
+      return kExitOk;
+    }
+  }
+  double eval_loss = NAN;
+  if (!eval_.examples.empty()) eval_loss = Evaluate();
+  Save(true);
+  WriteOutputs();
+  if (rank0()) {
+    nlohmann::json done{{"event", "finished"},
+                        {"step", state_.step},
+                        {"loss", last_loss_},
+                        {"elapsed_s", Seconds(Clock::now() - started_)},
+                        {"train_s", train_seconds_},
+                        {"tokens", tokens_trained_},
+                        {"tokens_per_s", train_seconds_ > 0 ? static_cast<double>(tokens_trained_) / train_seconds_ : 0.0},
+                        {"peak_rss_bytes", PeakRssBytes()},
+                        {"checkpoint", last_checkpoint_},
+                        {"output", (fs::path(config_.output_dir) /
+                                    (config_.method.name == TrainMethod::kFull ? "model.safetensors" : "adapter"))
+                                       .string()}};
+    if (std::isfinite(eval_loss)) done["eval_loss"] = eval_loss;
+    sink_.Emit(done);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunTraining(const TrainConfig& config, const RunOptions& options, EventSink& sink) {
+  Run run(config, options, sink);
+  try {
+    return run.Execute();
+  } catch (const c10::OutOfMemoryError& e) {
+    sink.Emit({{"event", "error"},
+               {"code", "out_of_memory"},
+               {"message", "out of memory with micro_batch " + std::to_string(config.optim.micro_batch) +
+                               " and max_seq_len " + std::to_string(config.data.max_seq_len) +
+                               ": lower optim.micro_batch (gradient accumulation keeps the global batch), "
+                               "data.max_seq_len, or set gradient_checkpointing: true"}});
+    return kExitOutOfMemory;
+  } catch (const std::bad_alloc&) {
+    sink.Emit({{"event", "error"},
+               {"code", "out_of_memory"},
+               {"message", "out of host memory: lower optim.micro_batch, data.max_seq_len, or set "
+                           "gradient_checkpointing: true"}});
+    return kExitOutOfMemory;
+  } catch (const std::domain_error& e) {
+    sink.Emit({{"event", "error"},
+               {"code", "non_finite"},
+               {"message", std::string(e.what()) + "; stopping (the last checkpoint is kept). Lower optim.lr or "
+                                                   "set optim.max_grad_norm"}});
+    return kExitNonFinite;
+  } catch (const c10::Error& e) {
+    // LibTorch's what() carries a C++ backtrace; users need the message.
+    sink.Emit({{"event", "error"}, {"code", "failed"}, {"message", e.what_without_backtrace()}});
+    return kExitError;
+  } catch (const std::exception& e) {
+    sink.Emit({{"event", "error"}, {"code", "failed"}, {"message", e.what()}});
+    return kExitError;
+  }
+}
+
+}  // namespace diablo::train
