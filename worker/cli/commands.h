@@ -18,5 +18,6 @@ Runner RegisterTokenize(CLI::App& app);
 Runner RegisterLogits(CLI::App& app);
 Runner RegisterGenerate(CLI::App& app);
 Runner RegisterTrain(CLI::App& app);
+Runner RegisterEval(CLI::App& app);
 
 }  // namespace diablo::cli

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   add(diablo::cli::RegisterLogits(app));
   add(diablo::cli::RegisterGenerate(app));
   add(diablo::cli::RegisterTrain(app));
+  add(diablo::cli::RegisterEval(app));
   CLI11_PARSE(app, argc, argv);
 
   for (auto& [sub, run] : verbs) {

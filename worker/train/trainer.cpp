@@ -28,6 +28,7 @@
 #include "worker/train/checkpoint.h"
 #include "worker/train/collective.h"
 #include "worker/train/dataset.h"
+#include "worker/train/loss.h"
 #include "worker/train/lr_schedule.h"
 
 namespace diablo::train {
@@ -39,41 +40,6 @@ extern "C" void RequestStop(int) { g_stop_requested = true; }
 
 using Clock = std::chrono::steady_clock;
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// Token ids, the flat positions whose next token is a label, and those
-// labels, for one micro-batch (right-padded: causal attention never lets a
-// real token see the padding after it).
-struct MicroBatch {
-  at::Tensor ids, positions, targets;
-};
-
-MicroBatch Collate(const Dataset& data, const std::vector<int64_t>& indices, int32_t pad, at::Device device) {
-  size_t length = 0;
-  for (int64_t i : indices) length = std::max(length, data.examples[static_cast<size_t>(i)].ids.size());
-  std::vector<int64_t> ids(indices.size() * length, pad), positions, targets;
-  for (size_t row = 0; row < indices.size(); ++row) {
-    const Example& e = data.examples[static_cast<size_t>(indices[row])];
-    for (size_t t = 0; t < e.ids.size(); ++t) ids[row * length + t] = e.ids[t];
-    for (size_t t = 1; t < e.ids.size(); ++t) {
-      if (!e.target[t]) continue;
-      positions.push_back(static_cast<int64_t>(row * length + t - 1));
-      targets.push_back(e.ids[t]);
-    }
-  }
-  auto to_tensor = [&](std::vector<int64_t>& v, at::IntArrayRef shape) {
-    return at::from_blob(v.data(), shape, at::kLong).clone().to(device);
-  };
-  return {to_tensor(ids, {static_cast<int64_t>(indices.size()), static_cast<int64_t>(length)}),
-          to_tensor(positions, {static_cast<int64_t>(positions.size())}),
-          to_tensor(targets, {static_cast<int64_t>(targets.size())})};
-}
-
-// Summed cross-entropy over the label positions.
-at::Tensor LossSum(model::LlamaForCausalLMImpl& model, const MicroBatch& batch) {
-  at::Tensor hidden = model.forward_hidden(batch.ids);
-  at::Tensor selected = hidden.reshape({-1, hidden.size(-1)}).index_select(0, batch.positions);
-  return at::cross_entropy_loss(model.logits(selected), batch.targets, {}, at::Reduction::Sum);
-}
 
 at::ScalarType WeightDtype(Precision precision) {
   switch (precision) {
@@ -90,18 +56,6 @@ at::Device ResolveDevice(const std::string& wanted, const DistributedEnv& env) {
     throw std::invalid_argument("device: cuda was asked for, but no CUDA device is visible (use device: cpu)");
   if (wanted == "cpu" || !cuda) return at::Device(at::kCPU);
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % torch::cuda::device_count()));
-}
-
-int64_t SumLabels(const Dataset& data, const std::vector<int64_t>& indices) {
-  int64_t n = 0;
-  for (int64_t i : indices) n += data.examples[static_cast<size_t>(i)].label_count();
-  return n;
-}
-
-int64_t SumTokens(const Dataset& data, const std::vector<int64_t>& indices) {
-  int64_t n = 0;
-  for (int64_t i : indices) n += static_cast<int64_t>(data.examples[static_cast<size_t>(i)].ids.size());
-  return n;
 }
 
 class Run {
