@@ -39,9 +39,7 @@
 namespace diablo::estimate {
 namespace {
 
-[[noreturn]] void Fail(const std::string& message) {
-  throw std::invalid_argument("estimate: " + message);
-}
+[[noreturn]] void Fail(const std::string& message) { throw std::invalid_argument(message); }
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
