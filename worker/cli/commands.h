@@ -19,5 +19,6 @@ Runner RegisterLogits(CLI::App& app);
 Runner RegisterGenerate(CLI::App& app);
 Runner RegisterTrain(CLI::App& app);
 Runner RegisterEval(CLI::App& app);
+Runner RegisterEstimate(CLI::App& app);
 
 }  // namespace diablo::cli

@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
       "command.  See `diablo <verb> --help` for each verb.\n\n"
       "Examples:\n"
       "  diablo version\n"
-      "  diablo inspect --model SmolLM2-135M-Instruct.Q4_1.gguf"};
+      "  diablo inspect --model SmolLM2-135M-Instruct.Q4_1.gguf\n"
+      "  diablo estimate --model SmolLM2-135M-Instruct.Q4_1.gguf --blocks 64"};
   app.require_subcommand(1);
   std::vector<std::pair<CLI::App*, diablo::cli::Runner>> verbs;
   auto add = [&](diablo::cli::Runner runner) {
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   add(diablo::cli::RegisterGenerate(app));
   add(diablo::cli::RegisterTrain(app));
   add(diablo::cli::RegisterEval(app));
+  add(diablo::cli::RegisterEstimate(app));
   CLI11_PARSE(app, argc, argv);
 
   for (auto& [sub, run] : verbs) {
