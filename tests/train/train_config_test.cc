@@ -27,11 +27,12 @@ std::string ErrorOf(const json& doc) {
   return "";
 }
 
-TEST(TrainConfig, DefaultsAreThePapersDiaBloSettings) {
+TEST(TrainConfig, DefaultsAreDiaBloOnEveryProjection) {
   TrainConfig c = ConfigFromJson(Minimal(), "job.yaml");
   EXPECT_EQ(c.method.name, TrainMethod::kDiaBlo);
   EXPECT_EQ(c.method.blocks, 64);
-  EXPECT_EQ(c.method.target_modules, (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "up_proj", "down_proj"}));
+  EXPECT_EQ(c.method.target_modules, (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                                "up_proj", "down_proj"}));
   EXPECT_EQ(c.precision, Precision::kFp32);
   EXPECT_EQ(ToAdapterConfig(c).blocks, 64);
 }

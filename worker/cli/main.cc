@@ -30,7 +30,12 @@ int main(int argc, char** argv) {
   add(diablo::cli::RegisterTrain(app));
   add(diablo::cli::RegisterEval(app));
   add(diablo::cli::RegisterEstimate(app));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every usage error exits 2, as docs/cli.md says.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
 
   for (auto& [sub, run] : verbs) {
     if (!sub->parsed()) continue;

@@ -27,8 +27,8 @@ struct MethodConfig {
   double alpha = 16.0;
   double dropout = 0.0;
   std::string init = "default";  // LoRA: default | pissa | milora
-  std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "up_proj",
-                                             "down_proj"};
+  // Every projection, as peft::AdapterConfig and `diablo estimate` default to.
+  std::vector<std::string> target_modules = peft::AdapterConfig{}.target_modules;
 };
 
 struct DataConfig {
