@@ -95,5 +95,8 @@ uint32_t ByteToChar(uint8_t byte);
 // Loaders.  `path` names the file in messages.
 std::unique_ptr<BpeTokenizer> LoadTokenizerJson(const std::string& path);
 std::unique_ptr<BpeTokenizer> LoadGgufTokenizer(const GgufFile& file, const std::string& path);
+// The spec LoadGgufTokenizer builds from, for exporting the vocabulary
+// (tokenizer_export.h).  Throws FormatError like the loader.
+BpeSpec ReadGgufBpeSpec(const GgufFile& file, const std::string& path);
 
 }  // namespace diablo::model
