@@ -17,5 +17,6 @@ Runner RegisterInspect(CLI::App& app);
 Runner RegisterTokenize(CLI::App& app);
 Runner RegisterLogits(CLI::App& app);
 Runner RegisterGenerate(CLI::App& app);
+Runner RegisterMerge(CLI::App& app);
 
 }  // namespace diablo::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   add(diablo::cli::RegisterTokenize(app));
   add(diablo::cli::RegisterLogits(app));
   add(diablo::cli::RegisterGenerate(app));
+  add(diablo::cli::RegisterMerge(app));
   CLI11_PARSE(app, argc, argv);
 
   for (auto& [sub, run] : verbs) {
