@@ -305,7 +305,7 @@ std::optional<int32_t> ConfigToken(const json& config, const char* key, const Bp
 
 }  // namespace
 
-std::unique_ptr<BpeTokenizer> LoadTokenizerJson(const std::string& path) {
+BpeSpec ReadTokenizerJsonSpec(const std::string& path) {
   const json root = ReadJsonFile(path);
   JsonReader r(path);
   if (!root.is_object()) r.Fail("top level", "expected a JSON object");
@@ -337,7 +337,11 @@ std::unique_ptr<BpeTokenizer> LoadTokenizerJson(const std::string& path) {
     if (!spec.prefix_ids.empty()) spec.special_ids.bos = spec.prefix_ids.front();
     if (!spec.suffix_ids.empty()) spec.special_ids.eos = spec.suffix_ids.back();
   }
-  return std::make_unique<BpeTokenizer>(std::move(spec));
+  return spec;
+}
+
+std::unique_ptr<BpeTokenizer> LoadTokenizerJson(const std::string& path) {
+  return std::make_unique<BpeTokenizer>(ReadTokenizerJsonSpec(path));
 }
 
 }  // namespace diablo::model
