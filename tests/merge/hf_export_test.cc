@@ -144,7 +144,13 @@ TEST(StagedDirectory, RefusesANonEmptyTargetUnlessReplacing) {
   EXPECT_THROW(StagedDirectory(dir / "out", false), std::runtime_error);
   std::ofstream(dir / "file") << "x";
   EXPECT_THROW(StagedDirectory::CheckTarget(dir / "file", true), std::runtime_error);
-  EXPECT_THROW(StagedDirectory::CheckTarget(dir / "missing/out", false), std::runtime_error);
+  EXPECT_THROW(StagedDirectory::CheckTarget(dir / "file/out", false), std::runtime_error);
+  {  // missing parents are created, as save_pretrained does
+    StagedDirectory staged(dir / "missing/parents/out", false);
+    staged.Commit();
+    EXPECT_TRUE(std::filesystem::is_directory(dir.path() / "missing/parents/out"));
+    std::filesystem::remove_all(dir.path() / "missing");
+  }
   {
     StagedDirectory staged(dir / "out", /*replace=*/true);
     std::ofstream(staged.path() + "/new") << "new";

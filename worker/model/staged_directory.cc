@@ -62,10 +62,14 @@ void StagedDirectory::CheckTarget(const std::string& target, bool replace) {
   }
   const auto status = fs::symlink_status(p, ec);
   if (!fs::exists(status)) {
-    const fs::path parent = p.parent_path().empty() ? fs::path(".") : p.parent_path();
-    if (!fs::is_directory(parent, ec)) {
-      throw std::runtime_error(target + ": the parent directory " + parent.string() +
-                               " does not exist; create it first");
+    // Missing parents are created (as save_pretrained does); one that exists
+    // as a file cannot be.
+    for (fs::path parent = p.parent_path(); !parent.empty(); parent = parent.parent_path()) {
+      if (fs::is_directory(parent, ec)) break;
+      if (fs::exists(parent, ec)) {
+        throw std::runtime_error(target + ": " + parent.string() + " is not a directory");
+      }
+      if (parent == parent.parent_path()) break;
     }
     return;
   }
@@ -82,6 +86,11 @@ void StagedDirectory::CheckTarget(const std::string& target, bool replace) {
 StagedDirectory::StagedDirectory(std::string target, bool replace)
     : target_(Normalised(target).string()), replace_(replace) {
   CheckTarget(target_, replace_);
+  const fs::path parent = fs::path(target_).parent_path();
+  std::error_code ec;
+  if (!parent.empty() && !fs::create_directories(parent, ec) && ec) {
+    throw std::runtime_error("cannot create " + parent.string() + ": " + ec.message());
+  }
   staging_ = MakeSibling(fs::path(target_), "partial");
 }
 

@@ -10,11 +10,13 @@ namespace diablo::model {
 class StagedDirectory {
  public:
   // Throws std::runtime_error when `target` cannot be (re)placed: it exists
-  // and is not a directory, or is a non-empty directory and `replace` is
-  // false.  Callers check before expensive work; the constructor checks again.
+  // and is not a directory, is a non-empty directory and `replace` is false,
+  // or a parent of it is a file.  Callers check before expensive work; the
+  // constructor checks again.
   static void CheckTarget(const std::string& target, bool replace);
 
-  // Creates the staging directory `.<name>.partial-<random>` beside `target`.
+  // Creates missing parents of `target`, and the staging directory
+  // `.<name>.partial-<random>` beside it.
   StagedDirectory(std::string target, bool replace);
   // Removes the staging directory and what it holds unless committed.
   ~StagedDirectory();
