@@ -31,6 +31,9 @@ struct Case {
   std::vector<std::string> extra;
 };
 
+// Shown in test names instead of the struct's bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
 class MergeAgainstReference : public ::testing::TestWithParam<Case> {};
 
 TEST_P(MergeAgainstReference, TransformersLoadsTheMergedModelWithTheAdaptedLogits) {
@@ -107,6 +110,8 @@ LlamaConfig Mistral() {
   c.head_dim = 32;  // wider than hidden / heads
   return c;
 }
+
+void PrintTo(const Family& f, std::ostream* os) { *os << f.name; }
 
 class ExportedFamily : public ::testing::TestWithParam<Family> {};
 

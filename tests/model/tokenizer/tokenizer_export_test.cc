@@ -75,6 +75,9 @@ const Style kStyles[] = {
      }},
 };
 
+// Shown in test names instead of the struct's bytes.
+void PrintTo(const Style& s, std::ostream* os) { *os << s.name; }
+
 class ExportStyle : public ::testing::TestWithParam<Style> {};
 
 TEST_P(ExportStyle, ReadsBackAsTheSameTokenizer) {
