@@ -20,5 +20,6 @@ Runner RegisterGenerate(CLI::App& app);
 Runner RegisterTrain(CLI::App& app);
 Runner RegisterEval(CLI::App& app);
 Runner RegisterEstimate(CLI::App& app);
+Runner RegisterMerge(CLI::App& app);
 
 }  // namespace diablo::cli

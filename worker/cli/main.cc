@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   add(diablo::cli::RegisterTrain(app));
   add(diablo::cli::RegisterEval(app));
   add(diablo::cli::RegisterEstimate(app));
+  add(diablo::cli::RegisterMerge(app));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

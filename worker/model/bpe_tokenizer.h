@@ -95,5 +95,9 @@ uint32_t ByteToChar(uint8_t byte);
 // Loaders.  `path` names the file in messages.
 std::unique_ptr<BpeTokenizer> LoadTokenizerJson(const std::string& path);
 std::unique_ptr<BpeTokenizer> LoadGgufTokenizer(const GgufFile& file, const std::string& path);
+// The specs the two loaders build from, for exporting a vocabulary
+// (tokenizer_export.h).  Throw FormatError like the loaders.
+BpeSpec ReadTokenizerJsonSpec(const std::string& path);
+BpeSpec ReadGgufBpeSpec(const GgufFile& file, const std::string& path);
 
 }  // namespace diablo::model

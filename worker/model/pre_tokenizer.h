@@ -11,6 +11,17 @@
 
 namespace diablo::model {
 
+// The Hugging Face split regexes reproduced here, as tokenizer.json spells
+// them: GPT-2's, and Llama-3's around its number part (\p{N}{1,3} for
+// Llama-3, \p{N} for Qwen2).  The reader recognises them, the exporter writes
+// them.
+inline constexpr std::string_view kGpt2SplitRegex =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+inline constexpr std::string_view kLlama3SplitRegexHead =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|)";
+inline constexpr std::string_view kLlama3SplitRegexTail =
+    R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
 // The regex that splits text into words.
 enum class SplitRegex {
   kNone,  // no regex split (the whole text is one piece)

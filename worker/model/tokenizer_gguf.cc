@@ -70,7 +70,7 @@ std::vector<std::string> StringArray(const GgufFile& file, const std::string& ke
 
 }  // namespace
 
-std::unique_ptr<BpeTokenizer> LoadGgufTokenizer(const GgufFile& file, const std::string& path) {
+BpeSpec ReadGgufBpeSpec(const GgufFile& file, const std::string& path) {
   if (!file.Has("tokenizer.ggml.model")) {
     throw FormatError(path +
                       ": no tokenizer.ggml.model: this GGUF file carries no tokenizer; "
@@ -158,7 +158,11 @@ std::unique_ptr<BpeTokenizer> LoadGgufTokenizer(const GgufFile& file, const std:
   if (BoolOr(file, "tokenizer.ggml.add_eos_token", false) && spec.special_ids.eos) {
     spec.suffix_ids.push_back(*spec.special_ids.eos);
   }
-  return std::make_unique<BpeTokenizer>(std::move(spec));
+  return spec;
+}
+
+std::unique_ptr<BpeTokenizer> LoadGgufTokenizer(const GgufFile& file, const std::string& path) {
+  return std::make_unique<BpeTokenizer>(ReadGgufBpeSpec(file, path));
 }
 
 }  // namespace diablo::model

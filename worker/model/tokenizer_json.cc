@@ -14,14 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-// The Llama-3 split regex with its number part cut out: Llama-3 has
-// \p{N}{1,3} there, Qwen2 \p{N}.
-constexpr std::string_view kLlama3Head =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|)";
-constexpr std::string_view kLlama3Tail = R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-constexpr std::string_view kGpt2Regex =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
 class JsonReader {
  public:
   explicit JsonReader(std::string path) : path_(std::move(path)) {}
@@ -70,14 +62,15 @@ void ReadSplitRegex(const JsonReader& r, const json& step, const std::string& wh
   if (behavior != "Isolated" || r.BoolOr(step, "invert", false, where)) {
     r.Fail(where, "only Split steps with behavior \"Isolated\" and invert false are supported");
   }
-  if (regex == kGpt2Regex) {
+  if (regex == kGpt2SplitRegex) {
     pre->regex = SplitRegex::kGpt2;
     return;
   }
   std::string_view v = regex;
-  if (v.starts_with(kLlama3Head) && v.ends_with(kLlama3Tail)) {
+  if (v.starts_with(kLlama3SplitRegexHead) && v.ends_with(kLlama3SplitRegexTail)) {
     const std::string_view digits =
-        v.substr(kLlama3Head.size(), v.size() - kLlama3Head.size() - kLlama3Tail.size());
+        v.substr(kLlama3SplitRegexHead.size(),
+                 v.size() - kLlama3SplitRegexHead.size() - kLlama3SplitRegexTail.size());
     if (digits == R"(\p{N})") {
       pre->regex = SplitRegex::kLlama3;
       pre->max_digits = 1;
@@ -312,7 +305,7 @@ std::optional<int32_t> ConfigToken(const json& config, const char* key, const Bp
 
 }  // namespace
 
-std::unique_ptr<BpeTokenizer> LoadTokenizerJson(const std::string& path) {
+BpeSpec ReadTokenizerJsonSpec(const std::string& path) {
   const json root = ReadJsonFile(path);
   JsonReader r(path);
   if (!root.is_object()) r.Fail("top level", "expected a JSON object");
@@ -344,7 +337,11 @@ std::unique_ptr<BpeTokenizer> LoadTokenizerJson(const std::string& path) {
     if (!spec.prefix_ids.empty()) spec.special_ids.bos = spec.prefix_ids.front();
     if (!spec.suffix_ids.empty()) spec.special_ids.eos = spec.suffix_ids.back();
   }
-  return std::make_unique<BpeTokenizer>(std::move(spec));
+  return spec;
+}
+
+std::unique_ptr<BpeTokenizer> LoadTokenizerJson(const std::string& path) {
+  return std::make_unique<BpeTokenizer>(ReadTokenizerJsonSpec(path));
 }
 
 }  // namespace diablo::model

@@ -13,6 +13,10 @@ must reproduce.  Run by the tests with the test venv's Python.
       pairs [text, unicodedata.normalize("NFC", text)] covering every code
       point NFC changes, every canonical decomposition, Hangul jamo and
       random runs of combining marks.
+  hf_reference.py auto DIR REQUEST.json OUT.json
+      AutoTokenizer.from_pretrained(DIR) (a directory of exported tokenizer
+      files): ids with and without special tokens, decoded text, and the
+      chat renderings.
   hf_reference.py train KIND DIR REQUEST.json OUT.json
       trains a tiny byte-level BPE of the given style (gpt2,
       gpt2_prefix_space, llama3, qwen2, smollm) with tokenizers' BpeTrainer, saves DIR/tokenizer.json, and
@@ -184,6 +188,21 @@ def run_gguf(model, req, out):
     write(out, result)
 
 
+def run_auto(directory, req, out):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(directory)
+    result = {"class": type(tok).__name__, "ids": [], "ids_no_special": [], "decoded": [],
+              "chats": []}
+    for text in req["texts"]:
+        result["ids"].append(tok(text, add_special_tokens=True)["input_ids"])
+        result["ids_no_special"].append(tok(text, add_special_tokens=False)["input_ids"])
+        result["decoded"].append(tok.decode(result["ids"][-1], skip_special_tokens=False))
+    for chat in req.get("chats", []):
+        result["chats"].append(tok.apply_chat_template(
+            chat["messages"], tokenize=False, add_generation_prompt=chat["add_generation_prompt"]))
+    write(out, result)
+
+
 def run_train(kind, directory, req, out):
     from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers,
                             processors, trainers)
@@ -240,6 +259,8 @@ def main(argv):
         run_chat(request(argv[2]), argv[3])
     elif len(argv) == 3 and argv[1] == "nfc":
         run_nfc(argv[2])
+    elif len(argv) == 5 and argv[1] == "auto":
+        run_auto(argv[2], request(argv[3]), argv[4])
     elif len(argv) == 6 and argv[1] == "train":
         run_train(argv[2], argv[3], request(argv[4]), argv[5])
     else:
