@@ -3,6 +3,8 @@
 // the model's replies; the tokens overlapping those bytes are the targets.
 #include "worker/train/dataset.h"
 
+#include "worker/train/jsonl_record.h"
+
 #include <fstream>
 #include <stdexcept>
 
@@ -13,26 +15,11 @@ namespace {
 
 using nlohmann::json;
 
-[[noreturn]] void LineError(const std::string& path, int64_t line, const std::string& problem) {
-  throw std::invalid_argument(path + ":" + std::to_string(line) + ": " + problem);
-}
-
 DataFormat DetectFormat(const json& record) {
   if (record.contains("messages")) return DataFormat::kChat;
   if (record.contains("instruction")) return DataFormat::kAlpaca;
   if (record.contains("text")) return DataFormat::kText;
   return DataFormat::kAuto;
-}
-
-std::string StringField(const json& record, const char* key, bool required, const std::string& path,
-                        int64_t line) {
-  auto it = record.find(key);
-  if (it == record.end() || it->is_null()) {
-    if (required) LineError(path, line, std::string("missing field \"") + key + "\"");
-    return "";
-  }
-  if (!it->is_string()) LineError(path, line, std::string("field \"") + key + "\" must be a string");
-  return it->get<std::string>();
 }
 
 model::TokenizedChat Tokenize(const json& record, DataFormat format, const DataConfig& config,

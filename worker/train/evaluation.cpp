@@ -11,26 +11,13 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/model/generate.h"
+#include "worker/train/jsonl_record.h"
 #include "worker/train/loss.h"
 
 namespace diablo::train {
 namespace {
 
 using nlohmann::json;
-
-[[noreturn]] void LineError(const std::string& path, int64_t line, const std::string& problem) {
-  throw std::invalid_argument(path + ":" + std::to_string(line) + ": " + problem);
-}
-
-std::string Str(const json& record, const char* key, const std::string& path, int64_t line, bool required) {
-  auto it = record.find(key);
-  if (it == record.end() || it->is_null()) {
-    if (required) LineError(path, line, std::string("missing field \"") + key + "\"");
-    return "";
-  }
-  if (!it->is_string()) LineError(path, line, std::string("field \"") + key + "\" must be a string");
-  return it->get<std::string>();
-}
 
 EvalResult EvaluateLoss(model::LlamaForCausalLMImpl& model, const model::Tokenizer& tokenizer,
                         const model::ChatTemplate& chat_template, const std::string& path, const DataConfig& data,
@@ -142,10 +129,10 @@ std::vector<EvalItem> LoadEvalItems(const std::string& path, const model::ChatTe
       if (chat.empty()) LineError(path, line, "no prompt before the reply");
       item.prompt = chat_template.Render(chat, /*add_generation_prompt=*/true).text;
     } else if (record.contains("instruction")) {
-      item.prompt = chat_template.RenderInstruction(Str(record, "instruction", path, line, true),
-                                                    Str(record, "input", path, line, false), "")
+      item.prompt = chat_template.RenderInstruction(StringField(record, "instruction", true, path, line),
+                                                    StringField(record, "input", false, path, line), "")
                         .text;
-      item.reference = Str(record, "output", path, line, false);
+      item.reference = StringField(record, "output", false, path, line);
     } else {
       LineError(path, line, "expected \"messages\" or \"instruction\"");
     }
