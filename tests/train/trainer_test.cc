@@ -154,6 +154,32 @@ TEST(Trainer, DivergingLossStopsWithAnErrorAndKeepsTheLastCheckpoint) {
   EXPECT_FALSE(train::LatestCheckpoint((dir / "out").string()).empty());
 }
 
+TEST(Trainer, InitAdapterStartsANewRunFromExistingWeights) {
+  fs::path dir = MakeScratch("init");
+  json doc = TinyConfig(dir);
+  doc["optim"]["max_steps"] = 5;
+  RecordingSink first;
+  ASSERT_EQ(Train(doc, first), 0);
+  auto trained = Adapter(dir / "out");
+
+  json next = doc;
+  next["init_adapter"] = (dir / "out" / "adapter").string();
+  next["output_dir"] = (dir / "out-next").string();
+  next["optim"]["lr"] = 0.0;  // nothing moves: the output is the adapter it started from
+  RecordingSink second;
+  ASSERT_EQ(Train(next, second), 0) << second.events.back().dump();
+  EXPECT_EQ(second.Of("started").at(0)["start_step"], 0);  // a new run, not a resume
+  auto loaded = Adapter(dir / "out-next");
+  for (const auto& [name, t] : trained) EXPECT_TRUE(at::equal(t, loaded.at(name))) << name;
+
+  next["method"]["blocks"] = 2;  // another shape: refused with the module named
+  next["output_dir"] = (dir / "out-bad").string();
+  RecordingSink bad;
+  EXPECT_EQ(Train(next, bad), train::kExitError);
+  EXPECT_NE(bad.events.back()["message"].get<std::string>().find("does not fit this model"), std::string::npos)
+      << bad.events.back().dump();
+}
+
 TEST(Trainer, BadDataIsReportedBeforeTraining) {
   fs::path dir = MakeScratch("baddata");
   json doc = TinyConfig(dir);
