@@ -3,8 +3,8 @@
 
 Both fine-tune the same model (SmolLM2-135M-Instruct from its Q4_1 GGUF,
 dequantised to fp32) with DiaBlo on the same targets and blocks, the same
-token sequences (a text dataset packed into sequences of exactly SEQ tokens,
-so no padding on either side), the same batch, AdamW, fp32 on CPU, the same
+data (the demo's instruction task rendered with the model's chat template,
+loss on the answers only: prompt labels masked), the same batch size, AdamW, fp32 on CPU, the same
 number of threads.  The baseline is Hugging Face transformers with the
 block-diagonal update written as an einsum, as the DiaBlo paper describes:
 
@@ -12,7 +12,11 @@ block-diagonal update written as an einsum, as the DiaBlo paper describes:
 
 added to each frozen target Linear's output through a forward hook.
 
-Throughput counts the input tokens of every step after the first (warm-up),
+The baseline computes the LM head on every position and masks the prompt
+with label -100, as a transformers training script does; `diablo train`
+computes it only where labels exist.  Both draw random batches of the same
+size from the same examples.  Throughput counts the real (unpadded) input
+tokens of every step after the first (warm-up),
 divided by the time those steps took; peak memory is each process's peak
 resident set size.  Run with the test venv's Python:
 
@@ -33,20 +37,17 @@ MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 
 
-def write_text_dataset(path, count):
-    words = ("the model learns diagonal blocks of each weight matrix while the rest stays frozen "
-             "and the adapter starts at zero so training begins exactly at the base model").split()
-    with open(path, "w") as f:
-        for i in range(count):
-            text = " ".join(words[(i * 7 + k) % len(words)] for k in range(60))
-            f.write(json.dumps({"text": text}) + "\n")
+def write_dataset(work):
+    """The demo's instruction task: short answers after a longer prompt."""
+    subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_demo_data.py"), work, "400"], check=True)
+    return os.path.join(work, "train.jsonl")
 
 
 def run_diablo(args, work, data):
     config = {
         "model": args.model,
         "method": {"name": "diablo", "blocks": args.blocks, "target_modules": TARGETS},
-        "data": {"train": data, "max_seq_len": args.seq, "packing": True},
+        "data": {"train": data, "max_seq_len": args.seq},
         "optim": {"max_steps": args.steps, "global_batch": args.batch, "lr": 1e-4, "scheduler": "constant",
                   "max_grad_norm": 0},
         "output_dir": os.path.join(work, "diablo-run"),
@@ -101,35 +102,41 @@ def baseline(args, data):
         module.register_forward_hook(hook)
     optimizer = torch.optim.AdamW(adapters, lr=1e-4)
 
-    # The same packing as diablo: whole examples (text + EOS) in order, up to SEQ tokens.
-    sequences, current = [], []
+    # Each record rendered with the model's chat template; labels -100 on the
+    # prompt (and padding), as a transformers training script writes them.
+    examples = []
     with open(data) as f:
         for line in f:
-            ids = tokenizer(json.loads(line)["text"], add_special_tokens=True).input_ids + [tokenizer.eos_token_id]
-            if current and len(current) + len(ids) > args.seq:
-                sequences.append(current)
-                current = []
-            current = current + ids
-    chosen = sequences[: args.batch]
-    lengths = sorted({len(s) for s in chosen})
-    shortest = lengths[0]
-    batch = torch.tensor([s[:shortest] for s in chosen])
-    times, losses = [], []
+            r = json.loads(line)
+            user = {"role": "user", "content": r["instruction"] + "\n\n" + r["input"]}
+            prompt = tokenizer.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
+            full = tokenizer.apply_chat_template([user, {"role": "assistant", "content": r["output"]}],
+                                                 tokenize=False)
+            ids = tokenizer(full, add_special_tokens=False).input_ids
+            p = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+            labels = [-100] * p + ids[p:-1] + [-100]  # the reply and <|im_end|>, not the newline after it
+            examples.append((ids, labels))
+    generator = torch.Generator().manual_seed(0)
+    times, losses, tokens = [], [], []
     for step in range(args.steps):
+        chosen = [examples[i] for i in torch.randperm(len(examples), generator=generator)[: args.batch]]
+        longest = max(len(ids) for ids, _ in chosen)
+        pad = tokenizer.eos_token_id
+        batch = torch.tensor([ids + [pad] * (longest - len(ids)) for ids, _ in chosen])
+        labels = torch.tensor([lab + [-100] * (longest - len(lab)) for _, lab in chosen])
         start = time.perf_counter()
         logits = model(batch).logits[:, :-1].float()
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
         losses.append(loss.item())
-    tokens = batch.numel()
+        tokens.append(sum(len(ids) for ids, _ in chosen))
     print(json.dumps({
-        "tokens_per_s": tokens * (args.steps - 1) / sum(times[1:]),
+        "tokens_per_s": sum(tokens[1:]) / sum(times[1:]),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "losses": losses,
-        "sequence_lengths": lengths,
     }))
 
 
@@ -138,7 +145,7 @@ def main():
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--diablo", default=os.path.join(REPO, "build", "bin", "diablo"))
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--blocks", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
@@ -148,9 +155,7 @@ def main():
         return baseline(args, args.baseline_only)
 
     with tempfile.TemporaryDirectory(prefix="diablo-train-bench-") as work:
-        data = os.path.join(work, "text.jsonl")
-        # Every step takes the same batch size of full SEQ-token sequences.
-        write_text_dataset(data, args.batch * args.steps * 2)
+        data = write_dataset(work)
         ours = run_diablo(args, work, data)
         child = subprocess.run([sys.executable, __file__, "--baseline-only", data] +
                                [f"--{k}={v}" for k, v in (("model", args.model), ("steps", args.steps),
@@ -162,7 +167,7 @@ def main():
         base = json.loads(child.stdout.strip().splitlines()[-1])
 
     mib = 1 << 20
-    print(f"DiaBlo training, SmolLM2-135M fp32 CPU, {args.threads} threads, batch {args.batch} x {args.seq} tokens, "
+    print(f"DiaBlo training, SmolLM2-135M fp32 CPU, {args.threads} threads, batch {args.batch}, dates task, "
           f"N={args.blocks} on {','.join(TARGETS)}, {args.steps} steps (first excluded)")
     print(f"{'':28}{'tokens/s':>12}{'peak RSS MiB':>15}  first losses")
     for label, r in (("diablo train", ours), ("HF transformers + einsum", base)):
