@@ -91,8 +91,8 @@ std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const Ll
   for (const GgufTensorInfo& info : file.tensors()) {
     std::string hf_name = HfNameForGguf(info.name);
     if (hf_name.empty() || skip.count(hf_name)) continue;
-    weights.emplace(std::move(hf_name), HfRowOrder(file, config, info.name,
-                                                   DequantizeTensor(file, info)));
+    weights.emplace(std::move(hf_name),
+                    HfRowOrder(file, config, info.name, DequantizeTensor(file, info)));
   }
   return weights;
 }
