@@ -58,6 +58,25 @@ TEST(TrainConfig, ErrorsNameTheFieldAndTheProblem) {
   EXPECT_THAT(ErrorOf(json::array()), HasSubstr("(top level): must be a mapping"));
 }
 
+TEST(TrainConfig, PackedBaseWeightsNeedAnAdapterMethodAndAGgufFile) {
+  json doc = Minimal();
+  EXPECT_EQ(ConfigFromJson(doc, "job.yaml").base_weights, BaseWeights::kDense);
+  doc["base_weights"] = "packed";
+  EXPECT_EQ(ConfigFromJson(doc, "job.yaml").base_weights, BaseWeights::kPacked);
+  EXPECT_EQ(ConfigToJson(ConfigFromJson(doc, "job.yaml"))["base_weights"], "packed");
+  doc["method"]["name"] = "full";
+  EXPECT_THAT(ErrorOf(doc), HasSubstr("base_weights: packed needs method diablo or lora"));
+  doc["method"]["name"] = "lora";
+  EXPECT_EQ(ConfigFromJson(doc, "job.yaml").method.name, TrainMethod::kLoRA);
+  doc["method"]["init"] = "pissa";
+  EXPECT_THAT(ErrorOf(doc), HasSubstr("base_weights: packed needs LoRA init default"));
+  doc["method"] = json::object();
+  doc["model"] = "models/smollm2";
+  EXPECT_THAT(ErrorOf(doc), HasSubstr("base_weights: packed needs a .gguf model"));
+  doc["base_weights"] = "q4";
+  EXPECT_THAT(ErrorOf(doc), HasSubstr("base_weights: must be one of dense, packed"));
+}
+
 TEST(TrainConfig, ReadsYamlAndAppliesOverrides) {
   auto dir = std::filesystem::temp_directory_path() / ("diablo-config-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);

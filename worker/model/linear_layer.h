@@ -4,6 +4,7 @@
 // could not update.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include <ATen/core/Tensor.h>
@@ -18,6 +19,15 @@ class LinearLayer {
   virtual ~LinearLayer() = default;
   // [..., in] -> [..., out]
   virtual at::Tensor forward(const at::Tensor& x) = 0;
+};
+
+// A frozen base projection whose weight is not a dense tensor (packed
+// quantised blocks).  Adapters wrap it through this interface, since there is
+// no weight they could share or merge into.
+class BaseLinearLayer : public LinearLayer {
+ public:
+  virtual int64_t in_features() const = 0;
+  virtual int64_t out_features() const = 0;
 };
 
 // Runs `parent`'s child `name` on x: a torch::nn::Linear or any LinearLayer.

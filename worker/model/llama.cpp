@@ -16,8 +16,21 @@
 namespace diablo::model {
 namespace {
 
+thread_local int deferred_allocation = 0;
+
+// Frees a freshly initialised tensor right away, keeping its shape, so the
+// model's peak is one matrix rather than all of them (DeferWeightAllocation).
+void MaybeDefer(at::Tensor& t) {
+  if (deferred_allocation > 0 && t.defined()) {
+    t.set_data(at::empty({}, t.options()).expand(t.sizes()));
+  }
+}
+
 torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+  torch::nn::Linear linear(torch::nn::LinearOptions(in, out).bias(bias));
+  MaybeDefer(linear->weight);
+  MaybeDefer(linear->bias);
+  return linear;
 }
 
 at::Tensor RotateHalf(const at::Tensor& x) {
@@ -32,6 +45,9 @@ at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos, const at::Ten
 }
 
 }  // namespace
+
+DeferWeightAllocation::DeferWeightAllocation() { ++deferred_allocation; }
+DeferWeightAllocation::~DeferWeightAllocation() { --deferred_allocation; }
 
 at::Tensor RotaryInverseFrequencies(const LlamaConfig& config) {
   const int64_t half = config.head_dim / 2;
@@ -136,6 +152,7 @@ at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const AttentionCo
 
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) {
   embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  MaybeDefer(embed_tokens->weight);
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(c));
   norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));

@@ -118,6 +118,19 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaForCausalLM);
 
+// While one is alive on this thread, constructed models leave the weights of
+// their projections and embeddings unallocated (shape-only placeholders that
+// hold one element).  Loaders assign or replace every one of them, and
+// without this a randomly initialised copy of the whole model would sit in
+// memory next to the real weights while loading.
+class DeferWeightAllocation {
+ public:
+  DeferWeightAllocation();
+  ~DeferWeightAllocation();
+  DeferWeightAllocation(const DeferWeightAllocation&) = delete;
+  DeferWeightAllocation& operator=(const DeferWeightAllocation&) = delete;
+};
+
 // Rotary inverse frequencies for the config (HF's "default" and "llama3").
 at::Tensor RotaryInverseFrequencies(const LlamaConfig& config);
 

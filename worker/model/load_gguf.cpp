@@ -1,5 +1,6 @@
 #include "worker/model/load_gguf.h"
 
+#include <cstring>
 #include <regex>
 
 #include <ATen/ATen.h>
@@ -60,21 +61,58 @@ std::optional<at::Tensor> ReadGgufRopeFactors(const GgufFile& file) {
   return DequantizeTensor(file, *info);
 }
 
-std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const LlamaConfig& config) {
-  const bool permuted = file.GetString("general.architecture") == "llama";
+namespace {
+
+// Undoes llama.cpp's query/key row permutation on a tensor of any dtype.
+at::Tensor HfRowOrder(const GgufFile& file, const LlamaConfig& config, const std::string& name,
+                      at::Tensor t) {
+  if (file.GetString("general.architecture") != "llama") return t;
+  if (name.find(".attn_q.") != std::string::npos) {
+    return UnpermuteRotaryRows(t, config.num_attention_heads);
+  }
+  if (name.find(".attn_k.") != std::string::npos) {
+    return UnpermuteRotaryRows(t, config.num_key_value_heads);
+  }
+  return t;
+}
+
+bool IsProjection(const std::string& hf_name) {
+  return hf_name.rfind("model.layers.", 0) == 0 &&
+         (hf_name.find(".self_attn.") != std::string::npos ||
+          hf_name.find(".mlp.") != std::string::npos) &&
+         hf_name.ends_with(".weight");
+}
+
+}  // namespace
+
+std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const LlamaConfig& config,
+                                                  const std::set<std::string>& skip) {
   std::map<std::string, at::Tensor> weights;
   for (const GgufTensorInfo& info : file.tensors()) {
     std::string hf_name = HfNameForGguf(info.name);
-    if (hf_name.empty()) continue;
-    at::Tensor t = DequantizeTensor(file, info);
-    if (permuted && info.name.find(".attn_q.") != std::string::npos) {
-      t = UnpermuteRotaryRows(t, config.num_attention_heads);
-    } else if (permuted && info.name.find(".attn_k.") != std::string::npos) {
-      t = UnpermuteRotaryRows(t, config.num_key_value_heads);
-    }
-    weights.emplace(std::move(hf_name), std::move(t));
+    if (hf_name.empty() || skip.count(hf_name)) continue;
+    weights.emplace(std::move(hf_name),
+                    HfRowOrder(file, config, info.name, DequantizeTensor(file, info)));
   }
   return weights;
+}
+
+std::map<std::string, PackedBlocks> ReadGgufPackedProjections(const GgufFile& file,
+                                                              const LlamaConfig& config) {
+  std::map<std::string, PackedBlocks> packed;
+  for (const GgufTensorInfo& info : file.tensors()) {
+    const std::string hf_name = HfNameForGguf(info.name);
+    if (!IsProjection(hf_name) || !CanKeepPacked(info.type) || info.dims.size() != 2) continue;
+    const int64_t in = static_cast<int64_t>(info.dims[0]), out = static_cast<int64_t>(info.dims[1]);
+    const std::span<const uint8_t> bytes = file.tensor_data(info);
+    // A copy, not a view: the file mapping is released once loading ends.
+    at::Tensor data = at::empty({out, static_cast<int64_t>(bytes.size()) / out}, at::kByte);
+    std::memcpy(data.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+    data = HfRowOrder(file, config, info.name, data);
+    packed.emplace(hf_name.substr(0, hf_name.size() - std::string(".weight").size()),
+                   PackedBlocks{data, info.type, in, out});
+  }
+  return packed;
 }
 
 }  // namespace diablo::model

@@ -5,12 +5,14 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 
 #include <ATen/core/Tensor.h>
 
 #include "worker/model/gguf.h"
 #include "worker/model/llama_config.h"
+#include "worker/model/packed_linear.h"
 
 namespace diablo::model {
 
@@ -19,8 +21,18 @@ namespace diablo::model {
 // counterpart (e.g. rope_freqs).  Throws FormatError for unknown names.
 std::string HfNameForGguf(const std::string& gguf_name);
 
-// All weights of the file as fp32 tensors with HF names and shapes.
-std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const LlamaConfig& config);
+// All weights of the file as fp32 tensors with HF names and shapes, except
+// the HF names in `skip` (weights the caller keeps packed).
+std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const LlamaConfig& config,
+                                                  const std::set<std::string>& skip = {});
+
+// The projection weights (attention and MLP, not embeddings or lm_head) stored
+// as Q4_0, Q4_1 or Q8_0, copied out of the file in their blocks and keyed by
+// the HF module path ("model.layers.3.self_attn.q_proj").  Rows come in HF
+// order: the query/key permutation moves whole rows, and a row's blocks never
+// span two rows, so it applies to the bytes as it does to the values.
+std::map<std::string, PackedBlocks> ReadGgufPackedProjections(const GgufFile& file,
+                                                              const LlamaConfig& config);
 
 // Llama 3.1's rope scaling as GGUF stores it: per-frequency divisors
 // (rope_freqs.weight, [head_dim/2]), or nullopt when the file has none.

@@ -12,6 +12,7 @@
 #include "worker/model/gguf.h"
 #include "worker/model/load_gguf.h"
 #include "worker/model/load_hf.h"
+#include "worker/model/packed_linear.h"
 
 namespace diablo::model {
 namespace {
@@ -20,6 +21,31 @@ std::string ShapeString(at::IntArrayRef shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
+}
+
+// Swaps each named Linear for a PackedLinear over its blocks, keeping the
+// Linear's bias parameter slot so AssignWeights fills it as before.
+int64_t ReplaceWithPacked(LlamaForCausalLMImpl& model, std::map<std::string, PackedBlocks> packed) {
+  const auto modules = model.named_modules(/*name_prefix=*/"", /*include_self=*/false);
+  int64_t replaced = 0;
+  for (auto& [path, blocks] : packed) {
+    const auto* linear = modules.find(path);
+    const size_t dot = path.rfind('.');
+    const auto* parent = modules.find(path.substr(0, dot));
+    auto* dense = linear ? dynamic_cast<torch::nn::LinearImpl*>(linear->get()) : nullptr;
+    if (dense == nullptr || parent == nullptr) {
+      throw FormatError("GGUF projection '" + path + "' has no linear layer in the model");
+    }
+    if (dense->weight.size(0) != blocks.out || dense->weight.size(1) != blocks.in) {
+      throw FormatError("GGUF projection '" + path + "' has shape [" + std::to_string(blocks.out) +
+                        ", " + std::to_string(blocks.in) + "], the config implies " +
+                        ShapeString(dense->weight.sizes()));
+    }
+    (*parent)->replace_module(path.substr(dot + 1),
+                              PackedLinear(std::move(blocks), dense->bias).ptr());
+    ++replaced;
+  }
+  return replaced;
 }
 
 }  // namespace
@@ -71,9 +97,15 @@ LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
   loaded.source = path;
   std::map<std::string, at::Tensor> weights;
   std::optional<at::Tensor> rope_factors;
+  std::map<std::string, PackedBlocks> packed;
   WeightSource kind = WeightSource::kOwned;
   LlamaConfig config;
   if (fs::is_directory(path)) {
+    if (options.keep_quantized) {
+      throw std::invalid_argument(path + ": packed (quantised) base weights need a GGUF file with "
+                                  "Q4_0, Q4_1 or Q8_0 weights; a Hugging Face directory is "
+                                  "loaded dense");
+    }
     loaded.format = "hf";
     HfCheckpoint checkpoint = ReadHfCheckpoint(path);
     config = checkpoint.config;
@@ -83,10 +115,19 @@ LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
     loaded.format = "gguf";
     GgufFile file = GgufFile::Open(path);
     config = ConfigFromGguf(file, path);
-    weights = ReadGgufWeights(file, config);
+    std::set<std::string> skip;
+    if (options.keep_quantized) {
+      packed = ReadGgufPackedProjections(file, config);
+      for (const auto& item : packed) skip.insert(item.first + ".weight");
+    }
+    weights = ReadGgufWeights(file, config, skip);
     rope_factors = ReadGgufRopeFactors(file);
   }
-  loaded.model = LlamaForCausalLM(config);
+  {
+    DeferWeightAllocation defer;  // every weight is assigned or replaced below
+    loaded.model = LlamaForCausalLM(config);
+  }
+  loaded.packed_layers = ReplaceWithPacked(*loaded.model, std::move(packed));
   AssignWeights(*loaded.model, std::move(weights), path, options.dtype, kind);
   if (rope_factors.has_value()) loaded.model->ScaleRotaryFrequencies(*rope_factors);
   loaded.model->eval();

@@ -16,12 +16,18 @@ struct LoadOptions {
   // Dtype of the frozen weights in memory: kFloat, kBFloat16 or kHalf.
   // Quantised GGUF weights are dequantised to it.
   at::ScalarType dtype = at::kFloat;
+  // GGUF only: projections stored as Q4_0, Q4_1 or Q8_0 stay packed
+  // (PackedLinear, dequantised per use) instead of being expanded to `dtype`;
+  // embeddings, norms and other types are still dequantised.  Such a model
+  // can be fine-tuned with adapters but not merged or fully trained.
+  bool keep_quantized = false;
 };
 
 struct LoadedModel {
   LlamaForCausalLM model{nullptr};
   std::string source;  // the path it came from
   std::string format;  // "gguf" or "hf"
+  int64_t packed_layers = 0;  // projections kept packed (LoadOptions::keep_quantized)
 };
 
 // Loads the model at `path` (a .gguf file or a directory).  Throws FormatError

@@ -236,8 +236,8 @@ std::map<std::string, Slot> ExpectedTensors(torch::nn::Module& model) {
                              ", N=" + std::to_string(d->requested_blocks());
       slots[a.path + ".block_A"] = {a.path, "block_A", d->block_A(), a.layer, geometry};
     } else if (auto* lora = dynamic_cast<LoRALinearImpl*>(a.module.get())) {
-      std::string geometry = "in=" + std::to_string(lora->weight().size(1)) +
-                             ", out=" + std::to_string(lora->weight().size(0)) +
+      std::string geometry = "in=" + std::to_string(lora->in_features()) +
+                             ", out=" + std::to_string(lora->out_features()) +
                              ", r=" + std::to_string(lora->rank());
       std::string base = kLoRAPrefix + a.path;
       slots[base + ".lora_A.weight"] = {a.path, "lora_A", lora->lora_A(), a.layer, geometry};

@@ -34,28 +34,63 @@ DiaBloLinearImpl::DiaBloLinearImpl(const at::Tensor& weight, const at::Tensor& b
                                    double dropout)
     : requested_blocks_(blocks), dropout_(dropout) {
   CheckBase(weight, bias, "DiaBloLinear");
-  if (!(dropout >= 0.0 && dropout < 1.0)) {
-    throw std::invalid_argument("DiaBloLinear: dropout must be in [0, 1), got " +
-                                std::to_string(dropout));
-  }
-  layout_ = kernels::BlockLayout::For(weight.size(1), weight.size(0), blocks);
   // detach(): a new frozen leaf over the same storage, so wrapping a layer
   // costs no memory and leaves the caller's tensors' flags untouched.
   weight_ = register_parameter("weight", weight.detach(), /*requires_grad=*/false);
   if (bias.defined()) bias_ = register_parameter("bias", bias.detach(), /*requires_grad=*/false);
+  Init(weight.size(1), weight.size(0), blocks, weight.options());
+}
+
+DiaBloLinearImpl::DiaBloLinearImpl(std::shared_ptr<torch::nn::Module> base, int64_t blocks,
+                                   double dropout)
+    : requested_blocks_(blocks), dropout_(dropout) {
+  auto* layer = dynamic_cast<model::BaseLinearLayer*>(base.get());
+  if (layer == nullptr) {
+    throw std::invalid_argument("DiaBloLinear: the base layer must be a model::BaseLinearLayer " +
+                                std::string("(a packed linear), got ") +
+                                (base ? base->name() : std::string("none")));
+  }
+  // The adapter lives on the base's device; its buffers say where that is.
+  at::TensorOptions options;
+  for (const at::Tensor& t : base->buffers()) options = options.device(t.device());
+  base_module_ = register_module("base_layer", base);
+  base_ = layer;
+  Init(layer->in_features(), layer->out_features(), blocks, options);
+}
+
+void DiaBloLinearImpl::Init(int64_t in, int64_t out, int64_t blocks,
+                            const at::TensorOptions& options) {
+  if (!(dropout_ >= 0.0 && dropout_ < 1.0)) {
+    throw std::invalid_argument("DiaBloLinear: dropout must be in [0, 1), got " +
+                                std::to_string(dropout_));
+  }
+  layout_ = kernels::BlockLayout::For(in, out, blocks);
   block_A_ = register_parameter("block_A",
                                 at::zeros({layout_.blocks, layout_.block_in, layout_.block_out},
-                                          weight.options().dtype(at::kFloat)),
+                                          options.dtype(at::kFloat)),
                                 /*requires_grad=*/true);
 }
 
 at::Tensor DiaBloLinearImpl::forward(const at::Tensor& x) {
+  if (base_ != nullptr) {
+    // The base is not a plain linear, so the adapter runs beside it rather
+    // than fused into it; dropout touches the adapter's input only.
+    const at::Tensor x_adapter =
+        (is_training() && dropout_ > 0.0) ? at::dropout(x, dropout_, /*train=*/true) : x;
+    return base_->forward(x) + kernels::BlockDiagAdapter(x_adapter, block_A_, layout_);
+  }
   if (merged_) return at::linear(x, weight_, bias_);
   return kernels::BlockDiagLinear(x, weight_, bias_, block_A_, layout_, dropout_, is_training());
 }
 
 void DiaBloLinearImpl::merge() {
   if (merged_) return;
+  if (base_ != nullptr) {
+    throw std::logic_error(
+        "DiaBloLinear: cannot merge into a packed (quantised) base layer; merging needs dense "
+        "weights: load the base model dense (base_weights: dense) and merge the saved adapter "
+        "there");
+  }
   at::NoGradGuard no_grad;
   kernels::MergeIntoWeight(weight_, block_A_, layout_, +1.0);
   merged_ = true;
@@ -87,6 +122,7 @@ void DiaBloLinearImpl::pretty_print(std::ostream& stream) const {
          << ", blocks=" << layout_.blocks << " (requested " << requested_blocks_
          << "), block=" << layout_.block_in << "x" << layout_.block_out
          << ", bias=" << (bias_.defined() ? "true" : "false") << ", dropout=" << dropout_
+         << (base_ != nullptr ? ", packed base" : "")
          << (merged_ ? ", merged" : "") << ")";
 }
 

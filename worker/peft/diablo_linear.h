@@ -9,6 +9,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <memory>
 #include <ostream>
 #include <vector>
 
@@ -27,6 +28,11 @@ class DiaBloLinearImpl : public torch::nn::Module, public AdapterLayer {
   // Throws std::invalid_argument on bad shapes, dtypes, blocks or dropout.
   DiaBloLinearImpl(const at::Tensor& weight, const at::Tensor& bias, int64_t blocks,
                    double dropout = 0.0);
+  // Wraps a base layer without a dense weight (model::PackedLinear), which
+  // must implement model::BaseLinearLayer and is registered as the child
+  // "base_layer": forward = base(x) + blockdiag(dropout(x), A).  Such a layer
+  // cannot merge (there is no dense weight to add into).
+  DiaBloLinearImpl(std::shared_ptr<torch::nn::Module> base, int64_t blocks, double dropout = 0.0);
 
   // x [..., in] in the weight's dtype -> [..., out].
   at::Tensor forward(const at::Tensor& x) override;
@@ -40,6 +46,7 @@ class DiaBloLinearImpl : public torch::nn::Module, public AdapterLayer {
   const kernels::BlockLayout& layout() const { return layout_; }
   int64_t requested_blocks() const { return requested_blocks_; }
   double dropout() const { return dropout_; }
+  // Undefined when the layer wraps a base layer instead of a weight.
   const at::Tensor& weight() const { return weight_; }
   const at::Tensor& bias() const { return bias_; }
   const at::Tensor& block_A() const { return block_A_; }
@@ -53,7 +60,11 @@ class DiaBloLinearImpl : public torch::nn::Module, public AdapterLayer {
   void pretty_print(std::ostream& stream) const override;
 
  private:
+  void Init(int64_t in, int64_t out, int64_t blocks, const at::TensorOptions& options);
+
   at::Tensor weight_, bias_, block_A_;
+  std::shared_ptr<torch::nn::Module> base_module_;
+  model::LinearLayer* base_ = nullptr;  // base_module_, as a layer
   kernels::BlockLayout layout_;
   int64_t requested_blocks_;
   double dropout_;

@@ -52,13 +52,24 @@ bool Matches(const Target& t, const std::string& path) {
 
 AdapterLayer* AsAdapter(torch::nn::Module* module) { return dynamic_cast<AdapterLayer*>(module); }
 
+// A frozen base without a dense weight (model::PackedLinear): adapters wrap
+// it as a whole, and LoRA's PiSSA/MiLoRA inits, which decompose the dense
+// matrix, cannot use it.
+bool IsPackedBase(torch::nn::Module* module) {
+  return dynamic_cast<model::BaseLinearLayer*>(module) != nullptr && !AsAdapter(module);
+}
+
+
 // A hint for "matched nothing": a few Linear paths that do exist.
 std::string LinearExamples(
     const torch::OrderedDict<std::string, std::shared_ptr<torch::nn::Module>>& modules) {
   std::string names;
   int shown = 0, total = 0;
   for (const auto& item : modules) {
-    if (!dynamic_cast<torch::nn::LinearImpl*>(item.value().get())) continue;
+    if (!dynamic_cast<torch::nn::LinearImpl*>(item.value().get()) &&
+        !IsPackedBase(item.value().get())) {
+      continue;
+    }
     if (shown < 6) {
       names += (shown ? ", " : "") + item.key();
       ++shown;
@@ -70,8 +81,15 @@ std::string LinearExamples(
          " in total)";
 }
 
-std::shared_ptr<torch::nn::Module> MakeAdapter(const torch::nn::LinearImpl& linear,
+std::shared_ptr<torch::nn::Module> MakeAdapter(const std::shared_ptr<torch::nn::Module>& module,
                                                const AdapterConfig& config) {
+  if (IsPackedBase(module.get())) {
+    if (config.method == Method::kDiaBlo) {
+      return std::make_shared<DiaBloLinearImpl>(module, config.blocks, config.dropout);
+    }
+    return std::make_shared<LoRALinearImpl>(module, config.rank, config.alpha, config.dropout);
+  }
+  const auto& linear = static_cast<const torch::nn::LinearImpl&>(*module);
   if (config.method == Method::kDiaBlo) {
     return std::make_shared<DiaBloLinearImpl>(linear.weight, linear.bias, config.blocks,
                                               config.dropout);
@@ -105,7 +123,14 @@ std::vector<InjectedAdapter> InjectAdapters(torch::nn::Module& root, const Adapt
                                   "' already carries an adapter; inject once "
                                   "(or load the adapter into the existing layers)");
     }
-    if (!dynamic_cast<torch::nn::LinearImpl*>(module)) {
+    if (IsPackedBase(module) && config.method == Method::kLoRA &&
+        config.init != LoRAInit::kDefault) {
+      throw std::invalid_argument("module '" + path + "' is a packed quantised layer; LoRA's " +
+                                  LoRAInitName(config.init) +
+                                  " init decomposes the dense weight (use init default, or "
+                                  "load the base dense)");
+    }
+    if (!dynamic_cast<torch::nn::LinearImpl*>(module) && !IsPackedBase(module)) {
       throw std::invalid_argument("module '" + path + "' matches the adapter targets but is a " +
                                   module->name() +
                                   ", not a torch::nn::Linear; narrow the target names or pattern");
@@ -127,8 +152,7 @@ std::vector<InjectedAdapter> InjectAdapters(torch::nn::Module& root, const Adapt
   for (at::Tensor& p : root.parameters()) p.set_requires_grad(false);
   std::vector<InjectedAdapter> injected;
   for (const auto& [path, module] : chosen) {
-    const auto& linear = static_cast<const torch::nn::LinearImpl&>(*module);
-    std::shared_ptr<torch::nn::Module> adapter = MakeAdapter(linear, config);
+    std::shared_ptr<torch::nn::Module> adapter = MakeAdapter(module, config);
     const size_t dot = path.rfind('.');
     torch::nn::Module& parent = dot == std::string::npos ? root : *modules[path.substr(0, dot)];
     parent.replace_module(LastComponent(path), adapter);

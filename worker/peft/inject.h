@@ -1,6 +1,7 @@
 // Injection of adapters into a model: every torch::nn::Linear whose dotted
 // path matches the config's targets is replaced by a DiaBloLinear or a
 // LoRALinear wrapping it, and every other parameter of the model is frozen.
+// Packed quantised layers (model::BaseLinearLayer) are wrapped the same way.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -25,8 +26,9 @@ struct InjectedAdapter {
 // freezes all other parameters.  The model must call its projections through
 // the parent's registered children (model::ApplyLinear), since a typed member
 // field still points at the replaced Linear.  Nothing is changed when an
-// error is thrown.  A matched module that is not a torch::nn::Linear (or
-// already carries an adapter) is an error too.  Throws std::invalid_argument when no module
+// error is thrown.  A matched module that is not a torch::nn::Linear or a
+// packed base layer (or already carries an adapter, or is packed and the
+// LoRA init is PiSSA/MiLoRA) is an error too.  Throws std::invalid_argument when no module
 // matches a target (naming the target and a few module names that exist) or
 // when a pattern is not a valid regex.
 std::vector<InjectedAdapter> InjectAdapters(torch::nn::Module& root, const AdapterConfig& config);

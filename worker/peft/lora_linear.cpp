@@ -26,35 +26,58 @@ LoRALinearImpl::LoRALinearImpl(const at::Tensor& weight, const at::Tensor& bias,
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != out)) {
     throw std::invalid_argument("LoRALinear: bias must have shape [" + std::to_string(out) + "]");
   }
-  if (rank <= 0)
-    throw std::invalid_argument("LoRALinear: rank must be positive, got " + std::to_string(rank));
-  if (!std::isfinite(alpha) || alpha <= 0.0) {
-    throw std::invalid_argument("LoRALinear: alpha must be positive, got " + std::to_string(alpha));
-  }
-  if (!(dropout >= 0.0 && dropout < 1.0)) {
-    throw std::invalid_argument("LoRALinear: dropout must be in [0, 1), got " +
-                                std::to_string(dropout));
-  }
+  in_ = in;
+  out_ = out;
   if (init != LoRAInit::kDefault && rank > std::min(in, out)) {
     throw std::invalid_argument(std::string("LoRALinear: ") + LoRAInitName(init) +
                                 " needs rank <= " + std::to_string(std::min(in, out)) +
                                 " (min of the layer's sizes), got " + std::to_string(rank));
   }
-
   weight_ = register_parameter("weight", weight.detach(), /*requires_grad=*/false);
   if (bias.defined()) bias_ = register_parameter("bias", bias.detach(), /*requires_grad=*/false);
-  const auto fp32 = weight.options().dtype(at::kFloat);
-  lora_A_ = register_parameter("lora_A", at::empty({rank, in}, fp32), /*requires_grad=*/true);
-  lora_B_ = register_parameter("lora_B", at::zeros({out, rank}, fp32), /*requires_grad=*/true);
+  Init(weight.options());
+}
+
+LoRALinearImpl::LoRALinearImpl(std::shared_ptr<torch::nn::Module> base, int64_t rank, double alpha,
+                               double dropout)
+    : rank_(rank), alpha_(alpha), dropout_(dropout), init_(LoRAInit::kDefault) {
+  auto* layer = dynamic_cast<model::BaseLinearLayer*>(base.get());
+  if (layer == nullptr) {
+    throw std::invalid_argument("LoRALinear: the base layer must be a model::BaseLinearLayer " +
+                                std::string("(a packed linear), got ") +
+                                (base ? base->name() : std::string("none")));
+  }
+  in_ = layer->in_features();
+  out_ = layer->out_features();
+  at::TensorOptions options;
+  for (const at::Tensor& t : base->buffers()) options = options.device(t.device());
+  base_module_ = register_module("base_layer", base);
+  base_ = layer;
+  Init(options);
+}
+
+void LoRALinearImpl::Init(const at::TensorOptions& options) {
+  if (rank_ <= 0)
+    throw std::invalid_argument("LoRALinear: rank must be positive, got " + std::to_string(rank_));
+  if (!std::isfinite(alpha_) || alpha_ <= 0.0) {
+    throw std::invalid_argument("LoRALinear: alpha must be positive, got " + std::to_string(alpha_));
+  }
+  if (!(dropout_ >= 0.0 && dropout_ < 1.0)) {
+    throw std::invalid_argument("LoRALinear: dropout must be in [0, 1), got " +
+                                std::to_string(dropout_));
+  }
+  const auto fp32 = options.dtype(at::kFloat);
+  lora_A_ = register_parameter("lora_A", at::empty({rank_, in_}, fp32), /*requires_grad=*/true);
+  lora_B_ = register_parameter("lora_B", at::zeros({out_, rank_}, fp32), /*requires_grad=*/true);
 
   at::NoGradGuard no_grad;
-  if (init == LoRAInit::kDefault) {
+  if (init_ == LoRAInit::kDefault) {
     // Kaiming-uniform with a = sqrt(5) over fan_in = in, as torch.nn.Linear
     // and PEFT do: gain sqrt(2/(1+5)) * sqrt(3/in) = 1/sqrt(in).
-    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in_));
     lora_A_.uniform_(-bound, bound);
   } else {
-    InitFromSvd(init == LoRAInit::kPiSSA);
+    InitFromSvd(init_ == LoRAInit::kPiSSA);
   }
 }
 
@@ -73,9 +96,9 @@ void LoRALinearImpl::InitFromSvd(bool largest) {
 }
 
 at::Tensor LoRALinearImpl::forward(const at::Tensor& x) {
-  at::Tensor base = at::linear(x, weight_, bias_);
+  at::Tensor base = base_ != nullptr ? base_->forward(x) : at::linear(x, weight_, bias_);
   if (merged_) return base;
-  const int64_t in = weight_.size(1), out = weight_.size(0);
+  const int64_t in = in_, out = out_;
   at::Tensor xa = (is_training() && dropout_ > 0.0) ? at::dropout(x, dropout_, true) : x;
   at::Tensor h = at::mm(xa.reshape({-1, in}).to(at::kFloat), lora_A_.t());  // [R, r]
   at::Tensor base_rows = base.reshape({-1, out});
@@ -97,6 +120,11 @@ void LoRALinearImpl::AddDelta(double sign) {
 
 void LoRALinearImpl::merge() {
   if (merged_) return;
+  if (base_ != nullptr) {
+    throw std::logic_error(
+        "LoRALinear: cannot merge into a packed (quantised) base layer; merging needs dense "
+        "weights: load the base model dense and merge the saved adapter there");
+  }
   AddDelta(+1.0);
   merged_ = true;
 }
@@ -124,10 +152,10 @@ void LoRALinearImpl::to(torch::Device device, bool non_blocking) {
 }
 
 void LoRALinearImpl::pretty_print(std::ostream& stream) const {
-  stream << "LoRALinear(in=" << weight_.size(1) << ", out=" << weight_.size(0) << ", rank=" << rank_
+  stream << "LoRALinear(in=" << in_ << ", out=" << out_ << ", rank=" << rank_
          << ", alpha=" << alpha_ << ", init=" << LoRAInitName(init_)
          << ", bias=" << (bias_.defined() ? "true" : "false") << ", dropout=" << dropout_
-         << (merged_ ? ", merged" : "") << ")";
+         << (base_ != nullptr ? ", packed base" : "") << (merged_ ? ", merged" : "") << ")";
 }
 
 }  // namespace diablo::peft

@@ -9,6 +9,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <memory>
 #include <ostream>
 #include <vector>
 
@@ -31,6 +32,11 @@ class LoRALinearImpl : public torch::nn::Module, public AdapterLayer {
   // alone).  Throws std::invalid_argument on bad arguments.
   LoRALinearImpl(const at::Tensor& weight, const at::Tensor& bias, int64_t rank, double alpha,
                  double dropout = 0.0, LoRAInit init = LoRAInit::kDefault);
+  // Wraps a base layer without a dense weight (model::BaseLinearLayer, e.g. a
+  // packed quantised linear), registered as the child "base_layer".  Only the
+  // default init (PiSSA/MiLoRA decompose the dense weight) and no merging.
+  LoRALinearImpl(std::shared_ptr<torch::nn::Module> base, int64_t rank, double alpha,
+                 double dropout = 0.0);
 
   // x [..., in] in the weight's dtype -> [..., out]; the adapter path runs in fp32.
   at::Tensor forward(const at::Tensor& x) override;
@@ -45,6 +51,9 @@ class LoRALinearImpl : public torch::nn::Module, public AdapterLayer {
   double alpha() const { return alpha_; }
   double scaling() const { return alpha_ / static_cast<double>(rank_); }
   double dropout() const { return dropout_; }
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+  // Undefined when the layer wraps a base layer instead of a weight.
   const at::Tensor& weight() const { return weight_; }
   const at::Tensor& bias() const { return bias_; }
   const at::Tensor& lora_A() const { return lora_A_; }
@@ -58,10 +67,14 @@ class LoRALinearImpl : public torch::nn::Module, public AdapterLayer {
   void pretty_print(std::ostream& stream) const override;
 
  private:
+  void Init(const at::TensorOptions& options);
   void InitFromSvd(bool largest);
   void AddDelta(double sign);
 
   at::Tensor weight_, bias_, lora_A_, lora_B_;
+  std::shared_ptr<torch::nn::Module> base_module_;
+  model::LinearLayer* base_ = nullptr;  // base_module_, as a layer
+  int64_t in_ = 0, out_ = 0;
   int64_t rank_;
   double alpha_, dropout_;
   LoRAInit init_;

@@ -223,6 +223,8 @@ TrainConfig ConfigFromJson(const json& doc, const std::string& source) {
   ReadOptim(top.Child("optim"), c.optim);
   top.Enum<Precision>("precision", c.precision,
                       {{"fp32", Precision::kFp32}, {"bf16", Precision::kBf16}, {"fp16", Precision::kFp16}});
+  top.Enum<BaseWeights>("base_weights", c.base_weights,
+                        {{"dense", BaseWeights::kDense}, {"packed", BaseWeights::kPacked}});
   top.Bool("gradient_checkpointing", c.gradient_checkpointing);
   top.Int("eval_every", c.eval_every, 0);
   top.Int("save_every", c.save_every, 0);
@@ -246,6 +248,20 @@ TrainConfig ConfigFromJson(const json& doc, const std::string& source) {
     Fail(source, "optim.gradient_accumulation", "micro_batch x gradient_accumulation exceeds global_batch");
   if (c.method.name == TrainMethod::kFull && !c.init_adapter.empty())
     Fail(source, "init_adapter", "needs method diablo or lora");
+  if (c.base_weights == BaseWeights::kPacked) {
+    if (c.method.name == TrainMethod::kFull)
+      Fail(source, "base_weights",
+           "packed needs method diablo or lora (full fine-tuning trains every weight, which "
+           "needs them dense: use base_weights: dense)");
+    if (c.method.name == TrainMethod::kLoRA && c.method.init != "default")
+      Fail(source, "base_weights",
+           "packed needs LoRA init default (" + c.method.init +
+               " decomposes the dense weights: use base_weights: dense)");
+    if (!c.model.ends_with(".gguf"))
+      Fail(source, "base_weights",
+           "packed needs a .gguf model with Q4_0, Q4_1 or Q8_0 weights; \"" + c.model +
+               "\" is loaded dense (use base_weights: dense)");
+  }
   if (c.method.name != TrainMethod::kFull) {
     try {
       peft::ValidateAdapterConfig(ToAdapterConfig(c));
@@ -290,6 +306,10 @@ const char* TrainMethodName(TrainMethod method) {
   return "?";
 }
 
+const char* BaseWeightsName(BaseWeights base_weights) {
+  return base_weights == BaseWeights::kPacked ? "packed" : "dense";
+}
+
 const char* PrecisionName(Precision precision) {
   switch (precision) {
     case Precision::kFp32: return "fp32";
@@ -321,6 +341,7 @@ json ConfigToJson(const TrainConfig& c) {
         {"scheduler", schedules[static_cast<int>(o.scheduler)]}, {"warmup_steps", o.warmup_steps},
         {"warmup_ratio", o.warmup_ratio}, {"max_grad_norm", o.max_grad_norm}, {"seed", o.seed}}},
       {"precision", PrecisionName(c.precision)},
+      {"base_weights", BaseWeightsName(c.base_weights)},
       {"gradient_checkpointing", c.gradient_checkpointing},
       {"eval_every", c.eval_every},
       {"save_every", c.save_every},

@@ -19,6 +19,9 @@ enum class DataFormat { kAuto, kAlpaca, kChat, kText };
 enum class Truncation { kRight, kDrop };  // cut the end of a long example, or skip it
 enum class Schedule { kConstant, kLinear, kCosine };
 enum class Precision { kFp32, kBf16, kFp16 };
+// How the frozen projections sit in memory: expanded to `precision`, or kept
+// in their GGUF Q4_0/Q4_1/Q8_0 blocks and dequantised per use (adapters only).
+enum class BaseWeights { kDense, kPacked };
 
 struct MethodConfig {
   TrainMethod name = TrainMethod::kDiaBlo;
@@ -65,6 +68,7 @@ struct TrainConfig {
   DataConfig data;
   OptimConfig optim;
   Precision precision = Precision::kFp32;
+  BaseWeights base_weights = BaseWeights::kDense;
   bool gradient_checkpointing = false;
   int64_t eval_every = 0;   // steps; 0: at the end only (when an eval file is given)
   int64_t save_every = 0;   // steps; 0: at the end only
@@ -100,5 +104,6 @@ peft::AdapterConfig ToAdapterConfig(const TrainConfig& config);
 
 const char* TrainMethodName(TrainMethod method);
 const char* PrecisionName(Precision precision);
+const char* BaseWeightsName(BaseWeights base_weights);
 
 }  // namespace diablo::train

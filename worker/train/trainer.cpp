@@ -20,6 +20,7 @@
 
 #include "worker/model/chat_template.h"
 #include "worker/model/load_model.h"
+#include "worker/model/packed_linear.h"
 #include "worker/model/safetensors.h"
 #include "worker/peft/adapter_files.h"
 #include "worker/peft/inject.h"
@@ -106,7 +107,19 @@ void Run::Setup() {
   if (config_.method.name == TrainMethod::kFull && config_.precision != Precision::kFp32)
     throw std::invalid_argument("method full trains every weight in fp32: set precision: fp32");
 
-  loaded_ = model::LoadModel(config_.model, {.dtype = WeightDtype(config_.precision)});
+  const bool packed = config_.base_weights == BaseWeights::kPacked;
+  if (packed && device_.is_cuda()) {
+    throw std::invalid_argument(
+        "base_weights: packed is not implemented on CUDA yet (dequantisation runs on the CPU); "
+        "set device: cpu, or use base_weights: dense");
+  }
+  loaded_ = model::LoadModel(config_.model,
+                             {.dtype = WeightDtype(config_.precision), .keep_quantized = packed});
+  if (packed && loaded_.packed_layers == 0) {
+    throw std::invalid_argument(config_.model +
+                                ": base_weights: packed, but the file has no Q4_0, Q4_1 or Q8_0 "
+                                "projection weights to keep packed; use base_weights: dense");
+  }
   auto& model = *loaded_.model;
   std::unique_ptr<model::Tokenizer> tokenizer = model::LoadTokenizer(config_.model);
   pad_id_ = tokenizer->eos_id().value_or(0);
@@ -317,6 +330,11 @@ int Run::Execute() {
       if (p.requires_grad()) trainable += p.numel();
     }
     if (config_.method.name != TrainMethod::kFull) total -= trainable;  // adapters are not model weights
+    // Packed projections hold their weights as buffers of blocks, not parameters.
+    for (const auto& m : model.modules()) {
+      if (auto* p = dynamic_cast<::diablo::model::PackedLinearImpl*>(m.get()))
+        total += p->in_features() * p->out_features();
+    }
     sink_.Emit({{"event", "started"},
                 {"method", TrainMethodName(config_.method.name)},
                 {"model", config_.model},
@@ -338,6 +356,7 @@ int Run::Execute() {
                 {"world_size", collective_->world_size()},
                 {"device", device_.str()},
                 {"precision", PrecisionName(config_.precision)},
+                {"base_weights", BaseWeightsName(config_.base_weights)},
                 {"threads", at::get_num_threads()}});
   }
 
