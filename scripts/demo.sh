@@ -55,4 +55,4 @@ rm -rf "$work/run"
 echo
 evaluate "after fine-tuning" --adapter "$work/run/adapter"
 echo "adapter: $work/run/adapter ($(du -sh "$work/run/adapter" | cut -f1)); serve it with"
-echo "  $diablo generate --model $model --adapter $work/run/adapter --chat --prompt 'Write this date as DD/MM/YYYY.\n\nMay 3, 2001'"
+echo "  $diablo generate --model $model --adapter $work/run/adapter --chat --prompt \$'Write this date as DD/MM/YYYY.\\n\\nMay 3, 2001'"
