@@ -22,14 +22,6 @@ struct GenerateFlags {
   model::GenerationOptions generation;
 };
 
-// End-of-turn tokens of the chat families, besides the tokenizer's EOS.
-void AddStopTokens(const model::Tokenizer& tokenizer, model::GenerationOptions& options) {
-  if (auto eos = tokenizer.eos_id()) options.stop_ids.push_back(*eos);
-  for (const char* marker : {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>"}) {
-    if (auto id = tokenizer.TokenToId(marker)) options.stop_ids.push_back(*id);
-  }
-}
-
 }  // namespace
 
 Runner RegisterGenerate(CLI::App& app) {
@@ -85,7 +77,7 @@ Runner RegisterGenerate(CLI::App& app) {
       prompts.emplace_back(ids.begin(), ids.end());
     }
     model::GenerationOptions options = f->generation;
-    AddStopTokens(tokenizer, options);
+    options.stop_ids = model::EndOfTurnIds(tokenizer);
     options.decode = [&tokenizer](const std::vector<int64_t>& ids) {
       std::vector<int32_t> ids32(ids.begin(), ids.end());
       return tokenizer.Decode(ids32, /*skip_special=*/true);

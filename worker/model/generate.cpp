@@ -108,4 +108,13 @@ std::vector<Generation> Generate(LlamaForCausalLMImpl& model,
   return out;
 }
 
+std::vector<int64_t> EndOfTurnIds(const Tokenizer& tokenizer) {
+  std::vector<int64_t> ids;
+  if (auto eos = tokenizer.eos_id()) ids.push_back(*eos);
+  for (const char* marker : {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>"}) {
+    if (auto id = tokenizer.TokenToId(marker)) ids.push_back(*id);
+  }
+  return ids;
+}
+
 }  // namespace diablo::model

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "worker/model/llama.h"
+#include "worker/model/tokenizer.h"
 
 namespace diablo::model {
 
@@ -28,6 +29,10 @@ struct Generation {
   std::vector<int64_t> tokens;  // new tokens only (a stop id is included, a stop string's tokens too)
   std::string stop_reason;      // "eos", "stop_string" or "length"
 };
+
+// The ids a chat model ends its turn with: the tokenizer's EOS and the chat
+// families' end-of-turn markers it knows (<|im_end|>, <|eot_id|>, ...).
+std::vector<int64_t> EndOfTurnIds(const Tokenizer& tokenizer);
 
 // Generates for each prompt (token ids, no padding).  Throws
 // std::invalid_argument for empty prompts or impossible options.

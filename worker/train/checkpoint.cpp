@@ -83,6 +83,12 @@ std::vector<std::pair<std::string, at::Tensor>> TrainedParameters(torch::nn::Mod
   return out;
 }
 
+void SaveTrainedWeights(torch::nn::Module& model, const std::string& path) {
+  std::map<std::string, at::Tensor> weights;
+  for (auto& [key, value] : TrainedParameters(model)) weights[key] = value.detach();
+  peft::SaveSafetensors(path, weights, {{"format", "pt"}});
+}
+
 std::string SaveCheckpoint(const std::string& output_dir, const TrainConfig& config, torch::nn::Module& model,
                            torch::optim::Optimizer& optimizer, const TrainerState& state, int64_t keep) {
   const fs::path root = CheckpointsDir(output_dir);
@@ -94,9 +100,7 @@ std::string SaveCheckpoint(const std::string& output_dir, const TrainConfig& con
   fs::create_directories(temp);
 
   if (config.method.name == TrainMethod::kFull) {
-    std::map<std::string, at::Tensor> weights;
-    for (auto& [key, value] : TrainedParameters(model)) weights[key] = value.detach();
-    peft::SaveSafetensors((temp / kFullWeightsFile).string(), weights, {{"format", "pt"}});
+    SaveTrainedWeights(model, (temp / kFullWeightsFile).string());
   } else {
     peft::SaveAdapter(model, ToAdapterConfig(config), temp.string());
   }

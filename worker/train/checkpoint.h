@@ -61,4 +61,8 @@ TrainerState LoadCheckpoint(const std::string& path, const TrainConfig& config, 
 // The parameters `full` trains, by their Hugging Face names.
 std::vector<std::pair<std::string, at::Tensor>> TrainedParameters(torch::nn::Module& model);
 
+// Writes TrainedParameters as safetensors (atomically): method full's
+// checkpoints and final output.
+void SaveTrainedWeights(torch::nn::Module& model, const std::string& path);
+
 }  // namespace diablo::train

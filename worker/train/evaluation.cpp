@@ -179,9 +179,7 @@ EvalResult Evaluate(model::LlamaForCausalLMImpl& model, const model::Tokenizer& 
 
   model::GenerationOptions generation;
   generation.max_new_tokens = options.max_new_tokens;
-  if (auto eos = tokenizer.eos_id()) generation.stop_ids.push_back(*eos);
-  for (const char* marker : {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>"})
-    if (auto id = tokenizer.TokenToId(marker)) generation.stop_ids.push_back(*id);
+  generation.stop_ids = model::EndOfTurnIds(tokenizer);
 
   for (size_t begin = 0; begin < items.size(); begin += static_cast<size_t>(options.batch)) {
     const size_t end = std::min(items.size(), begin + static_cast<size_t>(options.batch));

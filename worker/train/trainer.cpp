@@ -24,7 +24,6 @@
 #include "worker/model/safetensors.h"
 #include "worker/peft/adapter_files.h"
 #include "worker/peft/inject.h"
-#include "worker/peft/tensor_io.h"
 #include "worker/train/batch_plan.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/collective.h"
@@ -212,9 +211,11 @@ void Run::Step(int64_t step) {
     throw std::domain_error("the loss is " + std::to_string(loss) + " at step " + std::to_string(step + 1));
   }
   at::NoGradGuard no_grad;
-  double norm_sq = 0;
-  for (auto& p : params_) norm_sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
-  double grad_norm = std::sqrt(norm_sq) / state_.loss_scale;
+  // One host sync for the norm, not one per adapter tensor.
+  std::vector<at::Tensor> squares;
+  squares.reserve(params_.size());
+  for (auto& p : params_) squares.push_back(p.grad().to(at::kDouble).pow(2).sum());
+  double grad_norm = std::sqrt(at::stack(squares).sum().item<double>()) / state_.loss_scale;
   bool skipped = false;
   if (!std::isfinite(grad_norm)) {
     if (config_.precision != Precision::kFp16)
@@ -306,10 +307,7 @@ void Run::WriteOutputs() {
   if (!rank0()) return;
   auto& model = *loaded_.model;
   if (config_.method.name == TrainMethod::kFull) {
-    std::map<std::string, at::Tensor> weights;
-    for (auto& [key, value] : TrainedParameters(model)) weights[key] = value.detach();
-    peft::SaveSafetensors((fs::path(config_.output_dir) / "model.safetensors").string(), weights,
-                          {{"format", "pt"}});
+    SaveTrainedWeights(model, (fs::path(config_.output_dir) / "model.safetensors").string());
   } else {
     peft::SaveAdapter(model, ToAdapterConfig(config_), (fs::path(config_.output_dir) / "adapter").string());
   }
