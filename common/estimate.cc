@@ -30,6 +30,8 @@
 //   LoRA's rank-r intermediates and dropout masks (small next to the above).
 #include "common/estimate.h"
 
+#include "common/target_modules.h"
+
 #include <algorithm>
 #include <regex>
 #include <stdexcept>
@@ -52,34 +54,10 @@ int64_t DiaBloParameters(int64_t in, int64_t out, int64_t blocks) {
   return n_eff * block_in * block_out;
 }
 
-struct Target {
-  std::string spec;
-  bool is_pattern = false;
-  std::regex pattern;
-  int matches = 0;
-};
-
-std::vector<Target> CompileTargets(const std::vector<std::string>& specs) {
-  std::vector<Target> targets;
-  for (const std::string& spec : specs) {
+std::vector<TargetModule> CompileTargets(const std::vector<std::string>& specs) {
+  for (const std::string& spec : specs)
     if (spec.empty() || spec == "re:") Fail("target_modules contains an empty name or pattern");
-    Target t;
-    t.spec = spec;
-    if (spec.rfind("re:", 0) == 0) {
-      t.is_pattern = true;
-      try {
-        t.pattern = std::regex(spec.substr(3), std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
-        Fail("target '" + spec + "' is not a valid regular expression: " + e.what());
-      }
-    }
-    targets.push_back(std::move(t));
-  }
-  return targets;
-}
-
-bool Matches(const Target& t, const ModuleShape& module) {
-  return t.is_pattern ? std::regex_match(module.path, t.pattern) : module.name() == t.spec;
+  return CompileTargetModules(specs);
 }
 
 const char* KindName(ModuleKind kind) {
@@ -123,11 +101,11 @@ std::vector<std::pair<const ModuleShape*, int64_t>> TrainedModules(
   if (options.target_modules.empty()) {
     Fail("target_modules is empty; name at least one layer, e.g. \"q_proj\"");
   }
-  std::vector<Target> targets = CompileTargets(options.target_modules);
+  std::vector<TargetModule> targets = CompileTargets(options.target_modules);
   for (const ModuleShape& m : modules) {
     bool matched = false;
-    for (Target& t : targets) {
-      if (Matches(t, m)) {
+    for (TargetModule& t : targets) {
+      if (MatchesTarget(t, m.path)) {
         ++t.matches;
         matched = true;
       }
@@ -142,7 +120,7 @@ std::vector<std::pair<const ModuleShape*, int64_t>> TrainedModules(
                               : options.rank * (m.in + m.out);
     trained.emplace_back(&m, added);
   }
-  for (const Target& t : targets) {
+  for (const TargetModule& t : targets) {
     if (t.matches == 0) {
       Fail("target '" + t.spec + "' matches no module (" +
            (t.is_pattern ? "a \"re:\" pattern must match the whole dotted path, e.g. "

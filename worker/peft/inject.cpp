@@ -8,47 +8,13 @@
 #include <regex>
 #include <stdexcept>
 
+#include "common/target_modules.h"
 #include "worker/peft/adapter_layer.h"
 #include "worker/peft/diablo_linear.h"
 #include "worker/peft/lora_linear.h"
 
 namespace diablo::peft {
 namespace {
-
-struct Target {
-  std::string spec;  // as written in the config
-  bool is_pattern = false;
-  std::regex pattern;
-  int matches = 0;
-};
-
-std::vector<Target> CompileTargets(const std::vector<std::string>& specs) {
-  std::vector<Target> targets;
-  for (const std::string& spec : specs) {
-    Target t;
-    t.spec = spec;
-    if (spec.rfind("re:", 0) == 0) {
-      t.is_pattern = true;
-      try {
-        t.pattern = std::regex(spec.substr(3), std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
-        throw std::invalid_argument("adapter target '" + spec +
-                                    "' is not a valid regular expression: " + e.what());
-      }
-    }
-    targets.push_back(std::move(t));
-  }
-  return targets;
-}
-
-std::string LastComponent(const std::string& path) {
-  const size_t dot = path.rfind('.');
-  return dot == std::string::npos ? path : path.substr(dot + 1);
-}
-
-bool Matches(const Target& t, const std::string& path) {
-  return t.is_pattern ? std::regex_match(path, t.pattern) : LastComponent(path) == t.spec;
-}
 
 AdapterLayer* AsAdapter(torch::nn::Module* module) { return dynamic_cast<AdapterLayer*>(module); }
 
@@ -102,7 +68,12 @@ std::shared_ptr<torch::nn::Module> MakeAdapter(const std::shared_ptr<torch::nn::
 
 std::vector<InjectedAdapter> InjectAdapters(torch::nn::Module& root, const AdapterConfig& config) {
   ValidateAdapterConfig(config);
-  std::vector<Target> targets = CompileTargets(config.target_modules);
+  std::vector<TargetModule> targets;
+  try {
+    targets = CompileTargetModules(config.target_modules);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("adapter ") + e.what());
+  }
   const auto modules = root.named_modules(/*name_prefix=*/"", /*include_self=*/false);
 
   // Pass 1: decide and validate, so a bad config leaves the model untouched.
@@ -110,8 +81,8 @@ std::vector<InjectedAdapter> InjectAdapters(torch::nn::Module& root, const Adapt
   for (const auto& item : modules) {
     const std::string& path = item.key();
     bool matched = false;
-    for (Target& t : targets) {
-      if (Matches(t, path)) {
+    for (TargetModule& t : targets) {
+      if (MatchesTarget(t, path)) {
         ++t.matches;
         matched = true;
       }
@@ -137,7 +108,7 @@ std::vector<InjectedAdapter> InjectAdapters(torch::nn::Module& root, const Adapt
     }
     chosen.emplace_back(path, item.value());
   }
-  for (const Target& t : targets) {
+  for (const TargetModule& t : targets) {
     if (t.matches == 0) {
       throw std::invalid_argument("adapter target '" + t.spec + "' matches no module (" +
                                   (t.is_pattern
@@ -155,7 +126,7 @@ std::vector<InjectedAdapter> InjectAdapters(torch::nn::Module& root, const Adapt
     std::shared_ptr<torch::nn::Module> adapter = MakeAdapter(module, config);
     const size_t dot = path.rfind('.');
     torch::nn::Module& parent = dot == std::string::npos ? root : *modules[path.substr(0, dot)];
-    parent.replace_module(LastComponent(path), adapter);
+    parent.replace_module(LastPathComponent(path), adapter);
     injected.push_back({path, adapter, AsAdapter(adapter.get())});
   }
   return injected;
