@@ -33,7 +33,6 @@
 #include "common/target_modules.h"
 
 #include <algorithm>
-#include <regex>
 #include <stdexcept>
 
 #include "common/model_shape.h"

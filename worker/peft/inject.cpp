@@ -5,7 +5,6 @@
 
 #include <torch/nn/modules/linear.h>
 
-#include <regex>
 #include <stdexcept>
 
 #include "common/target_modules.h"
