@@ -1,0 +1,65 @@
+// The store factory, key validation and whole-directory transfers shared by
+// both backends.
+#include "common/object_store.h"
+
+#include <system_error>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/file_store.h"
+#include "common/s3_store.h"
+#include "common/status_macros.h"
+
+namespace diablo {
+
+namespace fs = std::filesystem;
+
+absl::StatusOr<std::unique_ptr<ObjectStore>> OpenObjectStore(std::string_view uri) {
+  if (absl::StartsWith(uri, "file://")) {
+    std::string_view path = uri.substr(7);
+    if (path.empty() || path[0] != '/')
+      return absl::InvalidArgumentError(
+          absl::StrCat("storage URI ", uri, ": file:// needs an absolute path, e.g. file:///var/lib/diablo/storage"));
+    return OpenFileStore(fs::path(std::string(path)));
+  }
+  if (absl::StartsWith(uri, "s3://")) return OpenS3Store(uri);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "storage URI ", uri, ": expected file:///absolute/dir or s3://bucket[/prefix]"));
+}
+
+absl::Status ValidateObjectKey(std::string_view key) {
+  if (key.empty()) return absl::InvalidArgumentError("object key is empty");
+  if (key.front() == '/') return absl::InvalidArgumentError(absl::StrCat("object key ", key, " must be relative"));
+  for (std::string_view part : absl::StrSplit(key, '/')) {
+    if (part.empty() || part == "." || part == "..")
+      return absl::InvalidArgumentError(
+          absl::StrCat("object key ", key, " has an empty, '.' or '..' segment"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PutDirectory(ObjectStore& store, std::string_view prefix, const fs::path& dir) {
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (!it->is_regular_file()) continue;
+    const std::string relative = fs::relative(it->path(), dir).generic_string();
+    RETURN_IF_ERROR(store.PutFile(absl::StrCat(prefix, "/", relative), it->path()));
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot read ", dir.string(), ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status GetDirectory(ObjectStore& store, std::string_view prefix, const fs::path& dir) {
+  const std::string base = absl::StrCat(prefix, "/");
+  ASSIGN_OR_RETURN(std::vector<ObjectInfo> objects, store.List(base));
+  if (objects.empty()) return absl::NotFoundError(absl::StrCat("nothing stored under ", base, " in ", store.uri()));
+  for (const ObjectInfo& object : objects) {
+    RETURN_IF_ERROR(ValidateObjectKey(object.key));
+    RETURN_IF_ERROR(store.GetFile(object.key, dir / object.key.substr(base.size())));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace diablo
