@@ -63,3 +63,20 @@ absl::Status GetDirectory(ObjectStore& store, std::string_view prefix, const fs:
 }
 
 }  // namespace diablo
+
+namespace diablo {
+
+absl::StatusOr<ObjectUri> SplitObjectUri(std::string_view uri) {
+  if (!absl::StartsWith(uri, "s3://"))
+    return absl::InvalidArgumentError(absl::StrCat(uri, ": expected an s3://bucket/key URI"));
+  std::string_view rest = uri.substr(5);
+  const size_t slash = rest.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 == rest.size())
+    return absl::InvalidArgumentError(absl::StrCat(uri, ": expected s3://bucket/key (a bucket and a key)"));
+  ObjectUri split{absl::StrCat("s3://", rest.substr(0, slash)), std::string(rest.substr(slash + 1))};
+  while (!split.key.empty() && split.key.back() == '/') split.key.pop_back();
+  RETURN_IF_ERROR(ValidateObjectKey(split.key));
+  return split;
+}
+
+}  // namespace diablo

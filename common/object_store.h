@@ -66,3 +66,17 @@ absl::Status GetDirectory(ObjectStore& store, std::string_view prefix,
                           const std::filesystem::path& dir);
 
 }  // namespace diablo
+
+namespace diablo {
+
+// An object URI split into the store it lives in and its key:
+// "s3://bucket/a/b.jsonl" → {"s3://bucket", "a/b.jsonl"}.
+struct ObjectUri {
+  std::string store_uri;
+  std::string key;
+};
+// INVALID_ARGUMENT unless `uri` is s3://bucket/key (file:// URIs are paths,
+// used in place, and are not split).
+absl::StatusOr<ObjectUri> SplitObjectUri(std::string_view uri);
+
+}  // namespace diablo

@@ -1,0 +1,115 @@
+// SQLite wrapper used by the scheduler's store.
+#include "server/db.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace diablo::server {
+
+absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path) {
+  sqlite3* handle = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &handle,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string message = handle ? sqlite3_errmsg(handle) : sqlite3_errstr(rc);
+    sqlite3_close(handle);
+    return absl::UnavailableError(absl::StrCat("cannot open database ", path, ": ", message));
+  }
+  std::unique_ptr<Db> db(new Db(handle));
+  sqlite3_busy_timeout(handle, 5000);
+  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
+    absl::Status status = db->Exec(pragma);
+    if (!status.ok()) return absl::UnavailableError(absl::StrCat(path, ": ", status.message()));
+  }
+  return db;
+}
+
+Db::~Db() { sqlite3_close_v2(db_); }
+
+absl::Status Db::Exec(std::string_view sql) {
+  char* error = nullptr;
+  int rc = sqlite3_exec(db_, std::string(sql).c_str(), nullptr, nullptr, &error);
+  if (rc == SQLITE_OK) return absl::OkStatus();
+  std::string message = error ? error : sqlite3_errstr(rc);
+  sqlite3_free(error);
+  return absl::InternalError(absl::StrCat("sqlite: ", message, " in: ", sql.substr(0, 120)));
+}
+
+absl::StatusOr<Statement> Db::Prepare(std::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+  if (rc != SQLITE_OK)
+    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_), " preparing: ", sql.substr(0, 120)));
+  return Statement(db_, stmt);
+}
+
+int64_t Db::Changes() const { return sqlite3_changes(db_); }
+
+Statement::~Statement() { sqlite3_finalize(stmt_); }
+
+Statement& Statement::Bind(int64_t value) {
+  if (sqlite3_bind_int64(stmt_, next_index_++, value) != SQLITE_OK) bind_status_ = Error("bind");
+  return *this;
+}
+Statement& Statement::Bind(double value) {
+  if (sqlite3_bind_double(stmt_, next_index_++, value) != SQLITE_OK) bind_status_ = Error("bind");
+  return *this;
+}
+Statement& Statement::Bind(std::string_view value) {
+  if (sqlite3_bind_text(stmt_, next_index_++, value.data(), static_cast<int>(value.size()), SQLITE_TRANSIENT) !=
+      SQLITE_OK)
+    bind_status_ = Error("bind");
+  return *this;
+}
+Statement& Statement::BindNull() {
+  if (sqlite3_bind_null(stmt_, next_index_++) != SQLITE_OK) bind_status_ = Error("bind");
+  return *this;
+}
+
+absl::StatusOr<bool> Statement::Step() {
+  if (!bind_status_.ok()) return bind_status_;
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return Error("step");
+}
+
+absl::Status Statement::Run() {
+  absl::StatusOr<bool> row = Step();
+  if (!row.ok()) return row.status();
+  return absl::OkStatus();
+}
+
+int64_t Statement::Int(int column) const { return sqlite3_column_int64(stmt_, column); }
+double Statement::Double(int column) const { return sqlite3_column_double(stmt_, column); }
+std::string Statement::Text(int column) const {
+  const unsigned char* text = sqlite3_column_text(stmt_, column);
+  return text ? std::string(reinterpret_cast<const char*>(text), sqlite3_column_bytes(stmt_, column)) : "";
+}
+bool Statement::IsNull(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+
+absl::Status Statement::Error(std::string_view what) const {
+  const int code = sqlite3_errcode(db_);
+  std::string message = absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db_), " in: ",
+                                     std::string_view(sqlite3_sql(stmt_)).substr(0, 120));
+  if (code == SQLITE_CONSTRAINT) return absl::AlreadyExistsError(message);
+  if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return absl::UnavailableError(message);
+  return absl::InternalError(message);
+}
+
+absl::StatusOr<Transaction> Transaction::Begin(Db& db) {
+  absl::Status status = db.Exec("BEGIN IMMEDIATE");
+  if (!status.ok()) return status;
+  return Transaction(&db);
+}
+
+Transaction::~Transaction() {
+  if (db_ != nullptr) (void)db_->Exec("ROLLBACK");
+}
+
+absl::Status Transaction::Commit() {
+  absl::Status status = db_->Exec("COMMIT");
+  if (status.ok()) db_ = nullptr;
+  return status;
+}
+
+}  // namespace diablo::server

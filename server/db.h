@@ -1,0 +1,92 @@
+// A small RAII layer over SQLite for the scheduler's store: one connection,
+// prepared statements with typed binds, and transactions.  Errors are
+// absl::Status values that name the SQL that failed.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace diablo::server {
+
+class Statement;
+
+class Db {
+ public:
+  // Opens (creating) the database at `path` with the store's settings: WAL
+  // journal, synchronous=FULL (a committed state change survives power
+  // loss), foreign keys on, and a busy timeout for the CLI tools that open
+  // the same file (diablo-scheduler token create).
+  static absl::StatusOr<std::unique_ptr<Db>> Open(const std::string& path);
+  ~Db();
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+
+  absl::Status Exec(std::string_view sql);
+  absl::StatusOr<Statement> Prepare(std::string_view sql);
+  int64_t Changes() const;
+  sqlite3* handle() { return db_; }
+
+ private:
+  explicit Db(sqlite3* db) : db_(db) {}
+  sqlite3* db_;
+};
+
+class Statement {
+ public:
+  Statement(Statement&& other) noexcept : db_(other.db_), stmt_(other.stmt_) { other.stmt_ = nullptr; }
+  Statement& operator=(Statement&&) = delete;
+  ~Statement();
+
+  // Binds parameters 1, 2, ... in order; each returns *this for chaining.
+  Statement& Bind(int64_t value);
+  Statement& Bind(int value) { return Bind(static_cast<int64_t>(value)); }
+  Statement& Bind(double value);
+  Statement& Bind(std::string_view value);
+  Statement& Bind(const char* value) { return Bind(std::string_view(value)); }
+  Statement& Bind(const std::string& value) { return Bind(std::string_view(value)); }
+  Statement& BindNull();
+
+  // Advances to the next row: true for a row, false when done.
+  absl::StatusOr<bool> Step();
+  // Runs a statement that returns no rows.
+  absl::Status Run();
+
+  int64_t Int(int column) const;
+  double Double(int column) const;
+  std::string Text(int column) const;
+  bool IsNull(int column) const;
+
+ private:
+  friend class Db;
+  Statement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  absl::Status Error(std::string_view what) const;
+
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+  int next_index_ = 1;
+  absl::Status bind_status_;
+};
+
+// BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed without Commit().
+class Transaction {
+ public:
+  static absl::StatusOr<Transaction> Begin(Db& db);
+  Transaction(Transaction&& other) noexcept : db_(other.db_) { other.db_ = nullptr; }
+  Transaction& operator=(Transaction&&) = delete;
+  ~Transaction();
+  absl::Status Commit();
+
+ private:
+  explicit Transaction(Db* db) : db_(db) {}
+  Db* db_;
+};
+
+}  // namespace diablo::server

@@ -1,0 +1,148 @@
+// prometheus-cpp registry and exposer for the scheduler.
+#include "server/metrics.h"
+
+#include <map>
+#include <set>
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "diablo/v1/job.pb.h"
+
+namespace diablo::server {
+
+namespace {
+const char* CodeName(grpc::StatusCode code) {
+  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int i = static_cast<int>(code);
+  return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
+}
+}  // namespace
+
+struct Metrics::Impl {
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  prometheus::Family<prometheus::Counter>* requests = nullptr;
+  prometheus::Family<prometheus::Histogram>* latency = nullptr;
+  prometheus::Family<prometheus::Gauge>* jobs = nullptr;
+  prometheus::Family<prometheus::Gauge>* workers = nullptr;
+  prometheus::Family<prometheus::Histogram>* queue_wait = nullptr;
+  prometheus::Family<prometheus::Histogram>* duration = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_loss = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_step = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_progress = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_tokens = nullptr;
+  std::mutex mu;
+  std::set<std::string> running_jobs;  // jobs that have per-job gauges now
+  double last_refresh = 0;
+};
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen) {
+  auto impl = std::make_unique<Impl>();
+  try {
+    impl->exposer = std::make_unique<prometheus::Exposer>(listen);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
+  }
+  using prometheus::BuildCounter, prometheus::BuildGauge, prometheus::BuildHistogram;
+  auto& r = *impl->registry;
+  impl->requests = &BuildCounter().Name("diablo_api_requests_total")
+                        .Help("API calls by method and gRPC status code").Register(r);
+  impl->latency = &BuildHistogram().Name("diablo_api_request_seconds")
+                       .Help("API call latency by method").Register(r);
+  impl->jobs = &BuildGauge().Name("diablo_jobs").Help("Jobs by state").Register(r);
+  impl->workers = &BuildGauge().Name("diablo_workers_alive").Help("Workers with a live lease").Register(r);
+  impl->queue_wait = &BuildHistogram().Name("diablo_job_queue_wait_seconds")
+                          .Help("Submit to first start of finished jobs").Register(r);
+  impl->duration = &BuildHistogram().Name("diablo_job_duration_seconds")
+                        .Help("First start to final state of finished jobs").Register(r);
+  impl->job_loss = &BuildGauge().Name("diablo_job_loss").Help("Latest training loss of a running job").Register(r);
+  impl->job_step = &BuildGauge().Name("diablo_job_step").Help("Latest completed step of a running job").Register(r);
+  impl->job_progress = &BuildGauge().Name("diablo_job_progress_ratio")
+                            .Help("step / total_steps of a running job").Register(r);
+  impl->job_tokens = &BuildGauge().Name("diablo_job_tokens_per_second")
+                          .Help("Training throughput of a running job").Register(r);
+  impl->exposer->RegisterCollectable(impl->registry);
+  return std::unique_ptr<Metrics>(new Metrics(std::move(impl)));
+}
+
+Metrics::Metrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Metrics::~Metrics() = default;
+
+int Metrics::port() const {
+  auto ports = impl_->exposer->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+void Metrics::ObserveCall(const std::string& method, grpc::StatusCode code, double seconds) {
+  impl_->requests->Add({{"method", method}, {"code", CodeName(code)}}).Increment();
+  impl_->latency
+      ->Add({{"method", method}},
+            prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                                    5, 10})
+      .Observe(seconds);
+}
+
+void Metrics::ObserveJobTimes(double queue_wait_s, double duration_s) {
+  const prometheus::Histogram::BucketBoundaries buckets{1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600};
+  if (queue_wait_s >= 0) impl_->queue_wait->Add({}, buckets).Observe(queue_wait_s);
+  if (duration_s >= 0) impl_->duration->Add({}, buckets).Observe(duration_s);
+}
+
+void Metrics::Refresh(Scheduler& scheduler) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  const double now = NowSeconds();
+  absl::StatusOr<Scheduler::Snapshot> snapshot = scheduler.TakeSnapshot(impl_->last_refresh);
+  if (!snapshot.ok()) return;
+  impl_->last_refresh = now;
+  for (int state = v1::JOB_STATE_QUEUED; state <= v1::JOB_STATE_CANCELLED; ++state) {
+    const std::string name = absl::AsciiStrToLower(v1::JobState_Name(state).substr(10));
+    auto it = snapshot->jobs_by_state.find(state);
+    impl_->jobs->Add({{"state", name}}).Set(it == snapshot->jobs_by_state.end() ? 0 : static_cast<double>(it->second));
+  }
+  impl_->workers->Add({}).Set(static_cast<double>(snapshot->workers_alive));
+  for (const v1::Job& job : snapshot->finished)
+    ObserveJobTimes(job.started_at() > 0 ? static_cast<double>(job.started_at() - job.created_at()) : -1,
+                    job.started_at() > 0 ? static_cast<double>(job.finished_at() - job.started_at()) : -1);
+  std::set<std::string> now_running;
+  for (const v1::Job& job : snapshot->running) {
+    const prometheus::Labels labels{{"job_id", job.id()}, {"job_name", job.name()}};
+    impl_->job_loss->Add(labels).Set(job.loss());
+    impl_->job_step->Add(labels).Set(static_cast<double>(job.step()));
+    impl_->job_tokens->Add(labels).Set(job.tokens_per_s());
+    impl_->job_progress->Add(labels).Set(
+        job.total_steps() > 0 ? static_cast<double>(job.step()) / static_cast<double>(job.total_steps()) : 0);
+    now_running.insert(job.id() + "\n" + job.name());
+  }
+  // A job that stopped running loses its series instead of freezing at its last value.
+  for (const std::string& key : impl_->running_jobs) {
+    if (now_running.count(key)) continue;
+    const size_t split = key.find('\n');
+    const prometheus::Labels labels{{"job_id", key.substr(0, split)}, {"job_name", key.substr(split + 1)}};
+    for (auto* family : {impl_->job_loss, impl_->job_step, impl_->job_tokens, impl_->job_progress})
+      family->Remove(&family->Add(labels));
+  }
+  impl_->running_jobs = std::move(now_running);
+}
+
+CallTimer::CallTimer(Metrics* metrics, const char* method)
+    : metrics_(metrics), method_(method), start_(NowSeconds()) {}
+
+CallTimer::~CallTimer() {
+  if (metrics_ != nullptr) metrics_->ObserveCall(method_, code_, NowSeconds() - start_);
+}
+
+grpc::Status CallTimer::Done(grpc::Status status) {
+  code_ = status.error_code();
+  return status;
+}
+
+}  // namespace diablo::server

@@ -1,0 +1,157 @@
+// The scheduler's core: the job state machine, placement, leases and the
+// event log, all persisted in SQLite.  The gRPC services are thin wrappers
+// that authenticate, validate and translate; every decision is made here,
+// under one mutex, in one transaction per change, so a crash at any moment
+// leaves the store consistent (see docs/service.md, "Jobs and attempts").
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/object_store.h"
+#include "diablo/v1/file.pb.h"
+#include "diablo/v1/job.pb.h"
+#include "diablo/v1/worker.pb.h"
+#include "server/db.h"
+
+namespace diablo::server {
+
+struct SchedulerConfig {
+  std::string storage_uri;
+  double heartbeat_interval_s = 5;
+  // A worker silent for this long loses its lease; its attempts are retried elsewhere.
+  double lease_timeout_s = 30;
+  // An attempt whose trainer reports nothing for this long is failed and retried.
+  double stall_timeout_s = 600;
+  int max_queued_jobs_per_tenant = 1000;
+  // Rendezvous ports handed to gangs: base + fence % range.
+  int rendezvous_port_base = 29500;
+  int rendezvous_port_range = 1000;
+};
+
+// What spec validation resolved for a new job (server/spec_validation.h).
+struct ValidatedJob {
+  std::string spec_json;    // the JobSpec as submitted, JSON
+  std::string config_json;  // the trainer's config
+  std::vector<v1::Input> inputs;
+  int64_t estimated_bytes = 0;
+  bool needs_cuda = false;
+};
+
+// What a job needs of a node, for placement and for the submit-time check.
+struct Requirements {
+  int nodes = 1;
+  int devices_per_node = 1;
+  int64_t bytes_per_rank = 0;
+  bool needs_cuda = false;
+};
+
+struct ArtifactRow {
+  std::string name, storage_key, sha256;
+  int64_t size_bytes = 0;
+};
+
+struct FileRow {
+  v1::File file;
+  std::string storage_key;
+};
+
+class Scheduler {
+ public:
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Open(std::unique_ptr<Db> db,
+                                                         std::unique_ptr<ObjectStore> storage,
+                                                         SchedulerConfig config);
+  ~Scheduler();
+
+  ObjectStore& storage() { return *storage_; }
+  const SchedulerConfig& config() const { return config_; }
+
+  // ---- jobs (always scoped to a tenant; another tenant's job is NOT_FOUND)
+  absl::StatusOr<v1::Job> CreateJob(const std::string& tenant, const v1::CreateJobRequest& request,
+                                    const ValidatedJob& job);
+  absl::StatusOr<v1::Job> GetJob(const std::string& tenant, const std::string& id);
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const std::string& tenant, const v1::ListJobsRequest& request);
+  absl::StatusOr<v1::Job> CancelJob(const std::string& tenant, const std::string& id, const std::string& reason);
+  // Events with seq > after_seq (at most `limit`); `finished` says the job is
+  // in a final state, so no event will follow the returned ones.
+  absl::StatusOr<std::vector<v1::JobEvent>> EventsAfter(const std::string& tenant, const std::string& id,
+                                                        int64_t after_seq, int limit, bool* finished);
+  // Blocks until something changes anywhere or `timeout_ms` passes.
+  void WaitForChange(int timeout_ms);
+  absl::StatusOr<std::vector<ArtifactRow>> ListArtifacts(const std::string& tenant, const std::string& id);
+  // OK when some registered worker could run a job with these needs;
+  // FAILED_PRECONDITION saying what is missing otherwise.
+  absl::Status CheckPlaceable(const Requirements& needs);
+
+  // ---- uploaded files
+  absl::StatusOr<v1::File> AddFile(const std::string& tenant, const v1::UploadHeader& header,
+                                   const std::string& storage_key);
+  absl::StatusOr<FileRow> GetFile(const std::string& tenant, const std::string& id);
+  absl::StatusOr<v1::File> FindFile(const std::string& tenant, const std::string& sha256);
+  absl::StatusOr<v1::ListFilesResponse> ListFiles(const std::string& tenant, const v1::ListFilesRequest& request);
+  absl::Status DeleteFile(const std::string& tenant, const std::string& id);
+
+  // ---- workers
+  absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& request);
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
+  absl::StatusOr<v1::LeaseJobResponse> LeaseJob(const v1::LeaseJobRequest& request);
+  absl::StatusOr<v1::ReportEventsResponse> ReportEvents(const v1::ReportEventsRequest& request);
+  absl::Status CompleteAttempt(const v1::CompleteAttemptRequest& request);
+  absl::StatusOr<v1::ListWorkersResponse> ListWorkers();
+
+  // Expires silent workers and stalled attempts, then places queued jobs.
+  // The server calls it every second; tests call it directly.
+  absl::Status Tick();
+
+  // What the metrics show: jobs by state, alive workers, the progress of
+  // running jobs, and the times of jobs that finished after `finished_after`.
+  struct Snapshot {
+    std::map<int, int64_t> jobs_by_state;
+    int64_t workers_alive = 0;
+    std::vector<v1::Job> running;   // id, name, step, total_steps, loss, tokens_per_s
+    std::vector<v1::Job> finished;  // created_at, started_at, finished_at
+  };
+  absl::StatusOr<Snapshot> TakeSnapshot(double finished_after);
+
+ private:
+  Scheduler(std::unique_ptr<Db> db, std::unique_ptr<ObjectStore> storage, SchedulerConfig config);
+
+  // All of these expect mu_ held (and most a transaction open).
+  absl::StatusOr<v1::Job> LoadJob(const std::string& tenant, const std::string& id);
+  absl::Status AppendEvent(const std::string& job_id, int attempt, v1::JobEvent event);
+  absl::Status SetState(const std::string& job_id, v1::JobState from, v1::JobState to, const std::string& reason);
+  absl::Status FailAttempt(int64_t fence, const std::string& reason, bool permanent);
+  absl::Status ExpireWorkers(double now);
+  absl::Status DetectStalls(double now);
+  absl::Status PlaceQueuedJobs();
+  absl::StatusOr<std::optional<v1::Lease>> PendingLease(const std::string& worker_id);
+  absl::Status ApplyTrainerEvent(const std::string& job_id, int attempt, int64_t fence, const std::string& json);
+  bool WorkerAlive(const std::string& worker_id, double now) const;
+  void NotifyChange();
+
+  std::unique_ptr<Db> db_;
+  std::unique_ptr<ObjectStore> storage_;
+  SchedulerConfig config_;
+
+  std::mutex mu_;
+  std::condition_variable changed_;
+  uint64_t change_counter_ = 0;
+  // Last heartbeat per worker id (memory only: after a restart every known
+  // worker gets a full lease timeout to check in again).
+  std::map<std::string, double> last_seen_;
+  double started_at_ = 0;
+};
+
+// Unix time in seconds (fractional).
+double NowSeconds();
+// A new random id with a prefix: "j-3f9c0a1b2c4d5e6f".
+std::string NewId(const char* prefix);
+
+}  // namespace diablo::server

@@ -1,0 +1,637 @@
+// Scheduler: the worker side — registration, heartbeats and leases,
+// placement of queued jobs, trainer reports, completion, and the periodic
+// expiry of silent workers and stalled attempts.
+#include <algorithm>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "server/scheduler.h"
+
+namespace diablo::server {
+namespace {
+
+struct WorkerSlot {
+  std::string id, name, host, kind;
+  int capacity = 1;
+  int used = 0;
+  int64_t memory_bytes = 0;
+};
+
+int Capacity(int devices) { return std::max(devices, 1); }
+
+// Ranks a job runs on one node of this kind: one per device on a GPU node,
+// one on a CPU node.
+int LocalRanks(const std::string& kind, int devices_per_node) {
+  return kind == "cuda" ? std::max(devices_per_node, 1) : 1;
+}
+
+bool Fits(const WorkerSlot& w, const Requirements& needs, bool use_free) {
+  if (needs.needs_cuda && w.kind != "cuda") return false;
+  const int ranks = LocalRanks(w.kind, needs.devices_per_node);
+  if (w.kind == "cuda" && needs.devices_per_node > w.capacity) return false;
+  if ((use_free ? w.capacity - w.used : w.capacity) < ranks) return false;
+  return w.memory_bytes >= needs.bytes_per_rank;
+}
+
+std::string GiB(int64_t bytes) { return absl::StrFormat("%.1f GiB", static_cast<double>(bytes) / (1 << 30)); }
+
+}  // namespace
+
+bool Scheduler::WorkerAlive(const std::string& worker_id, double now) const {
+  auto it = last_seen_.find(worker_id);
+  return it != last_seen_.end() && now - it->second <= config_.lease_timeout_s;
+}
+
+// ---- registration and heartbeats
+
+absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(const v1::RegisterWorkerRequest& request) {
+  if (request.name().empty()) return absl::InvalidArgumentError("name: must not be empty");
+  if (request.host().empty()) return absl::InvalidArgumentError("host: must not be empty (the rendezvous address)");
+  if (request.device_kind() != "cpu" && request.device_kind() != "cuda")
+    return absl::InvalidArgumentError(absl::StrCat("device_kind: must be cpu or cuda, got \"", request.device_kind(), "\""));
+  if (request.devices() < 0 || (request.device_kind() == "cuda" && request.devices() == 0))
+    return absl::InvalidArgumentError("devices: a cuda worker needs at least one device");
+  if (request.memory_bytes() <= 0) return absl::InvalidArgumentError("memory_bytes: must be positive");
+
+  std::lock_guard<std::mutex> lock(mu_);
+  const double now = NowSeconds();
+  ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
+  // A worker that registers again under its name has restarted: whatever its
+  // previous incarnation ran is gone.
+  ASSIGN_OR_RETURN(Statement previous, db_->Prepare("SELECT id FROM workers WHERE name = ? AND lost = 0"));
+  previous.Bind(request.name());
+  std::vector<std::string> stale;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, previous.Step());
+    if (!row) break;
+    stale.push_back(previous.Text(0));
+  }
+  for (const std::string& id : stale) {
+    ASSIGN_OR_RETURN(Statement lose, db_->Prepare("UPDATE workers SET lost = 1 WHERE id = ?"));
+    RETURN_IF_ERROR(lose.Bind(id).Run());
+    last_seen_.erase(id);
+    ASSIGN_OR_RETURN(Statement fences, db_->Prepare(
+        "SELECT a.fence FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence WHERE r.worker_id = ? AND a.active = 1"));
+    fences.Bind(id);
+    std::vector<int64_t> to_fail;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, fences.Step());
+      if (!row) break;
+      to_fail.push_back(fences.Int(0));
+    }
+    for (int64_t fence : to_fail)
+      RETURN_IF_ERROR(FailAttempt(fence, absl::StrCat("worker ", request.name(), " restarted"), false));
+  }
+  const std::string id = NewId("w-");
+  ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
+      "INSERT INTO workers (id, name, host, devices, device_kind, memory_bytes, version, registered_at) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+  RETURN_IF_ERROR(insert.Bind(id).Bind(request.name()).Bind(request.host()).Bind(request.devices())
+                      .Bind(request.device_kind()).Bind(request.memory_bytes()).Bind(request.version()).Bind(now).Run());
+  last_seen_[id] = now;
+  RETURN_IF_ERROR(PlaceQueuedJobs());
+  RETURN_IF_ERROR(txn.Commit());
+  NotifyChange();
+  v1::RegisterWorkerResponse response;
+  response.set_worker_id(id);
+  response.set_heartbeat_interval_s(config_.heartbeat_interval_s);
+  response.set_lease_timeout_s(config_.lease_timeout_s);
+  response.set_storage_uri(config_.storage_uri);
+  return response;
+}
+
+absl::StatusOr<v1::HeartbeatResponse> Scheduler::Heartbeat(const v1::HeartbeatRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::HeartbeatResponse response;
+  if (last_seen_.count(request.worker_id()) == 0) {
+    response.set_known(false);
+    for (int64_t fence : request.running_fences()) response.add_stop_fences(fence);
+    return response;
+  }
+  const double now = NowSeconds();
+  last_seen_[request.worker_id()] = now;
+  response.set_known(true);
+  std::set<int64_t> running(request.running_fences().begin(), request.running_fences().end());
+  for (int64_t fence : running) {
+    ASSIGN_OR_RETURN(Statement check, db_->Prepare(
+        "SELECT a.active FROM attempts a JOIN attempt_ranks r ON r.fence = a.fence "
+        "WHERE a.fence = ? AND r.worker_id = ?"));
+    check.Bind(fence).Bind(request.worker_id());
+    ASSIGN_OR_RETURN(bool row, check.Step());
+    if (!row || check.Int(0) == 0) response.add_stop_fences(fence);
+  }
+  // Attempts this worker took but no longer runs (its agent restarted, or the
+  // lease reply never arrived) are failed now rather than at the stall timeout.
+  ASSIGN_OR_RETURN(Statement taken, db_->Prepare(
+      "SELECT a.fence, a.started_at FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence "
+      "WHERE r.worker_id = ? AND r.picked_up = 1 AND a.active = 1"));
+  taken.Bind(request.worker_id());
+  std::vector<int64_t> orphaned;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, taken.Step());
+    if (!row) break;
+    if (running.count(taken.Int(0)) == 0 && now - taken.Double(1) > 2 * config_.heartbeat_interval_s)
+      orphaned.push_back(taken.Int(0));
+  }
+  if (!orphaned.empty()) {
+    ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
+    for (int64_t fence : orphaned)
+      RETURN_IF_ERROR(FailAttempt(fence, "the worker no longer runs this attempt", false));
+    RETURN_IF_ERROR(txn.Commit());
+  }
+  return response;
+}
+
+// ---- placement and leases
+
+absl::Status Scheduler::CheckPlaceable(const Requirements& needs) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
+      "SELECT id, name, device_kind, devices, memory_bytes FROM workers WHERE lost = 0 ORDER BY name"));
+  int fitting = 0;
+  std::vector<std::string> seen;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) break;
+    WorkerSlot w{select.Text(0), select.Text(1), "", select.Text(2), Capacity(static_cast<int>(select.Int(3))), 0,
+                 select.Int(4)};
+    if (Fits(w, needs, false)) ++fitting;
+    seen.push_back(absl::StrCat(w.name, " (", w.kind, ", ", w.kind == "cuda" ? w.capacity : 0, " devices, ",
+                                GiB(w.memory_bytes), ")"));
+  }
+  if (fitting >= needs.nodes) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "no registered worker can run this job: it needs ", needs.nodes, " node(s), each with ",
+      needs.needs_cuda ? absl::StrCat(needs.devices_per_node, " CUDA device(s)") : std::string("a free slot"),
+      " and ", GiB(needs.bytes_per_rank), " per rank (estimated); ", fitting, " fit, registered: ",
+      seen.empty() ? std::string("none") : absl::StrJoin(seen, ", "),
+      ". Lower optim.micro_batch or data.max_seq_len, add workers, or submit with queue_anyway (--queue-anyway)"));
+}
+
+absl::Status Scheduler::PlaceQueuedJobs() {
+  const double now = NowSeconds();
+  std::vector<WorkerSlot> workers;
+  {
+    ASSIGN_OR_RETURN(Statement select, db_->Prepare(
+        "SELECT id, name, host, device_kind, devices, memory_bytes FROM workers WHERE lost = 0 ORDER BY registered_at"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      if (!WorkerAlive(select.Text(0), now)) continue;
+      workers.push_back({select.Text(0), select.Text(1), select.Text(2), select.Text(3),
+                         Capacity(static_cast<int>(select.Int(4))), 0, select.Int(5)});
+    }
+  }
+  if (workers.empty()) return absl::OkStatus();
+  {
+    ASSIGN_OR_RETURN(Statement used, db_->Prepare(
+        "SELECT r.worker_id, SUM(r.local_ranks) FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence "
+        "WHERE a.active = 1 GROUP BY r.worker_id"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, used.Step());
+      if (!row) break;
+      for (WorkerSlot& w : workers)
+        if (w.id == used.Text(0)) w.used = static_cast<int>(used.Int(1));
+    }
+  }
+  struct Queued {
+    std::string id;
+    Requirements needs;
+    int attempts;
+  };
+  std::vector<Queued> queued;
+  {
+    ASSIGN_OR_RETURN(Statement select, db_->Prepare(
+        "SELECT id, nodes, devices_per_node, estimated_bytes, config, attempts FROM jobs WHERE state = 1 "
+        "ORDER BY priority DESC, created_at"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      nlohmann::json config = nlohmann::json::parse(select.Text(4), nullptr, false);
+      Requirements needs{static_cast<int>(select.Int(1)), static_cast<int>(select.Int(2)), select.Int(3),
+                         config.is_object() && config.value("device", "auto") == "cuda"};
+      queued.push_back({select.Text(0), needs, static_cast<int>(select.Int(5))});
+    }
+  }
+  for (const Queued& job : queued) {
+    // First fit, in queue order: a job that does not fit now does not hold
+    // back smaller ones behind it.
+    std::vector<WorkerSlot*> chosen;
+    for (WorkerSlot& w : workers) {
+      if (static_cast<int>(chosen.size()) == job.needs.nodes) break;
+      if (Fits(w, job.needs, true)) chosen.push_back(&w);
+    }
+    if (static_cast<int>(chosen.size()) < job.needs.nodes) continue;  // gang: all nodes or none
+    ASSIGN_OR_RETURN(Statement attempt, db_->Prepare(
+        "INSERT INTO attempts (job_id, number, started_at, last_report_at, master_addr, master_port) "
+        "VALUES (?, ?, ?, ?, ?, 0) RETURNING fence"));
+    attempt.Bind(job.id).Bind(job.attempts + 1).Bind(now).Bind(now).Bind(chosen[0]->host);
+    ASSIGN_OR_RETURN(bool inserted, attempt.Step());
+    if (!inserted) return absl::InternalError("attempt insert returned no fence");
+    const int64_t fence = attempt.Int(0);
+    ASSIGN_OR_RETURN(Statement port, db_->Prepare("UPDATE attempts SET master_port = ? WHERE fence = ?"));
+    RETURN_IF_ERROR(port.Bind(config_.rendezvous_port_base + static_cast<int>(fence % config_.rendezvous_port_range))
+                        .Bind(fence).Run());
+    int next_rank = 0;
+    std::vector<std::string> names;
+    for (WorkerSlot* w : chosen) {
+      const int local = LocalRanks(w->kind, job.needs.devices_per_node);
+      ASSIGN_OR_RETURN(Statement rank, db_->Prepare(
+          "INSERT INTO attempt_ranks (fence, worker_id, first_rank, local_ranks) VALUES (?, ?, ?, ?)"));
+      RETURN_IF_ERROR(rank.Bind(fence).Bind(w->id).Bind(next_rank).Bind(local).Run());
+      next_rank += local;
+      w->used += local;
+      names.push_back(w->name);
+    }
+    ASSIGN_OR_RETURN(Statement update, db_->Prepare(
+        "UPDATE jobs SET attempts = attempts + 1, current_fence = ? WHERE id = ?"));
+    RETURN_IF_ERROR(update.Bind(fence).Bind(job.id).Run());
+    RETURN_IF_ERROR(SetState(job.id, v1::JOB_STATE_QUEUED, v1::JOB_STATE_ASSIGNED,
+                             absl::StrCat("attempt ", job.attempts + 1, " placed on ", absl::StrJoin(names, ", "))));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<v1::Lease>> Scheduler::PendingLease(const std::string& worker_id) {
+  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
+      "SELECT a.fence, r.first_rank, r.local_ranks, a.number, a.master_addr, a.master_port, a.job_id, "
+      "j.config, j.inputs, j.checkpoint_key, j.checkpoint_step, j.nodes "
+      "FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence JOIN jobs j ON j.id = a.job_id "
+      "WHERE r.worker_id = ? AND r.picked_up = 0 AND a.active = 1 ORDER BY a.fence LIMIT 1"));
+  select.Bind(worker_id);
+  ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found) return std::optional<v1::Lease>();
+  v1::Lease lease;
+  lease.set_fence(select.Int(0));
+  lease.set_first_rank(static_cast<int32_t>(select.Int(1)));
+  lease.set_local_ranks(static_cast<int32_t>(select.Int(2)));
+  lease.set_attempt(static_cast<int32_t>(select.Int(3)));
+  lease.set_master_addr(select.Text(4));
+  lease.set_master_port(static_cast<int32_t>(select.Int(5)));
+  lease.set_job_id(select.Text(6));
+  lease.set_config_json(select.Text(7));
+  nlohmann::json inputs = nlohmann::json::parse(select.Text(8), nullptr, false);
+  if (inputs.is_array())
+    for (const auto& in : inputs) {
+      v1::Input* input = lease.add_inputs();
+      input->set_field(in.value("field", ""));
+      input->set_key(in.value("key", ""));
+      input->set_uri(in.value("uri", ""));
+      input->set_path(in.value("path", ""));
+      input->set_sha256(in.value("sha256", ""));
+      input->set_name(in.value("name", ""));
+    }
+  lease.set_resume_key(select.Text(9));
+  lease.set_resume_step(select.Int(10));
+  lease.set_world_size(static_cast<int32_t>(select.Int(11) * select.Int(2)));
+  lease.set_output_prefix(absl::StrCat("jobs/", lease.job_id(), "/attempts/", lease.attempt()));
+  lease.set_stall_timeout_s(config_.stall_timeout_s);
+  ASSIGN_OR_RETURN(Statement mark, db_->Prepare("UPDATE attempt_ranks SET picked_up = 1 WHERE fence = ? AND worker_id = ?"));
+  RETURN_IF_ERROR(mark.Bind(lease.fence()).Bind(worker_id).Run());
+  return lease;
+}
+
+absl::StatusOr<v1::LeaseJobResponse> Scheduler::LeaseJob(const v1::LeaseJobRequest& request) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(request.wait_ms(), 0));
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    if (last_seen_.count(request.worker_id()) == 0)
+      return absl::NotFoundError(absl::StrCat("worker ", request.worker_id(), " is not registered (or its lease expired); register again"));
+    last_seen_[request.worker_id()] = NowSeconds();
+    ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
+    RETURN_IF_ERROR(PlaceQueuedJobs());
+    ASSIGN_OR_RETURN(std::optional<v1::Lease> lease, PendingLease(request.worker_id()));
+    RETURN_IF_ERROR(txn.Commit());
+    if (lease.has_value()) {
+      v1::LeaseJobResponse response;
+      *response.mutable_lease() = std::move(*lease);
+      return response;
+    }
+    const uint64_t seen = change_counter_;
+    if (!changed_.wait_until(lock, deadline, [&] { return change_counter_ != seen; })) return v1::LeaseJobResponse();
+  }
+}
+
+// ---- reports and completion
+
+absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(const v1::ReportEventsRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
+      "SELECT a.job_id, a.number, a.active, j.current_fence FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.fence = ?"));
+  select.Bind(request.fence());
+  ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found) return absl::NotFoundError(absl::StrCat("no attempt has fence ", request.fence()));
+  const std::string job_id = select.Text(0);
+  const int number = static_cast<int>(select.Int(1));
+  if (select.Int(3) != request.fence())
+    return absl::FailedPreconditionError(absl::StrCat("attempt ", number, " of job ", job_id,
+                                                      " was superseded by a newer attempt; stop it"));
+  v1::ReportEventsResponse response;
+  if (select.Int(2) == 0) {
+    response.set_stop(true);
+    return response;
+  }
+  ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
+  for (const v1::TrainerReport& report : request.reports()) {
+    if (report.has_event_json()) {
+      if (request.rank() == 0) RETURN_IF_ERROR(ApplyTrainerEvent(job_id, number, request.fence(), report.event_json()));
+    } else {
+      v1::JobEvent event;
+      event.mutable_log()->set_source(request.rank() == 0 ? "trainer" : absl::StrCat("rank ", request.rank()));
+      event.mutable_log()->set_line(report.log_line());
+      RETURN_IF_ERROR(AppendEvent(job_id, number, std::move(event)));
+    }
+  }
+  ASSIGN_OR_RETURN(Statement touch, db_->Prepare("UPDATE attempts SET last_report_at = ? WHERE fence = ?"));
+  RETURN_IF_ERROR(touch.Bind(NowSeconds()).Bind(request.fence()).Run());
+  RETURN_IF_ERROR(txn.Commit());
+  return response;
+}
+
+absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt, int64_t fence,
+                                          const std::string& json) {
+  nlohmann::json e = nlohmann::json::parse(json, nullptr, false);
+  if (!e.is_object() || !e.contains("event")) {
+    v1::JobEvent event;
+    event.mutable_log()->set_source("trainer");
+    event.mutable_log()->set_line(json);
+    return AppendEvent(job_id, attempt, std::move(event));
+  }
+  const std::string kind = e.value("event", "");
+  v1::JobEvent event;
+  event.set_time(e.value("time", 0.0));
+  if (kind == "started") {
+    ASSIGN_OR_RETURN(Statement state, db_->Prepare("SELECT state FROM jobs WHERE id = ?"));
+    state.Bind(job_id);
+    ASSIGN_OR_RETURN(bool row, state.Step());
+    ASSIGN_OR_RETURN(Statement total, db_->Prepare("UPDATE jobs SET total_steps = ? WHERE id = ?"));
+    RETURN_IF_ERROR(total.Bind(e.value("total_steps", int64_t{0})).Bind(job_id).Run());
+    if (row && state.Int(0) == v1::JOB_STATE_ASSIGNED) {
+      const int64_t start = e.value("start_step", int64_t{0});
+      return SetState(job_id, v1::JOB_STATE_ASSIGNED, v1::JOB_STATE_RUNNING,
+                      absl::StrCat("attempt ", attempt, " training ", e.value("total_steps", int64_t{0}), " steps",
+                                   start > 0 ? absl::StrCat(", resumed at step ", start) : std::string()));
+    }
+    return absl::OkStatus();
+  }
+  if (kind == "step") {
+    v1::StepMetrics* m = event.mutable_step();
+    m->set_step(e.value("step", int64_t{0}));
+    m->set_total_steps(e.value("total_steps", int64_t{0}));
+    m->set_epoch(e.value("epoch", 0.0));
+    m->set_loss(e.value("loss", 0.0));
+    m->set_lr(e.value("lr", 0.0));
+    m->set_grad_norm(e.value("grad_norm", 0.0));
+    m->set_tokens_per_s(e.value("tokens_per_s", 0.0));
+    m->set_eta_s(e.value("eta_s", 0.0));
+    ASSIGN_OR_RETURN(Statement update, db_->Prepare(
+        "UPDATE jobs SET step = ?, total_steps = ?, loss = ?, tokens_per_s = ?, eta_s = ? WHERE id = ?"));
+    RETURN_IF_ERROR(update.Bind(m->step()).Bind(m->total_steps()).Bind(m->loss()).Bind(m->tokens_per_s())
+                        .Bind(m->eta_s()).Bind(job_id).Run());
+    return AppendEvent(job_id, attempt, std::move(event));
+  }
+  if (kind == "eval") {
+    v1::EvalResult* r = event.mutable_eval();
+    r->set_step(e.value("step", int64_t{0}));
+    r->set_loss(e.value("loss", 0.0));
+    r->set_perplexity(e.value("perplexity", 0.0));
+    r->set_examples(e.value("examples", int64_t{0}));
+    return AppendEvent(job_id, attempt, std::move(event));
+  }
+  if (kind == "checkpoint" && e.contains("key")) {
+    // The agent adds `key` once every file of the checkpoint is in storage;
+    // only then does `latest` name it, and only for the current attempt.
+    const int64_t step = e.value("step", int64_t{0});
+    const std::string key = e.value("key", "");
+    RETURN_IF_ERROR(ValidateObjectKey(key));
+    ASSIGN_OR_RETURN(Statement update, db_->Prepare("UPDATE jobs SET checkpoint_step = ?, checkpoint_key = ? WHERE id = ?"));
+    RETURN_IF_ERROR(update.Bind(step).Bind(key).Bind(job_id).Run());
+    nlohmann::json latest = {{"key", key}, {"step", step}, {"fence", fence}};
+    RETURN_IF_ERROR(storage_->PutBytes(absl::StrCat("jobs/", job_id, "/checkpoints/latest"), latest.dump()));
+    v1::CheckpointSaved* c = event.mutable_checkpoint();
+    c->set_step(step);
+    c->set_key(key);
+    c->set_final(e.value("final", false));
+    return AppendEvent(job_id, attempt, std::move(event));
+  }
+  std::string line;
+  if (kind == "error")
+    line = absl::StrCat("error (", e.value("code", "failed"), "): ", e.value("message", ""));
+  else if (kind == "finished")
+    line = absl::StrFormat("finished at step %d, loss %.4f, %.0f tokens/s", e.value("step", int64_t{0}),
+                           e.value("loss", 0.0), e.value("tokens_per_s", 0.0));
+  else
+    line = json;
+  event.mutable_log()->set_source("trainer");
+  event.mutable_log()->set_line(line);
+  return AppendEvent(job_id, attempt, std::move(event));
+}
+
+absl::Status Scheduler::CompleteAttempt(const v1::CompleteAttemptRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
+      "SELECT a.job_id, a.number, a.active, j.current_fence, j.state FROM attempts a JOIN jobs j ON j.id = a.job_id "
+      "WHERE a.fence = ?"));
+  select.Bind(request.fence());
+  ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found) return absl::NotFoundError(absl::StrCat("no attempt has fence ", request.fence()));
+  const std::string job_id = select.Text(0);
+  const int number = static_cast<int>(select.Int(1));
+  if (select.Int(3) != request.fence())
+    return absl::FailedPreconditionError(absl::StrCat("attempt ", number, " of job ", job_id,
+                                                      " was superseded; its results are discarded"));
+  if (select.Int(2) == 0) return absl::OkStatus();  // already ended (cancelled, or another rank failed it)
+  ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
+  for (const std::string& line : request.stderr_tail()) {
+    v1::JobEvent event;
+    event.mutable_log()->set_source(request.rank() == 0 ? "stderr" : absl::StrCat("stderr rank ", request.rank()));
+    event.mutable_log()->set_line(line);
+    RETURN_IF_ERROR(AppendEvent(job_id, number, std::move(event)));
+  }
+  if (!request.succeeded()) {
+    RETURN_IF_ERROR(FailAttempt(request.fence(), request.reason().empty() ? "the trainer failed" : request.reason(),
+                                request.permanent()));
+    RETURN_IF_ERROR(txn.Commit());
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(Statement done, db_->Prepare(
+      "UPDATE attempt_ranks SET done = 1 WHERE fence = ? AND first_rank <= ? AND first_rank + local_ranks > ?"));
+  RETURN_IF_ERROR(done.Bind(request.fence()).Bind(request.rank()).Bind(request.rank()).Run());
+  if (request.rank() == 0) {
+    if (request.artifacts().empty())
+      return absl::InvalidArgumentError("artifacts: rank 0 of a successful attempt must list what it uploaded");
+    for (const v1::UploadedArtifact& artifact : request.artifacts()) {
+      RETURN_IF_ERROR(ValidateObjectKey(artifact.key()));
+      ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
+          "INSERT OR REPLACE INTO artifacts (job_id, name, storage_key, size_bytes, sha256) VALUES (?, ?, ?, ?, ?)"));
+      RETURN_IF_ERROR(insert.Bind(job_id).Bind(artifact.name()).Bind(artifact.key()).Bind(artifact.size_bytes())
+                          .Bind(artifact.sha256()).Run());
+    }
+    ASSIGN_OR_RETURN(Statement end, db_->Prepare("UPDATE attempts SET active = 0, ended_at = ? WHERE fence = ?"));
+    RETURN_IF_ERROR(end.Bind(NowSeconds()).Bind(request.fence()).Run());
+    RETURN_IF_ERROR(SetState(job_id, static_cast<v1::JobState>(select.Int(4)), v1::JOB_STATE_SUCCEEDED,
+                             absl::StrCat("attempt ", number, " stored ", request.artifacts_size(), " artifacts")));
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::FailAttempt(int64_t fence, const std::string& reason, bool permanent) {
+  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
+      "SELECT a.job_id, a.number, a.active, j.state, j.attempts, j.max_retries FROM attempts a "
+      "JOIN jobs j ON j.id = a.job_id WHERE a.fence = ?"));
+  select.Bind(fence);
+  ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found || select.Int(2) == 0) return absl::OkStatus();
+  const std::string job_id = select.Text(0);
+  const int number = static_cast<int>(select.Int(1));
+  const auto state = static_cast<v1::JobState>(select.Int(3));
+  const int64_t attempts = select.Int(4), max_retries = select.Int(5);
+  ASSIGN_OR_RETURN(Statement end, db_->Prepare(
+      "UPDATE attempts SET active = 0, ended_at = ?, reason = ? WHERE fence = ?"));
+  RETURN_IF_ERROR(end.Bind(NowSeconds()).Bind(reason).Bind(fence).Run());
+  if (state != v1::JOB_STATE_ASSIGNED && state != v1::JOB_STATE_RUNNING) return absl::OkStatus();
+  if (permanent)
+    return SetState(job_id, state, v1::JOB_STATE_FAILED, absl::StrCat("attempt ", number, " failed: ", reason,
+                                                                      " (retrying cannot help)"));
+  if (attempts > max_retries)
+    return SetState(job_id, state, v1::JOB_STATE_FAILED,
+                    absl::StrCat("attempt ", number, " failed: ", reason, "; no retries left (max_retries ",
+                                 max_retries, ")"));
+  return SetState(job_id, state, v1::JOB_STATE_QUEUED,
+                  absl::StrCat("attempt ", number, " failed: ", reason, "; retrying (attempt ", number + 1, " of ",
+                               max_retries + 1, ")"));
+}
+
+// ---- periodic checks
+
+absl::Status Scheduler::ExpireWorkers(double now) {
+  std::vector<std::string> expired;
+  for (const auto& [id, seen] : last_seen_)
+    if (now - seen > config_.lease_timeout_s) expired.push_back(id);
+  for (const std::string& id : expired) {
+    last_seen_.erase(id);
+    ASSIGN_OR_RETURN(Statement lose, db_->Prepare("UPDATE workers SET lost = 1 WHERE id = ? RETURNING name"));
+    lose.Bind(id);
+    ASSIGN_OR_RETURN(bool row, lose.Step());
+    const std::string name = row ? lose.Text(0) : id;
+    ASSIGN_OR_RETURN(Statement fences, db_->Prepare(
+        "SELECT a.fence FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence WHERE r.worker_id = ? AND a.active = 1"));
+    fences.Bind(id);
+    std::vector<int64_t> to_fail;
+    while (true) {
+      ASSIGN_OR_RETURN(bool more, fences.Step());
+      if (!more) break;
+      to_fail.push_back(fences.Int(0));
+    }
+    for (int64_t fence : to_fail)
+      RETURN_IF_ERROR(FailAttempt(fence, absl::StrFormat("worker %s sent no heartbeat for %.0f s (lease expired)",
+                                                         name, config_.lease_timeout_s), false));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::DetectStalls(double now) {
+  ASSIGN_OR_RETURN(Statement select, db_->Prepare("SELECT fence FROM attempts WHERE active = 1 AND last_report_at < ?"));
+  select.Bind(now - config_.stall_timeout_s);
+  std::vector<int64_t> stalled;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) break;
+    stalled.push_back(select.Int(0));
+  }
+  for (int64_t fence : stalled)
+    RETURN_IF_ERROR(FailAttempt(
+        fence, absl::StrFormat("the trainer reported nothing for %.0f s (stalled)", config_.stall_timeout_s), false));
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::Tick() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const double now = NowSeconds();
+  ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
+  RETURN_IF_ERROR(ExpireWorkers(now));
+  RETURN_IF_ERROR(DetectStalls(now));
+  RETURN_IF_ERROR(PlaceQueuedJobs());
+  return txn.Commit();
+}
+
+absl::StatusOr<v1::ListWorkersResponse> Scheduler::ListWorkers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const double now = NowSeconds();
+  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
+      "SELECT id, name, host, devices, device_kind, memory_bytes, lost FROM workers "
+      "WHERE lost = 0 OR registered_at > ? ORDER BY name, registered_at"));
+  select.Bind(now - 86400);
+  v1::ListWorkersResponse response;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) break;
+    v1::WorkerInfo* w = response.add_workers();
+    w->set_id(select.Text(0));
+    w->set_name(select.Text(1));
+    w->set_host(select.Text(2));
+    w->set_devices(static_cast<int32_t>(select.Int(3)));
+    w->set_device_kind(select.Text(4));
+    w->set_memory_bytes(select.Int(5));
+    const bool alive = select.Int(6) == 0 && WorkerAlive(w->id(), now);
+    w->set_status(alive ? "alive" : "lost");
+    auto seen = last_seen_.find(w->id());
+    if (seen != last_seen_.end()) w->set_last_heartbeat(seen->second);
+    ASSIGN_OR_RETURN(Statement jobs, db_->Prepare(
+        "SELECT a.job_id FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence WHERE r.worker_id = ? AND a.active = 1"));
+    jobs.Bind(w->id());
+    while (true) {
+      ASSIGN_OR_RETURN(bool more, jobs.Step());
+      if (!more) break;
+      w->add_running_jobs(jobs.Text(0));
+    }
+  }
+  return response;
+}
+
+absl::StatusOr<Scheduler::Snapshot> Scheduler::TakeSnapshot(double finished_after) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Snapshot snapshot;
+  ASSIGN_OR_RETURN(Statement counts, db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, counts.Step());
+    if (!row) break;
+    snapshot.jobs_by_state[static_cast<int>(counts.Int(0))] = counts.Int(1);
+  }
+  const double now = NowSeconds();
+  for (const auto& [id, seen] : last_seen_)
+    if (now - seen <= config_.lease_timeout_s) ++snapshot.workers_alive;
+  ASSIGN_OR_RETURN(Statement running, db_->Prepare(
+      "SELECT id, name, step, total_steps, loss, tokens_per_s FROM jobs WHERE state = 3"));
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, running.Step());
+    if (!row) break;
+    v1::Job& job = snapshot.running.emplace_back();
+    job.set_id(running.Text(0));
+    job.set_name(running.Text(1));
+    job.set_step(running.Int(2));
+    job.set_total_steps(running.Int(3));
+    job.set_loss(running.Double(4));
+    job.set_tokens_per_s(running.Double(5));
+  }
+  ASSIGN_OR_RETURN(Statement finished, db_->Prepare(
+      "SELECT created_at, started_at, finished_at FROM jobs WHERE finished_at > ?"));
+  finished.Bind(finished_after);
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, finished.Step());
+    if (!row) break;
+    v1::Job& job = snapshot.finished.emplace_back();
+    job.set_created_at(static_cast<int64_t>(finished.Double(0)));
+    job.set_started_at(static_cast<int64_t>(finished.Double(1)));
+    job.set_finished_at(static_cast<int64_t>(finished.Double(2)));
+  }
+  return snapshot;
+}
+
+}  // namespace diablo::server
