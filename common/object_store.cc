@@ -15,23 +15,26 @@ namespace diablo {
 
 namespace fs = std::filesystem;
 
-absl::StatusOr<std::unique_ptr<ObjectStore>> OpenObjectStore(std::string_view uri) {
+// Debian's Abseil has its own string_view type: absl calls take std::string.
+absl::StatusOr<std::unique_ptr<ObjectStore>> OpenObjectStore(std::string_view uri_view) {
+  const std::string uri(uri_view);
   if (absl::StartsWith(uri, "file://")) {
-    std::string_view path = uri.substr(7);
+    const std::string path = uri.substr(7);
     if (path.empty() || path[0] != '/')
       return absl::InvalidArgumentError(
           absl::StrCat("storage URI ", uri, ": file:// needs an absolute path, e.g. file:///var/lib/diablo/storage"));
-    return OpenFileStore(fs::path(std::string(path)));
+    return OpenFileStore(fs::path(path));
   }
   if (absl::StartsWith(uri, "s3://")) return OpenS3Store(uri);
   return absl::InvalidArgumentError(absl::StrCat(
       "storage URI ", uri, ": expected file:///absolute/dir or s3://bucket[/prefix]"));
 }
 
-absl::Status ValidateObjectKey(std::string_view key) {
+absl::Status ValidateObjectKey(std::string_view key_view) {
+  const std::string key(key_view);
   if (key.empty()) return absl::InvalidArgumentError("object key is empty");
   if (key.front() == '/') return absl::InvalidArgumentError(absl::StrCat("object key ", key, " must be relative"));
-  for (std::string_view part : absl::StrSplit(key, '/')) {
+  for (absl::string_view part : absl::StrSplit(key, '/')) {
     if (part.empty() || part == "." || part == "..")
       return absl::InvalidArgumentError(
           absl::StrCat("object key ", key, " has an empty, '.' or '..' segment"));
@@ -39,7 +42,8 @@ absl::Status ValidateObjectKey(std::string_view key) {
   return absl::OkStatus();
 }
 
-absl::Status PutDirectory(ObjectStore& store, std::string_view prefix, const fs::path& dir) {
+absl::Status PutDirectory(ObjectStore& store, std::string_view prefix_view, const fs::path& dir) {
+  const std::string prefix(prefix_view);
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
        it.increment(ec)) {
@@ -51,7 +55,8 @@ absl::Status PutDirectory(ObjectStore& store, std::string_view prefix, const fs:
   return absl::OkStatus();
 }
 
-absl::Status GetDirectory(ObjectStore& store, std::string_view prefix, const fs::path& dir) {
+absl::Status GetDirectory(ObjectStore& store, std::string_view prefix_view, const fs::path& dir) {
+  const std::string prefix(prefix_view);
   const std::string base = absl::StrCat(prefix, "/");
   ASSIGN_OR_RETURN(std::vector<ObjectInfo> objects, store.List(base));
   if (objects.empty()) return absl::NotFoundError(absl::StrCat("nothing stored under ", base, " in ", store.uri()));
@@ -66,14 +71,15 @@ absl::Status GetDirectory(ObjectStore& store, std::string_view prefix, const fs:
 
 namespace diablo {
 
-absl::StatusOr<ObjectUri> SplitObjectUri(std::string_view uri) {
+absl::StatusOr<ObjectUri> SplitObjectUri(std::string_view uri_view) {
+  const std::string uri(uri_view);
   if (!absl::StartsWith(uri, "s3://"))
     return absl::InvalidArgumentError(absl::StrCat(uri, ": expected an s3://bucket/key URI"));
-  std::string_view rest = uri.substr(5);
+  const std::string rest = uri.substr(5);
   const size_t slash = rest.find('/');
-  if (slash == std::string_view::npos || slash == 0 || slash + 1 == rest.size())
+  if (slash == std::string::npos || slash == 0 || slash + 1 == rest.size())
     return absl::InvalidArgumentError(absl::StrCat(uri, ": expected s3://bucket/key (a bucket and a key)"));
-  ObjectUri split{absl::StrCat("s3://", rest.substr(0, slash)), std::string(rest.substr(slash + 1))};
+  ObjectUri split{absl::StrCat("s3://", rest.substr(0, slash)), rest.substr(slash + 1)};
   while (!split.key.empty() && split.key.back() == '/') split.key.pop_back();
   RETURN_IF_ERROR(ValidateObjectKey(split.key));
   return split;

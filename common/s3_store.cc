@@ -6,7 +6,7 @@
 namespace diablo {
 
 absl::StatusOr<std::unique_ptr<ObjectStore>> OpenS3Store(std::string_view uri) {
-  return absl::UnimplementedError(absl::StrCat("storage URI ", uri, ": s3:// is not available in this build"));
+  return absl::UnimplementedError(absl::StrCat("storage URI ", std::string(uri), ": s3:// is not available in this build"));
 }
 
 }  // namespace diablo

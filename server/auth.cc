@@ -26,7 +26,7 @@ absl::StatusOr<Role> ParseRole(std::string_view name) {
   if (name == "user") return Role::kUser;
   if (name == "worker") return Role::kWorker;
   if (name == "admin") return Role::kAdmin;
-  return absl::InvalidArgumentError(absl::StrCat("role \"", name, "\": expected user, worker or admin"));
+  return absl::InvalidArgumentError(absl::StrCat("role \"", std::string(name), "\": expected user, worker or admin"));
 }
 
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Open(const std::string& db_path, AuthOptions options) {
@@ -43,10 +43,10 @@ absl::StatusOr<Principal> Authenticator::Authenticate(const grpc::ServerContext&
     return absl::UnauthenticatedError(
         "missing credentials: send \"authorization: Bearer <token>\" (diablo-ctl --token or DIABLO_TOKEN; "
         "create one with diablo-scheduler token create)");
-  std::string_view value(it->second.data(), it->second.size());
+  const std::string value(it->second.data(), it->second.size());
   if (!absl::StartsWithIgnoreCase(value, "bearer "))
     return absl::UnauthenticatedError("authorization metadata must be \"Bearer <token>\"");
-  const std::string hash = Sha256Hex(value.substr(7));
+  const std::string hash = Sha256Hex(std::string_view(value).substr(7));
   Principal principal;
   {
     std::lock_guard<std::mutex> lock(mu_);

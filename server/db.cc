@@ -31,14 +31,14 @@ absl::Status Db::Exec(std::string_view sql) {
   if (rc == SQLITE_OK) return absl::OkStatus();
   std::string message = error ? error : sqlite3_errstr(rc);
   sqlite3_free(error);
-  return absl::InternalError(absl::StrCat("sqlite: ", message, " in: ", sql.substr(0, 120)));
+  return absl::InternalError(absl::StrCat("sqlite: ", message, " in: ", std::string(sql.substr(0, 120))));
 }
 
 absl::StatusOr<Statement> Db::Prepare(std::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
   if (rc != SQLITE_OK)
-    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_), " preparing: ", sql.substr(0, 120)));
+    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_), " preparing: ", std::string(sql.substr(0, 120))));
   return Statement(db_, stmt);
 }
 
@@ -89,8 +89,8 @@ bool Statement::IsNull(int column) const { return sqlite3_column_type(stmt_, col
 
 absl::Status Statement::Error(std::string_view what) const {
   const int code = sqlite3_errcode(db_);
-  std::string message = absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db_), " in: ",
-                                     std::string_view(sqlite3_sql(stmt_)).substr(0, 120));
+  std::string message = absl::StrCat("sqlite ", std::string(what), ": ", sqlite3_errmsg(db_), " in: ",
+                                     std::string(sqlite3_sql(stmt_)).substr(0, 120));
   if (code == SQLITE_CONSTRAINT) return absl::AlreadyExistsError(message);
   if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return absl::UnavailableError(message);
   return absl::InternalError(message);

@@ -1,10 +1,14 @@
-// diablo-scheduler: serves the DiaBlo job API until SIGINT or SIGTERM.
+// diablo-scheduler: serves the DiaBlo job API until SIGINT or SIGTERM; the
+// `token` subcommands manage API tokens in the same database.
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <pthread.h>
 
 #include "CLI/CLI.hpp"
 #include "diablo/build_info.h"
+#include "server/auth.h"
+#include "server/db.h"
 #include "server/scheduler_server.h"
 
 namespace {
@@ -20,54 +24,155 @@ sigset_t BlockShutdownSignals() {
   return set;
 }
 
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "diablo-scheduler: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+struct TokenArgs {
+  std::string tenant = "default", role = "user", name, id;
+};
+
+int RunToken(const std::string& data_dir, const std::string& verb, const TokenArgs& args) {
+  std::filesystem::create_directories(data_dir);
+  auto db = diablo::server::Db::Open((std::filesystem::path(data_dir) / "scheduler.db").string());
+  if (!db.ok()) return Fail(db.status());
+  if (verb == "create") {
+    auto role = diablo::server::ParseRole(args.role);
+    if (!role.ok()) return Fail(role.status());
+    std::string id;
+    auto secret = diablo::server::CreateToken(**db, args.tenant, *role, args.name, &id);
+    if (!secret.ok()) return Fail(secret.status());
+    // The secret alone on stdout, so scripts can capture it; the rest on stderr.
+    std::fprintf(stderr, "created token %s (tenant %s, role %s); the secret is shown only once:\n", id.c_str(),
+                 args.tenant.c_str(), args.role.c_str());
+    std::printf("%s\n", secret->c_str());
+    return 0;
+  }
+  if (verb == "list") {
+    auto tokens = diablo::server::ListTokens(**db);
+    if (!tokens.ok()) return Fail(tokens.status());
+    std::printf("%-20s %-16s %-7s %-8s %s\n", "ID", "TENANT", "ROLE", "STATUS", "NAME");
+    for (const auto& t : *tokens)
+      std::printf("%-20s %-16s %-7s %-8s %s\n", t.id.c_str(), t.tenant.c_str(), diablo::server::RoleName(t.role),
+                  t.revoked ? "revoked" : "active", t.name.c_str());
+    return 0;
+  }
+  absl::Status revoked = diablo::server::RevokeToken(**db, args.id);
+  if (!revoked.ok()) return Fail(revoked);
+  std::fprintf(stderr, "revoked %s\n", args.id.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   diablo::SchedulerOptions options;
   double grace_seconds = 10;
+  bool no_auth = false;
 
   CLI::App app{
       "diablo-scheduler: the DiaBlo fine-tuning service.\n"
-      "Serves the gRPC API (diablo.v1 services, grpc.health.v1 health checking and\n"
-      "server reflection) until it receives SIGINT or SIGTERM, then finishes the\n"
-      "calls in flight for up to --shutdown-grace seconds.\n\n"
+      "Serves the gRPC API (diablo.v1 job, file, worker and fleet services, grpc.health.v1\n"
+      "health checking and server reflection) until SIGINT or SIGTERM, then finishes the\n"
+      "calls in flight for up to --shutdown-grace seconds.  Jobs, events, workers, files\n"
+      "and tokens live in <data-dir>/scheduler.db (SQLite); datasets, checkpoints and\n"
+      "adapters in --storage.\n\n"
       "Example:\n"
-      "  diablo-scheduler --listen 0.0.0.0:50051\n"
-      "  diablo-ctl --server 127.0.0.1:50051 version"};
-  app.set_version_flag("--version", std::string("diablo-scheduler ") + diablo::kVersion +
-                                        " (" + diablo::kGitCommit + ")");
-  app.add_option("--listen", options.listen_address,
-                 "Address to serve on, host:port; port 0 picks a free port")
+      "  diablo-scheduler --data-dir /var/lib/diablo token create --tenant ml-team\n"
+      "  diablo-scheduler --data-dir /var/lib/diablo token create --tenant ml-team --role worker\n"
+      "  diablo-scheduler --data-dir /var/lib/diablo --listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:9464\n"
+      "  DIABLO_TOKEN=<user token> diablo-ctl --server 127.0.0.1:50051 version"};
+  app.set_version_flag("--version", std::string("diablo-scheduler ") + diablo::kVersion + " (" +
+                                        diablo::kGitCommit + ")");
+  app.add_option("--data-dir", options.data_dir, "Directory for scheduler.db, scratch space and caches")
+      ->envname("DIABLO_DATA_DIR")
       ->capture_default_str();
-  app.add_option("--max-receive-bytes", options.max_receive_message_bytes,
-                 "Largest request message accepted, in bytes")
+  app.add_option("--listen", options.listen_address, "Address to serve on, host:port; port 0 picks a free port")
+      ->capture_default_str();
+  app.add_option("--storage", options.storage_uri,
+                 "Object storage: file:///dir or s3://bucket[/prefix] (default file://<data-dir>/storage)")
+      ->envname("DIABLO_STORAGE");
+  app.add_option("--metrics-listen", options.metrics_listen, "Serve Prometheus /metrics on host:port");
+  app.add_flag("--no-auth", no_auth,
+               "Accept calls without a token (tenant \"default\"); for a single-user machine only");
+  app.add_option("--tls-cert", options.tls_cert, "Server certificate (PEM); enables TLS");
+  app.add_option("--tls-key", options.tls_key, "Server private key (PEM)");
+  app.add_option("--tls-client-ca", options.tls_client_ca,
+                 "CA (PEM) that signs client certificates; requires them (mutual TLS)");
+  app.add_option("--heartbeat-interval", options.scheduler.heartbeat_interval_s,
+                 "Seconds between worker heartbeats")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 600.0));
+  app.add_option("--lease-timeout", options.scheduler.lease_timeout_s,
+                 "Seconds without a heartbeat before a worker's jobs are retried elsewhere")
+      ->capture_default_str()
+      ->check(CLI::Range(0.5, 3600.0));
+  app.add_option("--stall-timeout", options.scheduler.stall_timeout_s,
+                 "Seconds a trainer may report nothing before its attempt is failed and retried")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
+  app.add_option("--max-queued-jobs", options.scheduler.max_queued_jobs_per_tenant,
+                 "Queued jobs allowed per tenant")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--rate-limit", options.auth.requests_per_second, "API requests per second per token")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 1e6));
+  app.add_option("--rate-burst", options.auth.burst, "Requests a token may burst above the rate")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1e7));
+  app.add_option("--rendezvous-port-base", options.scheduler.rendezvous_port_base,
+                 "First port handed to multi-node gangs for their rendezvous")
+      ->capture_default_str()
+      ->check(CLI::Range(1024, 64535));
+  app.add_option("--max-receive-bytes", options.max_receive_message_bytes, "Largest request message accepted, in bytes")
       ->capture_default_str()
       ->check(CLI::Range(1024, 1 << 30));
   app.add_option("--max-concurrent-streams", options.max_concurrent_streams,
                  "Concurrent calls allowed on one client connection")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
-  app.add_option("--shutdown-grace", grace_seconds,
-                 "Seconds to let running calls finish after SIGTERM")
+  app.add_option("--shutdown-grace", grace_seconds, "Seconds to let running calls finish after SIGTERM")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
+
+  TokenArgs token_args;
+  auto* token = app.add_subcommand("token", "Manage API tokens (in <data-dir>/scheduler.db)");
+  token->require_subcommand(1);
+  auto* create = token->add_subcommand("create", "Create a token and print its secret (once) on stdout");
+  create->add_option("--tenant", token_args.tenant, "Tenant the token's jobs belong to")->capture_default_str();
+  create->add_option("--role", token_args.role, "user (jobs, files), worker (agents) or admin (both)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"user", "worker", "admin"}));
+  create->add_option("--name", token_args.name, "A note to recognise the token by");
+  token->add_subcommand("list", "List tokens (never their secrets)");
+  auto* revoke = token->add_subcommand("revoke", "Revoke a token: calls with it fail from now on");
+  revoke->add_option("id", token_args.id, "Token id (from token list)")->required();
   CLI11_PARSE(app, argc, argv);
+
+  if (token->parsed()) {
+    const std::string verb = create->parsed() ? "create" : revoke->parsed() ? "revoke" : "list";
+    return RunToken(options.data_dir, verb, token_args);
+  }
+  options.auth.enabled = !no_auth;
+  if (options.scheduler.lease_timeout_s <= options.scheduler.heartbeat_interval_s) {
+    std::fprintf(stderr, "diablo-scheduler: --lease-timeout must be longer than --heartbeat-interval\n");
+    return 2;
+  }
 
   sigset_t signals = BlockShutdownSignals();
   auto server = diablo::SchedulerServer::BuildAndStart(options);
-  if (!server.ok()) {
-    std::fprintf(stderr, "diablo-scheduler: %s\n", server.status().ToString().c_str());
-    return 1;
-  }
+  if (!server.ok()) return Fail(server.status());
   // Tests and scripts read this line to learn the port when --listen asked for 0.
-  std::fprintf(stderr, "diablo-scheduler %s listening on port %d\n", diablo::kVersion,
-               (*server)->port());
+  std::fprintf(stderr, "diablo-scheduler %s listening on port %d\n", diablo::kVersion, (*server)->port());
+  if ((*server)->metrics_port() != 0)
+    std::fprintf(stderr, "diablo-scheduler metrics on port %d\n", (*server)->metrics_port());
   std::fflush(stderr);
 
   int received = 0;
   sigwait(&signals, &received);
-  std::fprintf(stderr, "diablo-scheduler: received %s, shutting down\n",
-               received == SIGINT ? "SIGINT" : "SIGTERM");
+  std::fprintf(stderr, "diablo-scheduler: received %s, shutting down\n", received == SIGINT ? "SIGINT" : "SIGTERM");
   (*server)->Shutdown(absl::Milliseconds(grace_seconds * 1000));
   (*server)->Wait();
   return 0;

@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
 #include "server/auth.h"
+#include "server/metrics.h"
 #include "server/scheduler.h"
 
 namespace diablo {

@@ -32,13 +32,13 @@ constexpr const char* kInputFields[] = {"model", "data.train", "data.eval", "ini
 // Dataset records checked at submit: the first MiB (whole lines).
 constexpr int64_t kDataCheckBytes = 1 << 20;
 
-absl::Status Invalid(std::string_view field, std::string_view problem) {
+absl::Status Invalid(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", problem));
 }
 
-json* FieldOf(json& doc, std::string_view dotted) {
+json* FieldOf(json& doc, absl::string_view dotted) {
   json* node = &doc;
-  for (std::string_view part : absl::StrSplit(dotted, '.')) {
+  for (absl::string_view part : absl::StrSplit(dotted, '.')) {
     if (!node->is_object() || !node->contains(std::string(part))) return nullptr;
     node = &(*node)[std::string(part)];
   }
@@ -145,13 +145,13 @@ absl::Status CheckDataset(const std::string& field, const fs::path& local, Objec
     return absl::OkStatus();
   }
   const bool truncated = static_cast<int64_t>(head.size()) == kDataCheckBytes;
-  std::vector<std::string_view> lines = absl::StrSplit(head, '\n');
+  std::vector<absl::string_view> lines = absl::StrSplit(head, '\n');
   if (truncated && !lines.empty()) lines.pop_back();  // the last line may be cut
   int records = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
-    std::string_view line = lines[i];
+    absl::string_view line = lines[i];
     if (absl::StripAsciiWhitespace(line).empty()) continue;
-    json record = json::parse(line, nullptr, false);
+    json record = json::parse(line.begin(), line.end(), nullptr, false);
     const std::string at = absl::StrCat(where, ": line ", i + 1);
     if (record.is_discarded() || !record.is_object())
       return absl::InvalidArgumentError(absl::StrCat(at, ": not a JSON object (each line must be one record)"));

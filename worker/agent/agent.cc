@@ -1,0 +1,166 @@
+// Registration, heartbeats and the lease loop.
+#include "worker/agent/agent.h"
+
+#include <chrono>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "common/rpc_client.h"
+#include "diablo/build_info.h"
+
+namespace diablo::agent {
+
+Agent::Agent(AgentSettings settings) : settings_(std::move(settings)) {}
+
+Agent::~Agent() {
+  Shutdown();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Running& r : running_)
+    if (r.thread.joinable()) r.thread.join();
+}
+
+void Agent::Shutdown() {
+  if (shutdown_.exchange(true)) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Running& r : running_)
+    if (!r.runner->done()) r.runner->Stop("worker " + settings_.name + " is shutting down", /*report=*/true);
+}
+
+absl::Status Agent::Register() {
+  v1::RegisterWorkerRequest request;
+  request.set_name(settings_.name);
+  request.set_host(settings_.host);
+  request.set_devices(settings_.devices);
+  request.set_device_kind(settings_.devices > 0 ? "cuda" : "cpu");
+  request.set_memory_bytes(settings_.memory_bytes);
+  request.set_version(kVersion);
+  for (int attempt = 0; !shutdown_; ++attempt) {
+    v1::RegisterWorkerResponse response;
+    auto context = NewCallContext(settings_.rpc);
+    grpc::Status status = stub_->RegisterWorker(context.get(), request, &response);
+    if (status.ok()) {
+      worker_id_ = response.worker_id();
+      heartbeat_interval_s_ = response.heartbeat_interval_s();
+      const std::string storage_uri =
+          settings_.storage_override.empty() ? response.storage_uri() : settings_.storage_override;
+      absl::StatusOr<std::unique_ptr<ObjectStore>> storage = OpenObjectStore(storage_uri);
+      if (!storage.ok()) return storage.status();
+      storage_ = std::move(*storage);
+      std::fprintf(stderr, "diablo-worker: registered as %s (%s) with %s; storage %s\n", worker_id_.c_str(),
+                   settings_.name.c_str(), settings_.rpc.server.c_str(), storage_uri.c_str());
+      return absl::OkStatus();
+    }
+    if (!IsTransient(status))
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          absl::StrCat("registering with ", settings_.rpc.server, ": ", status.error_message()));
+    if (attempt % 10 == 0)
+      std::fprintf(stderr, "diablo-worker: scheduler %s not reachable (%s); retrying\n", settings_.rpc.server.c_str(),
+                   status.error_message().c_str());
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  return absl::CancelledError("shut down before registering");
+}
+
+int Agent::FreeSlots() {
+  std::lock_guard<std::mutex> lock(mu_);
+  int used = 0;
+  for (const Running& r : running_)
+    if (!r.runner->done()) used += r.runner->lease().local_ranks();
+  return std::max(settings_.devices, 1) - used;
+}
+
+void Agent::ReapFinished() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = running_.begin(); it != running_.end();) {
+    if (it->runner->done()) {
+      it->thread.join();
+      it = running_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Agent::HeartbeatLoop() {
+  while (!shutdown_) {
+    v1::HeartbeatRequest request;
+    request.set_worker_id(worker_id_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const Running& r : running_)
+        if (!r.runner->done()) request.add_running_fences(r.runner->fence());
+    }
+    v1::HeartbeatResponse response;
+    auto context = NewCallContext(settings_.rpc, std::chrono::seconds(10));
+    grpc::Status status = stub_->Heartbeat(context.get(), request, &response);
+    if (status.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (int64_t fence : response.stop_fences())
+        for (Running& r : running_)
+          if (r.runner->fence() == fence) r.runner->Stop("the scheduler cancelled or reassigned the attempt");
+      if (!response.known()) {
+        std::fprintf(stderr, "diablo-worker: the scheduler no longer knows this worker; registering again\n");
+        for (Running& r : running_) r.runner->Stop("this worker lost its lease");
+        must_register_ = true;
+        return;
+      }
+    } else if (!IsTransient(status)) {
+      std::fprintf(stderr, "diablo-worker: heartbeat refused: %s\n", status.error_message().c_str());
+    }
+    const auto wait = std::chrono::milliseconds(static_cast<int64_t>(heartbeat_interval_s_ * 1000));
+    for (auto slept = std::chrono::milliseconds(0); slept < wait && !shutdown_; slept += std::chrono::milliseconds(50))
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+absl::Status Agent::Run() {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(settings_.rpc);
+  if (!channel.ok()) return channel.status();
+  channel_ = *channel;
+  stub_ = v1::WorkerService::NewStub(channel_);
+  while (!shutdown_) {
+    if (absl::Status registered = Register(); !registered.ok()) return shutdown_ ? absl::OkStatus() : registered;
+    must_register_ = false;
+    std::thread heartbeats([this] { HeartbeatLoop(); });
+    while (!shutdown_ && !must_register_) {
+      ReapFinished();
+      if (FreeSlots() <= 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        continue;
+      }
+      v1::LeaseJobRequest request;
+      request.set_worker_id(worker_id_);
+      request.set_wait_ms(settings_.lease_wait_ms);
+      v1::LeaseJobResponse response;
+      auto context = NewCallContext(settings_.rpc, std::chrono::milliseconds(settings_.lease_wait_ms + 5000));
+      grpc::Status status = stub_->LeaseJob(context.get(), request, &response);
+      if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+        must_register_ = true;  // the scheduler expired this worker
+        break;
+      }
+      if (!status.ok()) {
+        if (!IsTransient(status)) std::fprintf(stderr, "diablo-worker: lease: %s\n", status.error_message().c_str());
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        continue;
+      }
+      if (!response.has_lease()) continue;
+      auto runner = std::make_unique<AttemptRunner>(settings_, *stub_, *storage_, response.lease());
+      AttemptRunner* raw = runner.get();
+      std::lock_guard<std::mutex> lock(mu_);
+      running_.push_back({std::move(runner), std::thread([raw] { raw->Run(); })});
+    }
+    heartbeats.join();
+    // Attempts of a worker that lost its lease are gone; wait for their trainers to exit.
+    while (!shutdown_) {
+      ReapFinished();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (running_.empty()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace diablo::agent

@@ -1,0 +1,72 @@
+// Runs one leased attempt on this node: fetches its inputs (and the
+// checkpoint to resume from), starts one `diablo train --events` per local
+// rank with the torchrun-style environment, forwards the trainers' events,
+// uploads checkpoints (then reports them, so `latest` only ever names a
+// complete one) and the final outputs, and completes the attempt.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/object_store.h"
+#include "diablo/v1/worker.grpc.pb.h"
+#include "worker/agent/settings.h"
+
+namespace diablo::agent {
+
+class Reporter;
+
+class AttemptRunner {
+ public:
+  AttemptRunner(const AgentSettings& settings, v1::WorkerService::Stub& stub, ObjectStore& storage, v1::Lease lease);
+  ~AttemptRunner();
+
+  // Blocks until the attempt has ended and been reported.
+  void Run();
+  // Stops the trainers (SIGTERM, then SIGKILL after the grace period).  When
+  // the scheduler cancelled or superseded the attempt there is nothing to
+  // report; when this worker is shutting down (`report`), the attempt is
+  // completed as failed so that it is retried at once elsewhere.
+  void Stop(const std::string& reason, bool report = false);
+
+  int64_t fence() const { return lease_.fence(); }
+  const v1::Lease& lease() const { return lease_; }
+  bool done() const { return done_.load(); }
+
+ private:
+  struct Outcome {
+    bool succeeded = false;
+    bool permanent = false;
+    int exit_code = 0;
+    std::string reason;
+    std::vector<std::string> stderr_tail;
+  };
+
+  absl::Status Prepare(std::string* config_path);
+  absl::Status FetchInput(const v1::Input& input, std::filesystem::path* local);
+  absl::Status FetchCheckpoint();
+  Outcome Train(const std::string& config_path);
+  void HandleEvent(int rank, const std::string& line, std::string* last_error_code, std::string* last_error);
+  absl::Status UploadOutputs(std::vector<v1::UploadedArtifact>* artifacts);
+  void Complete(const Outcome& outcome, const std::vector<v1::UploadedArtifact>& artifacts);
+  void Log(const std::string& line);
+
+  const AgentSettings& settings_;
+  v1::WorkerService::Stub& stub_;
+  ObjectStore& storage_;
+  const v1::Lease lease_;
+  std::filesystem::path job_dir_, output_dir_;
+  std::unique_ptr<Reporter> reporter_;
+
+  std::mutex mu_;
+  std::vector<pid_t> trainer_pids_;  // process groups to signal on Stop
+  std::atomic<bool> stopped_{false};
+  std::atomic<bool> report_stop_{false};
+  std::string stop_reason_;  // guarded by mu_
+  std::atomic<bool> done_{false};
+};
+
+}  // namespace diablo::agent

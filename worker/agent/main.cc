@@ -1,0 +1,113 @@
+// diablo-worker: the agent that runs DiaBlo training jobs on this node for a
+// diablo-scheduler, until SIGINT or SIGTERM.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "common/net_address.h"
+#include "diablo/build_info.h"
+#include "worker/agent/agent.h"
+
+namespace {
+
+std::string HostName() {
+  char name[HOST_NAME_MAX + 1] = {};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
+std::filesystem::path SelfDirectory() {
+  std::error_code ec;
+  return std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  diablo::agent::AgentSettings settings;
+  settings.name = HostName();
+  std::string work_dir = "diablo-worker-data";
+  double memory_gib = 0;
+
+  CLI::App app{
+      "diablo-worker: runs DiaBlo fine-tuning jobs on this node for a diablo-scheduler.\n"
+      "Registers, keeps a heartbeat, leases jobs that fit, runs one `diablo train` per\n"
+      "device (one for a CPU node) with the torchrun environment, streams their events,\n"
+      "uploads checkpoints and adapters to storage, and stops trainers on cancel.\n\n"
+      "Example:\n"
+      "  DIABLO_TOKEN=<worker token> diablo-worker --server 10.0.0.5:50051 --devices 8 --host 10.0.0.7"};
+  app.set_version_flag("--version", std::string("diablo-worker ") + diablo::kVersion + " (" + diablo::kGitCommit + ")");
+  app.add_option("--server", settings.rpc.server, "Scheduler address, host:port")
+      ->envname("DIABLO_SERVER")
+      ->capture_default_str();
+  app.add_option("--token", settings.rpc.token, "Worker (or admin) API token")->envname("DIABLO_TOKEN");
+  app.add_option("--name", settings.name, "Node name shown in `diablo-ctl workers` (default: host name)");
+  app.add_option("--host", settings.host, "Address other nodes of a multi-node job reach this one at")
+      ->capture_default_str();
+  app.add_option("--devices", settings.devices, "GPUs to offer; 0 runs one CPU rank at a time")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
+  app.add_option("--memory-gib", memory_gib, "Memory per rank in GiB (default: this machine's RAM)")
+      ->check(CLI::Range(0.0, 1e6));
+  app.add_option("--work-dir", work_dir, "Job directories and the input cache")->capture_default_str();
+  app.add_option("--diablo", settings.diablo_binary, "The `diablo` trainer binary (default: next to diablo-worker)");
+  app.add_option("--storage", settings.storage_override, "Storage URI, instead of the one the scheduler announces");
+  app.add_flag("--keep-job-dirs", settings.keep_job_dirs, "Keep job directories after attempts end");
+  app.add_option("--kill-grace", settings.kill_grace_s, "Seconds between SIGTERM and SIGKILL when stopping a trainer")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 600.0));
+  app.add_option("--timeout", settings.rpc.timeout_s, "Deadline of each call to the scheduler, seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 3600.0));
+  app.add_option("--tls-ca", settings.rpc.tls_ca, "CA certificate (PEM) of the scheduler; enables TLS");
+  app.add_option("--tls-cert", settings.rpc.tls_cert, "Client certificate (PEM) for mutual TLS");
+  app.add_option("--tls-key", settings.rpc.tls_key, "Client private key (PEM) for mutual TLS");
+  CLI11_PARSE(app, argc, argv);
+
+  if (auto address = diablo::ParseHostPort(settings.rpc.server, "--server"); !address.ok()) {
+    std::fprintf(stderr, "diablo-worker: %s\n", std::string(address.status().message()).c_str());
+    return 2;
+  }
+  settings.memory_bytes = memory_gib > 0 ? static_cast<int64_t>(memory_gib * (1 << 30))
+                                         : static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  settings.work_dir = std::filesystem::absolute(work_dir);
+  if (settings.diablo_binary.empty()) settings.diablo_binary = (SelfDirectory() / "diablo").string();
+  if (access(settings.diablo_binary.c_str(), X_OK) != 0) {
+    std::fprintf(stderr, "diablo-worker: the trainer %s is not an executable; point --diablo at `diablo`\n",
+                 settings.diablo_binary.c_str());
+    return 2;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(settings.work_dir, ec);
+  if (ec) {
+    std::fprintf(stderr, "diablo-worker: --work-dir %s: %s\n", settings.work_dir.c_str(), ec.message().c_str());
+    return 2;
+  }
+
+  // Signals go to one thread, which shuts the agent down.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  diablo::agent::Agent agent(settings);
+  std::thread waiter([&] {
+    int received = 0;
+    sigwait(&signals, &received);
+    std::fprintf(stderr, "diablo-worker: received %s, stopping\n", received == SIGINT ? "SIGINT" : "SIGTERM");
+    agent.Shutdown();
+  });
+  waiter.detach();
+  absl::Status status = agent.Run();
+  if (!status.ok()) {
+    std::fprintf(stderr, "diablo-worker: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,48 @@
+// Forwards an attempt's trainer events and log lines to the scheduler in
+// order, in batches, retrying through scheduler restarts; tells the attempt
+// to stop when the scheduler says it was cancelled or superseded.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "diablo/v1/worker.grpc.pb.h"
+#include "worker/agent/settings.h"
+
+namespace diablo::agent {
+
+class Reporter {
+ public:
+  // `on_stop` runs (once) when the scheduler answers that the attempt must stop.
+  Reporter(const AgentSettings& settings, v1::WorkerService::Stub& stub, int64_t fence, int rank,
+           std::function<void(const std::string&)> on_stop);
+  ~Reporter();
+
+  void Event(std::string json);
+  void Log(std::string line);
+  // Sends everything queued; gives up after `timeout_s` of failed tries.
+  void Flush(double timeout_s);
+
+ private:
+  void Loop();
+  bool SendBatch();
+
+  const AgentSettings& settings_;
+  v1::WorkerService::Stub& stub_;
+  const int64_t fence_;
+  const int rank_;
+  std::function<void(const std::string&)> on_stop_;
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<v1::TrainerReport> queue_;
+  bool closing_ = false;
+  bool stopped_ = false;
+  std::thread thread_;
+};
+
+}  // namespace diablo::agent

@@ -1,0 +1,26 @@
+// What a diablo-worker agent is configured with (its command line).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "common/rpc_client.h"
+
+namespace diablo::agent {
+
+struct AgentSettings {
+  RpcClientOptions rpc;
+  std::string name;                 // node name (default: host name)
+  std::string host = "127.0.0.1";   // address other ranks of a gang reach this node at
+  int devices = 0;                  // GPUs offered; 0: a CPU worker (one rank at a time)
+  int64_t memory_bytes = 0;         // per rank; 0: physical memory
+  std::filesystem::path work_dir;   // job directories and the input cache
+  std::string diablo_binary;        // the trainer (`diablo`); default: next to diablo-worker
+  std::string storage_override;     // storage URI instead of the scheduler's
+  bool keep_job_dirs = false;       // keep finished job directories (debugging)
+  int lease_wait_ms = 10000;        // long-poll length
+  double kill_grace_s = 3;          // SIGTERM → SIGKILL when stopping a trainer
+};
+
+}  // namespace diablo::agent
