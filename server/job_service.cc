@@ -80,7 +80,8 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context, const v1::Wa
       if (!writer->Write(event)) return timer.Done(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       after = event.seq();
     }
-    if (finished) return timer.Done(grpc::Status::OK);
+    if (finished || (!request->follow() && static_cast<int>(events->size()) < kWatchBatch))
+      return timer.Done(grpc::Status::OK);
     // Wake on any change, and at least every second to notice a client that left.
     if (events->empty()) ctx_.scheduler->WaitForChange(1000);
   }

@@ -69,8 +69,11 @@ struct Resolved {
   fs::path local;  // a readable local copy or path, for the checks below ("" for directories)
 };
 
-absl::StatusOr<fs::path> CachedCopy(ObjectStore& store, const std::string& key, const ValidationContext& ctx) {
-  const fs::path local = ctx.cache_dir / "objects" / fs::path(absl::StrReplaceAll(store.uri(), {{"/", "_"}, {":", "_"}})) / key;
+// A local copy of an object, named `name` (readers go by the extension).
+absl::StatusOr<fs::path> CachedCopy(ObjectStore& store, const std::string& key, const std::string& name,
+                                    const ValidationContext& ctx) {
+  const fs::path local =
+      ctx.cache_dir / "objects" / absl::StrReplaceAll(store.uri(), {{"/", "_"}, {":", "_"}}) / key / name;
   std::error_code ec;
   if (!fs::exists(local, ec)) RETURN_IF_ERROR(store.GetFile(key, local));
   return local;
@@ -89,7 +92,7 @@ absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::strin
     r.input.set_sha256(file->file.sha256());
     r.input.set_name(file->file.name());
     if (field == "model") {
-      ASSIGN_OR_RETURN(r.local, CachedCopy(ctx.scheduler->storage(), file->storage_key, ctx));
+      ASSIGN_OR_RETURN(r.local, CachedCopy(ctx.scheduler->storage(), file->storage_key, file->file.name(), ctx));
     }
     return r;
   }
@@ -109,7 +112,7 @@ absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::strin
       return r;
     }
     if (field == "model" || field.rfind("data.", 0) == 0) {
-      ASSIGN_OR_RETURN(r.local, CachedCopy(**store, split->key, ctx));
+      ASSIGN_OR_RETURN(r.local, CachedCopy(**store, split->key, r.input.name(), ctx));
     }
     return r;
   }
