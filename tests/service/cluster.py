@@ -1,0 +1,159 @@
+"""A real diablo service on loopback for the service tests: a scheduler on a
+free port, tokens, any number of CPU workers, and helpers to drive
+diablo-ctl, read job state and events, and kill processes the hard way."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+class Cluster:
+    def __init__(self, bin_dir, work=None, heartbeat=0.5, lease_timeout=4.0, stall_timeout=120.0, extra_args=()):
+        self.bin = Path(bin_dir)
+        self._tmp = None
+        if work is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="diablo-service-")
+            work = self._tmp.name
+        self.work = Path(work)
+        self.data_dir = self.work / "scheduler"
+        self.heartbeat = heartbeat
+        self.lease_timeout = lease_timeout
+        self.stall_timeout = stall_timeout
+        self.extra_args = list(extra_args)
+        self.scheduler = None
+        self.workers = {}
+        self.port = None
+        self.metrics_port = None
+        self.user_token = self.token("tenant-a", "user")
+        self.worker_token = self.token("ops", "worker")
+
+    # ---- processes
+
+    def token(self, tenant, role):
+        out = subprocess.run([self.bin / "diablo-scheduler", "--data-dir", self.data_dir, "token", "create",
+                              "--tenant", tenant, "--role", role], check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def start_scheduler(self, port=0):
+        log = open(self.work / "scheduler.log", "a")
+        self.scheduler = subprocess.Popen(
+            [self.bin / "diablo-scheduler", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{port}",
+             "--metrics-listen", "127.0.0.1:0", "--heartbeat-interval", str(self.heartbeat),
+             "--lease-timeout", str(self.lease_timeout), "--stall-timeout", str(self.stall_timeout),
+             *self.extra_args],
+            stderr=log, stdout=log)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            text = (self.work / "scheduler.log").read_text()
+            ports = re.findall(r"listening on port (\d+)", text)
+            if ports and self.scheduler.poll() is None and (port == 0 or int(ports[-1]) == port):
+                self.port = int(ports[-1])
+                metrics = re.findall(r"metrics on port (\d+)", text)
+                self.metrics_port = int(metrics[-1]) if metrics else None
+                return self
+            if self.scheduler.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError("scheduler did not start:\n" + (self.work / "scheduler.log").read_text())
+
+    def start_worker(self, name, diablo=None, extra=()):
+        log = open(self.work / f"{name}.log", "a")
+        args = [self.bin / "diablo-worker", "--server", self.address, "--name", name,
+                "--work-dir", self.work / f"worker-{name}", "--keep-job-dirs", "--kill-grace", "1", *extra]
+        if diablo:
+            args += ["--diablo", diablo]
+        env = dict(os.environ, DIABLO_TOKEN=self.worker_token)
+        self.workers[name] = subprocess.Popen(args, stderr=log, stdout=log, env=env)
+        self.wait_for(lambda: any(w["name"] == name and w["status"] == "alive" for w in self.list_workers()),
+                      timeout=30, what=f"worker {name} to register")
+        return self.workers[name]
+
+    def kill9(self, proc):
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop(self):
+        for proc in list(self.workers.values()) + [self.scheduler]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in list(self.workers.values()) + [self.scheduler]:
+            if proc is not None:
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    # ---- diablo-ctl
+
+    def ctl(self, *args, token=None, check=True, timeout=600):
+        env = dict(os.environ, DIABLO_SERVER=self.address, DIABLO_TOKEN=token or self.user_token)
+        env.pop("DIABLO_CONFIG", None)
+        out = subprocess.run([self.bin / "diablo-ctl", *map(str, args)], capture_output=True, text=True, env=env,
+                             timeout=timeout)
+        if check and out.returncode != 0:
+            raise AssertionError(f"diablo-ctl {' '.join(map(str, args))} exited {out.returncode}:\n"
+                                 f"{out.stdout}\n{out.stderr}")
+        return out
+
+    def ctl_json(self, *args, **kwargs):
+        return json.loads(self.ctl("-o", "json", *args, **kwargs).stdout)
+
+    def job(self, job_id):
+        return self.ctl_json("get", job_id)
+
+    def events(self, job_id):
+        out = self.ctl("-o", "json", "logs", job_id)
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+    def list_workers(self):
+        return self.ctl_json("workers").get("workers", [])
+
+    def submit(self, config_path, *args):
+        return self.ctl("submit", config_path, *args).stdout.strip()
+
+    # ---- waiting
+
+    def wait_for(self, predicate, timeout=120, what="condition", interval=0.2):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n" + self.logs_tail())
+
+    def wait_state(self, job_id, states, timeout=300):
+        states = {states} if isinstance(states, str) else set(states)
+        return self.wait_for(lambda: self.job(job_id) if self.job(job_id).get("state") in states else None,
+                             timeout=timeout, what=f"job {job_id} to reach {states}")
+
+    def logs_tail(self, lines=30):
+        text = []
+        for path in sorted(self.work.glob("*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            text.append(f"--- {path.name}\n" + "\n".join(tail))
+        return "\n".join(text)
+
+
+def write_job(path, model, train, steps, save_every=0, extra=""):
+    """A small DiaBlo job on the real model (YAML, as a user writes it)."""
+    Path(path).write_text(
+        f"model: {model}\n"
+        "method: {name: diablo, blocks: 32}\n"
+        f"data: {{train: {train}, max_seq_len: 64}}\n"
+        f"optim: {{max_steps: {steps}, global_batch: 4, lr: 3.0e-3}}\n"
+        f"save_every: {save_every}\n"
+        "threads: 1\n" + extra)
+    return path
