@@ -31,7 +31,8 @@ int LocalRanks(const std::string& kind, int devices_per_node) {
 }
 
 bool Fits(const WorkerSlot& w, const Requirements& needs, bool use_free) {
-  if (needs.needs_cuda && w.kind != "cuda") return false;
+  // More than one device per node means GPUs; a CPU node runs one rank.
+  if ((needs.needs_cuda || needs.devices_per_node > 1) && w.kind != "cuda") return false;
   const int ranks = LocalRanks(w.kind, needs.devices_per_node);
   if (w.kind == "cuda" && needs.devices_per_node > w.capacity) return false;
   if ((use_free ? w.capacity - w.used : w.capacity) < ranks) return false;
@@ -167,7 +168,8 @@ absl::Status Scheduler::CheckPlaceable(const Requirements& needs) {
   if (fitting >= needs.nodes) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       "no registered worker can run this job: it needs ", needs.nodes, " node(s), each with ",
-      needs.needs_cuda ? absl::StrCat(needs.devices_per_node, " CUDA device(s)") : std::string("a free slot"),
+      needs.needs_cuda || needs.devices_per_node > 1 ? absl::StrCat(needs.devices_per_node, " CUDA device(s)")
+                                                     : std::string("a free slot"),
       " and ", GiB(needs.bytes_per_rank), " per rank (estimated); ", fitting, " fit, registered: ",
       seen.empty() ? std::string("none") : absl::StrJoin(seen, ", "),
       ". Lower optim.micro_batch or data.max_seq_len, add workers, or submit with queue_anyway (--queue-anyway)"));

@@ -40,13 +40,13 @@ class Cluster:
         return out.stdout.strip()
 
     def start_scheduler(self, port=0):
-        log = open(self.work / "scheduler.log", "a")
-        self.scheduler = subprocess.Popen(
-            [self.bin / "diablo-scheduler", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{port}",
-             "--metrics-listen", "127.0.0.1:0", "--heartbeat-interval", str(self.heartbeat),
-             "--lease-timeout", str(self.lease_timeout), "--stall-timeout", str(self.stall_timeout),
-             *self.extra_args],
-            stderr=log, stdout=log)
+        with open(self.work / "scheduler.log", "a") as log:
+            self.scheduler = subprocess.Popen(
+                [self.bin / "diablo-scheduler", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{port}",
+                 "--metrics-listen", "127.0.0.1:0", "--heartbeat-interval", str(self.heartbeat),
+                 "--lease-timeout", str(self.lease_timeout), "--stall-timeout", str(self.stall_timeout),
+                 *self.extra_args],
+                stderr=log, stdout=log)
         deadline = time.time() + 30
         while time.time() < deadline:
             text = (self.work / "scheduler.log").read_text()
@@ -62,13 +62,13 @@ class Cluster:
         raise RuntimeError("scheduler did not start:\n" + (self.work / "scheduler.log").read_text())
 
     def start_worker(self, name, diablo=None, extra=()):
-        log = open(self.work / f"{name}.log", "a")
         args = [self.bin / "diablo-worker", "--server", self.address, "--name", name,
                 "--work-dir", self.work / f"worker-{name}", "--keep-job-dirs", "--kill-grace", "1", *extra]
         if diablo:
             args += ["--diablo", diablo]
         env = dict(os.environ, DIABLO_TOKEN=self.worker_token)
-        self.workers[name] = subprocess.Popen(args, stderr=log, stdout=log, env=env)
+        with open(self.work / f"{name}.log", "a") as log:
+            self.workers[name] = subprocess.Popen(args, stderr=log, stdout=log, env=env)
         self.wait_for(lambda: any(w["name"] == name and w["status"] == "alive" for w in self.list_workers()),
                       timeout=30, what=f"worker {name} to register")
         return self.workers[name]

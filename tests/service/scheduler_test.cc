@@ -62,6 +62,9 @@ TEST_F(SchedulerFixture, JobMustFitTheWorkersMemory) {
   EXPECT_THAT(std::string(placeable.message()), HasSubstr("no registered worker can run this job"));
   EXPECT_THAT(std::string(placeable.message()), HasSubstr("small"));
   EXPECT_EQ(scheduler_->CheckPlaceable({1, 1, 0, /*needs_cuda=*/true}).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(scheduler_->CheckPlaceable({1, /*devices_per_node=*/4, 0, false}).code(),
+            absl::StatusCode::kFailedPrecondition)
+      << "four devices per node need a GPU node";
 
   const std::string large = Register("large", 32);
   EXPECT_TRUE(scheduler_->CheckPlaceable({1, 1, int64_t{10} << 30, false}).ok());

@@ -25,16 +25,10 @@ INVALID_ARGUMENT, a download whose SHA-256 does not match is
 :class:`ChecksumError` (DATA_LOSS).
 """
 
-from ._stubs import StubsUnavailable, load as _load_stubs
-from .client import (ChecksumError, Client, DiabloError, FINAL_STATES, INPUT_FIELDS, spec_from_file, state_name)
+from ._stubs import StubsUnavailable
+from .client import (CHUNK_BYTES, FINAL_STATES, INPUT_FIELDS, ChecksumError, Client, DiabloError, file_pb2, job_pb2,
+                     spec_from_file, spec_pb2, state_name, system_pb2, worker_pb2)
 
-_modules = _load_stubs()
-file_pb2, file_pb2_grpc = _modules["file"]
-job_pb2, job_pb2_grpc = _modules["job"]
-spec_pb2, spec_pb2_grpc = _modules["spec"]
-system_pb2, system_pb2_grpc = _modules["system"]
-worker_pb2, worker_pb2_grpc = _modules["worker"]
-del _modules
-
-__all__ = ["Client", "DiabloError", "ChecksumError", "StubsUnavailable", "FINAL_STATES", "INPUT_FIELDS",
-           "spec_from_file", "state_name", "file_pb2", "job_pb2", "spec_pb2", "system_pb2", "worker_pb2"]
+__all__ = ["Client", "DiabloError", "ChecksumError", "StubsUnavailable", "CHUNK_BYTES", "FINAL_STATES",
+           "INPUT_FIELDS", "spec_from_file", "state_name", "file_pb2", "job_pb2", "spec_pb2", "system_pb2",
+           "worker_pb2"]

@@ -404,24 +404,20 @@ class Client:
         """Follows the job until it ends; returns the final Job.
 
         on_event(JobEvent) is called for every event (progress bars, logs).
-        timeout: seconds; DEADLINE_EXCEEDED is raised when it passes first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        timeout: seconds; DiabloError(DEADLINE_EXCEEDED) when the job has not
+        ended by then (the job itself goes on)."""
+        until = None if timeout is None else time.monotonic() + timeout
         seen = 0
         while True:
-            events = self.watch(job_id, after_seq=seen, follow=True)
-            try:
-                for event in events:
-                    seen = event.seq
-                    if on_event is not None:
-                        on_event(event)
-                    if deadline is not None and time.monotonic() > deadline:
-                        break
-            finally:
-                events.close()
+            remaining = None if until is None else max(until - time.monotonic(), 0.0)
+            for event in self.watch(job_id, after_seq=seen, follow=True, timeout=remaining):
+                seen = event.seq
+                if on_event is not None:
+                    on_event(event)
             job = self.get(job_id)
             if job.state in FINAL_STATES:
                 return job
-            if deadline is not None and time.monotonic() > deadline:
+            if until is not None and time.monotonic() >= until:
                 raise DiabloError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                   f"job {job_id} is still {state_name(job.state)} after {timeout}s")
 
