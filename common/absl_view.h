@@ -9,7 +9,11 @@
 
 namespace diablo {
 
-inline absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-inline std::string_view StdView(absl::string_view s) { return std::string_view(s.data(), s.size()); }
+inline absl::string_view AbslView(std::string_view s) {
+  return absl::string_view(s.data(), s.size());
+}
+inline std::string_view StdView(absl::string_view s) {
+  return std::string_view(s.data(), s.size());
+}
 
 }  // namespace diablo

@@ -36,7 +36,8 @@ size_t ReadBody(char* buffer, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const HttpRequest& r = *t->request;
   const int64_t total = r.body_fd >= 0 ? r.body_length : static_cast<int64_t>(r.body.size());
-  const size_t want = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(size * count), total - t->sent));
+  const size_t want =
+      static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(size * count), total - t->sent));
   if (want == 0) return 0;
   if (r.body_fd < 0) {
     std::memcpy(buffer, r.body.data() + t->sent, want);
@@ -49,7 +50,8 @@ size_t ReadBody(char* buffer, size_t size, size_t count, void* user) {
   } while (got < 0 && errno == EINTR);
   if (got <= 0) {
     // A file that shrank under the upload must fail it, not send short.
-    t->local_error = got < 0 ? std::strerror(errno) : "the file ended early (changed during the upload?)";
+    t->local_error =
+        got < 0 ? std::strerror(errno) : "the file ended early (changed during the upload?)";
     return CURL_READFUNC_ABORT;
   }
   t->sent += got;
@@ -97,7 +99,8 @@ size_t ReadHeader(char* data, size_t size, size_t count, void* user) {
   const size_t colon = line.find(':');
   if (colon != std::string_view::npos) {
     std::string name = absl::AsciiStrToLower(AbslView(line.substr(0, colon)));
-    t->response.headers[name] = std::string(absl::StripAsciiWhitespace(AbslView(line.substr(colon + 1))));
+    t->response.headers[name] =
+        std::string(absl::StripAsciiWhitespace(AbslView(line.substr(colon + 1))));
   }
   return n;
 }
@@ -113,11 +116,13 @@ absl::StatusOr<HttpResponse> PerformHttp(const HttpRequest& request) {
   t.curl = curl.get();
 
   curl_slist* headers = nullptr;
-  for (const auto& [name, value] : request.headers) headers = curl_slist_append(headers, absl::StrCat(name, ": ", value).c_str());
+  for (const auto& [name, value] : request.headers)
+    headers = curl_slist_append(headers, absl::StrCat(name, ": ", value).c_str());
   // curl would otherwise wait for "100 Continue" before large bodies, a
   // needless round trip (S3 answers errors after the body just as well).
   headers = curl_slist_append(headers, "Expect:");
-  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_list(headers, &curl_slist_free_all);
+  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_list(headers,
+                                                                          &curl_slist_free_all);
 
   CURL* c = curl.get();
   curl_easy_setopt(c, CURLOPT_URL, request.url.c_str());
@@ -158,7 +163,8 @@ absl::StatusOr<HttpResponse> PerformHttp(const HttpRequest& request) {
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
   const CURLcode code = curl_easy_perform(c);
   if (!t.local_error.empty())
-    return absl::InternalError(absl::StrCat(request.method, " ", request.url, ": local I/O failed: ", t.local_error));
+    return absl::InternalError(
+        absl::StrCat(request.method, " ", request.url, ": local I/O failed: ", t.local_error));
   if (code != CURLE_OK)
     return absl::UnavailableError(absl::StrCat(request.method, " ", request.url, " failed: ",
                                                error[0] != 0 ? error : curl_easy_strerror(code)));

@@ -1,6 +1,6 @@
-// ObjectStore over S3: addressing, signing, retries and the mapping of S3's
-// answers to statuses; multipart uploads for large files and paginated
-// listing.  HTTP lives in s3_http.cc, XML in s3_xml.cc, signing in sigv4.cc.
+// ObjectStore over S3: addressing, signing and retries, multipart uploads
+// for large files, paginated listing.  HTTP is in s3_http.cc, XML in
+// s3_xml.cc, signing in sigv4.cc, answers-to-statuses in s3_errors.cc.
 #include "common/s3_store.h"
 
 #include <fcntl.h>
@@ -11,7 +11,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -20,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/absl_view.h"
+#include "common/s3_errors.h"
 #include "common/s3_http.h"
 #include "common/s3_xml.h"
 #include "common/sha256.h"
@@ -33,26 +33,13 @@ namespace fs = std::filesystem;
 using s3::HttpResponse;
 
 constexpr int64_t kMinPartBytes = int64_t{5} << 20;  // S3's minimum for all parts but the last
-constexpr int64_t kMaxParts = 10000;                  // S3's maximum part count
+constexpr int64_t kMaxParts = 10000;                 // S3's maximum part count
 // Requests without a file body (HEAD, DELETE, listing, multipart control)
 // finish well within this; transfers of data rely on the low-speed limit.
 constexpr long kControlTimeoutSeconds = 120;
 // CompleteMultipartUpload may keep the connection quiet while S3 assembles
 // a large object; it gets a long overall limit instead of the low-speed one.
 constexpr long kCompleteTimeoutSeconds = 900;
-
-std::string Env(const char* name) {
-  const char* value = std::getenv(name);
-  return value != nullptr ? value : "";
-}
-
-absl::Status ReadBytesVariable(const char* name, int64_t* out) {
-  const std::string text = Env(name);
-  if (text.empty()) return absl::OkStatus();
-  if (!absl::SimpleAtoi(text, out) || *out < 0)
-    return absl::InvalidArgumentError(absl::StrCat(name, " must be a number of bytes, got '", text, "'"));
-  return absl::OkStatus();
-}
 
 struct Endpoint {
   std::string scheme;  // http or https
@@ -62,12 +49,14 @@ struct Endpoint {
 absl::StatusOr<Endpoint> ParseEndpoint(std::string_view text) {
   Endpoint e;
   const size_t sep = text.find("://");
-  if (sep != std::string_view::npos) e.scheme = absl::AsciiStrToLower(AbslView(text.substr(0, sep)));
+  if (sep != std::string_view::npos)
+    e.scheme = absl::AsciiStrToLower(AbslView(text.substr(0, sep)));
   std::string_view rest = sep == std::string_view::npos ? text : text.substr(sep + 3);
   while (rest.ends_with('/')) rest.remove_suffix(1);
-  if ((e.scheme != "http" && e.scheme != "https") || rest.empty() || rest.find_first_of("/?# ") != rest.npos)
-    return absl::InvalidArgumentError(absl::StrCat("DIABLO_S3_ENDPOINT must be http(s)://host[:port], got '",
-                                                   AbslView(text), "'"));
+  if ((e.scheme != "http" && e.scheme != "https") || rest.empty() ||
+      rest.find_first_of("/?# ") != rest.npos)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "DIABLO_S3_ENDPOINT must be http(s)://host[:port], got '", AbslView(text), "'"));
   e.host = std::string(rest);
   return e;
 }
@@ -91,27 +80,30 @@ struct Body {
 // Signing the real payload hash lets S3 reject a body that changed in
 // flight or on disk during the upload; for files it costs one extra read.
 absl::StatusOr<std::string> PayloadHash(const Body& body) {
-  if (body.fd < 0) return body.bytes.empty() ? std::string(sigv4::kEmptyPayloadSha256) : Sha256Hex(body.bytes);
+  if (body.fd < 0)
+    return body.bytes.empty() ? std::string(sigv4::kEmptyPayloadSha256) : Sha256Hex(body.bytes);
   Sha256 sha;
   std::string buffer(1 << 20, '\0');
   for (int64_t done = 0; done < body.length;) {
-    const size_t want = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(buffer.size()), body.length - done));
+    const size_t want = static_cast<size_t>(
+        std::min<int64_t>(static_cast<int64_t>(buffer.size()), body.length - done));
     const ssize_t got = ::pread(body.fd, buffer.data(), want, body.offset + done);
     if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return absl::InternalError(absl::StrCat("cannot read the file to upload: ",
-                                                          got < 0 ? std::strerror(errno) : "it ended early"));
+    if (got <= 0)
+      return absl::InternalError(absl::StrCat("cannot read the file to upload: ",
+                                              got < 0 ? std::strerror(errno) : "it ended early"));
     sha.Update(std::string_view(buffer.data(), static_cast<size_t>(got)));
     done += got;
   }
   return sha.HexDigest();
 }
 
-bool Retryable(long status) { return status == 429 || status == 500 || status == 502 || status == 503 || status == 504; }
 bool Success(const HttpResponse& r) { return r.status >= 200 && r.status < 300; }
 
 class S3Store final : public ObjectStore {
  public:
-  S3Store(S3Settings settings, Endpoint endpoint, std::string bucket, std::string prefix, bool path_style)
+  S3Store(S3Settings settings, Endpoint endpoint, std::string bucket, std::string prefix,
+          bool path_style)
       : settings_(std::move(settings)),
         credentials_{settings_.access_key_id, settings_.secret_access_key, settings_.session_token},
         endpoint_(std::move(endpoint)),
@@ -119,7 +111,9 @@ class S3Store final : public ObjectStore {
         prefix_(std::move(prefix)),
         path_style_(path_style) {}
 
-  std::string uri() const override { return absl::StrCat("s3://", bucket_, prefix_.empty() ? "" : "/", prefix_); }
+  std::string uri() const override {
+    return absl::StrCat("s3://", bucket_, prefix_.empty() ? "" : "/", prefix_);
+  }
 
   absl::Status PutBytes(std::string_view key, std::string_view data) override {
     ASSIGN_OR_RETURN(const std::string object, ObjectName(key));
@@ -132,12 +126,13 @@ class S3Store final : public ObjectStore {
     ASSIGN_OR_RETURN(const std::string object, ObjectName(key));
     FdCloser file{::open(local.c_str(), O_RDONLY | O_CLOEXEC)};
     if (file.fd < 0)
-      return absl::NotFoundError(absl::StrCat("cannot open ", local.string(), " to upload to ", Describe(object), ": ",
-                                              std::strerror(errno)));
+      return absl::NotFoundError(absl::StrCat("cannot open ", local.string(), " to upload to ",
+                                              Describe(object), ": ", std::strerror(errno)));
     struct stat st {};
     if (::fstat(file.fd, &st) != 0 || !S_ISREG(st.st_mode))
       return absl::InvalidArgumentError(absl::StrCat(local.string(), " is not a regular file"));
-    if (st.st_size > settings_.multipart_threshold_bytes) return PutMultipart(object, file.fd, st.st_size);
+    if (st.st_size > settings_.multipart_threshold_bytes)
+      return PutMultipart(object, file.fd, st.st_size);
     Call call{.method = "PUT", .object = object, .timeout_seconds = 0};
     call.body = Body{.fd = file.fd, .offset = 0, .length = st.st_size};
     return Check(Send(call), object);
@@ -147,21 +142,27 @@ class S3Store final : public ObjectStore {
     ASSIGN_OR_RETURN(const std::string object, ObjectName(key));
     std::error_code ec;
     if (local.has_parent_path()) fs::create_directories(local.parent_path(), ec);
-    if (ec) return absl::InternalError(absl::StrCat("cannot create ", local.parent_path().string(), ": ", ec.message()));
+    if (ec)
+      return absl::InternalError(
+          absl::StrCat("cannot create ", local.parent_path().string(), ": ", ec.message()));
     // Downloaded next to the target and renamed over it: a reader never sees
     // a partial file, and a failure leaves nothing behind.
     static std::atomic<uint64_t> counter{0};
-    const fs::path temp = local.parent_path() / absl::StrCat(".", local.filename().string(), ".tmp.", getpid(), ".", counter++);
+    const fs::path temp = local.parent_path() / absl::StrCat(".", local.filename().string(),
+                                                             ".tmp.", getpid(), ".", counter++);
     const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return absl::InternalError(absl::StrCat("cannot create ", temp.string(), ": ", std::strerror(errno)));
+    if (fd < 0)
+      return absl::InternalError(
+          absl::StrCat("cannot create ", temp.string(), ": ", std::strerror(errno)));
     Call call{.method = "GET", .object = object, .response_fd = fd, .timeout_seconds = 0};
     absl::Status status = Check(Send(call), object);
     if (status.ok() && ::fsync(fd) != 0)
-      status = absl::InternalError(absl::StrCat("cannot write ", temp.string(), ": ", std::strerror(errno)));
+      status = absl::InternalError(
+          absl::StrCat("cannot write ", temp.string(), ": ", std::strerror(errno)));
     ::close(fd);
     if (status.ok() && ::rename(temp.c_str(), local.c_str()) != 0)
-      status = absl::InternalError(absl::StrCat("cannot rename ", temp.string(), " to ", local.string(), ": ",
-                                                std::strerror(errno)));
+      status = absl::InternalError(absl::StrCat("cannot rename ", temp.string(), " to ",
+                                                local.string(), ": ", std::strerror(errno)));
     if (!status.ok()) ::unlink(temp.c_str());
     return status;
   }
@@ -174,10 +175,12 @@ class S3Store final : public ObjectStore {
     return std::move(response.body);
   }
 
-  absl::StatusOr<std::string> ReadRange(std::string_view key, int64_t offset, int64_t length) override {
+  absl::StatusOr<std::string> ReadRange(std::string_view key, int64_t offset,
+                                        int64_t length) override {
     ASSIGN_OR_RETURN(const std::string object, ObjectName(key));
     if (offset < 0 || length < 0)
-      return absl::InvalidArgumentError(absl::StrCat("negative range ", offset, "+", length, " of ", Describe(object)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("negative range ", offset, "+", length, " of ", Describe(object)));
     if (length == 0) {
       RETURN_IF_ERROR(Stat(key).status());  // still NOT_FOUND for an absent object
       return std::string();
@@ -202,18 +205,22 @@ class S3Store final : public ObjectStore {
     int64_t size = 0;
     auto it = response.headers.find("content-length");
     if (it == response.headers.end() || !absl::SimpleAtoi(it->second, &size))
-      return absl::InternalError(absl::StrCat("HEAD ", Describe(object), " answered without a Content-Length"));
+      return absl::InternalError(
+          absl::StrCat("HEAD ", Describe(object), " answered without a Content-Length"));
     return ObjectInfo{std::string(key), size};
   }
 
   absl::StatusOr<std::vector<ObjectInfo>> List(std::string_view prefix) override {
-    const std::string full = prefix_.empty() ? std::string(prefix) : absl::StrCat(prefix_, "/", AbslView(prefix));
+    const std::string full =
+        prefix_.empty() ? std::string(prefix) : absl::StrCat(prefix_, "/", AbslView(prefix));
     const std::string strip = prefix_.empty() ? "" : prefix_ + "/";
     std::vector<ObjectInfo> objects;
     std::string token;
     do {
       Call call{.method = "GET",
-                .query = {{"list-type", "2"}, {"prefix", full}, {"max-keys", std::to_string(settings_.list_page_keys)}}};
+                .query = {{"list-type", "2"},
+                          {"prefix", full},
+                          {"max-keys", std::to_string(settings_.list_page_keys)}}};
       if (!token.empty()) call.query.emplace_back("continuation-token", token);
       ASSIGN_OR_RETURN(HttpResponse response, Send(call));
       if (!Success(response)) return ErrorFor(response, full);
@@ -223,10 +230,12 @@ class S3Store final : public ObjectStore {
         objects.push_back({info.key.substr(strip.size()), info.size_bytes});
       }
       if (page.truncated && page.next_continuation_token == token)
-        return absl::InternalError(absl::StrCat("listing ", Describe(full), ": the server repeats its continuation token"));
+        return absl::InternalError(absl::StrCat("listing ", Describe(full),
+                                                ": the server repeats its continuation token"));
       token = page.truncated ? page.next_continuation_token : "";
     } while (!token.empty());
-    std::sort(objects.begin(), objects.end(), [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
+    std::sort(objects.begin(), objects.end(),
+              [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
     return objects;
   }
 
@@ -235,7 +244,8 @@ class S3Store final : public ObjectStore {
     Call call{.method = "DELETE", .object = object};
     ASSIGN_OR_RETURN(HttpResponse response, Send(call));
     // Absent is fine; an absent bucket is a configuration error.
-    if (Success(response) || (response.status == 404 && s3::ParseErrorBody(response.body).code != "NoSuchBucket"))
+    if (Success(response) ||
+        (response.status == 404 && s3::ParseErrorBody(response.body).code != "NoSuchBucket"))
       return absl::OkStatus();
     return ErrorFor(response, object);
   }
@@ -246,13 +256,15 @@ class S3Store final : public ObjectStore {
     // us-east-1 is the one region that takes no LocationConstraint.
     if (settings_.region != "us-east-1") {
       body = absl::StrCat(
-          "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>",
+          "<CreateBucketConfiguration "
+          "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>",
           s3::XmlEscape(settings_.region), "</LocationConstraint></CreateBucketConfiguration>");
       call.body.bytes = body;
     }
     ASSIGN_OR_RETURN(HttpResponse response, Send(call));
     if (Success(response)) return absl::OkStatus();
-    if (response.status == 409 && s3::ParseErrorBody(response.body).code == "BucketAlreadyOwnedByYou")
+    if (response.status == 409 &&
+        s3::ParseErrorBody(response.body).code == "BucketAlreadyOwnedByYou")
       return absl::OkStatus();
     return ErrorFor(response, "");
   }
@@ -282,9 +294,11 @@ class S3Store final : public ObjectStore {
   // answer (with backoff, re-signed, the download rewound).
   absl::StatusOr<HttpResponse> Send(const Call& call) {
     ASSIGN_OR_RETURN(const std::string payload_hash, PayloadHash(call.body));
-    const std::string host = path_style_ ? endpoint_.host : absl::StrCat(bucket_, ".", endpoint_.host);
+    const std::string host =
+        path_style_ ? endpoint_.host : absl::StrCat(bucket_, ".", endpoint_.host);
     std::string path = path_style_ ? "/" + sigv4::UriEncode(bucket_, true) : "";
-    if (!call.object.empty() || path.empty()) absl::StrAppend(&path, "/", sigv4::UriEncode(call.object, true));
+    if (!call.object.empty() || path.empty())
+      absl::StrAppend(&path, "/", sigv4::UriEncode(call.object, true));
     const std::string query = sigv4::CanonicalQueryString(call.query);
     sigv4::Headers headers = call.headers;
     headers.emplace_back("Host", host);
@@ -296,30 +310,37 @@ class S3Store final : public ObjectStore {
         thread_local std::mt19937 jitter{std::random_device{}()};
         const auto delay = std::chrono::milliseconds((200 << (attempt - 1)) + jitter() % 100);
         std::this_thread::sleep_for(delay);
-        if (call.response_fd >= 0 && (::ftruncate(call.response_fd, 0) != 0 || ::lseek(call.response_fd, 0, SEEK_SET) != 0))
-          return absl::InternalError(absl::StrCat("cannot rewind the download of ", Describe(call.object)));
+        if (call.response_fd >= 0 &&
+            (::ftruncate(call.response_fd, 0) != 0 || ::lseek(call.response_fd, 0, SEEK_SET) != 0))
+          return absl::InternalError(
+              absl::StrCat("cannot rewind the download of ", Describe(call.object)));
       }
       const sigv4::Signature signature =
-          sigv4::Sign({.method = call.method, .canonical_uri = path, .query = call.query, .headers = headers,
+          sigv4::Sign({.method = call.method,
+                       .canonical_uri = path,
+                       .query = call.query,
+                       .headers = headers,
                        .payload_sha256 = payload_hash},
                       std::chrono::system_clock::now(), credentials_, settings_.region, "s3");
-      s3::HttpRequest http{.method = call.method,
-                           .url = absl::StrCat(endpoint_.scheme, "://", host, path, query.empty() ? "" : "?", query),
-                           .headers = signature.headers,
-                           .body = call.body.bytes,
-                           .body_fd = call.body.fd,
-                           .body_offset = call.body.offset,
-                           .body_length = call.body.length,
-                           .response_fd = call.response_fd,
-                           .timeout_seconds = call.timeout_seconds,
-                           .low_speed_limit = !call.may_idle};
+      s3::HttpRequest http{
+          .method = call.method,
+          .url = absl::StrCat(endpoint_.scheme, "://", host, path, query.empty() ? "" : "?", query),
+          .headers = signature.headers,
+          .body = call.body.bytes,
+          .body_fd = call.body.fd,
+          .body_offset = call.body.offset,
+          .body_length = call.body.length,
+          .response_fd = call.response_fd,
+          .timeout_seconds = call.timeout_seconds,
+          .low_speed_limit = !call.may_idle};
       absl::StatusOr<HttpResponse> response = s3::PerformHttp(http);
-      const bool retry = response.ok() ? Retryable(response->status) : absl::IsUnavailable(response.status());
+      const bool retry = response.ok() ? s3::IsRetryableHttpStatus(response->status)
+                                       : absl::IsUnavailable(response.status());
       if (retry && attempt < settings_.max_retries) continue;
       if (!response.ok() && absl::IsUnavailable(response.status()))
-        return absl::UnavailableError(absl::StrCat("cannot reach the S3 endpoint ", endpoint_.scheme, "://",
-                                                   endpoint_.host, " for ", Describe(call.object), " (",
-                                                   attempt + 1, " attempts): ", response.status().message()));
+        return absl::UnavailableError(absl::StrCat(
+            "cannot reach the S3 endpoint ", endpoint_.scheme, "://", endpoint_.host, " for ",
+            Describe(call.object), " (", attempt + 1, " attempts): ", response.status().message()));
       return response;
     }
   }
@@ -329,40 +350,8 @@ class S3Store final : public ObjectStore {
     return Success(*response) ? absl::OkStatus() : ErrorFor(*response, object);
   }
 
-  // S3's answer as a status naming the object, with S3's own code and message.
   absl::Status ErrorFor(const HttpResponse& response, std::string_view object) const {
-    const s3::ErrorBody error = s3::ParseErrorBody(response.body);
-    std::string detail = absl::StrCat("HTTP ", response.status);
-    if (!error.code.empty()) absl::StrAppend(&detail, " ", error.code);
-    if (!error.message.empty()) absl::StrAppend(&detail, ": ", error.message);
-    const std::string what = Describe(object);
-    switch (response.status) {
-      case 404:
-        return absl::NotFoundError(absl::StrCat(what, " not found (", detail, ")"));
-      case 401:
-      case 403:
-        return absl::PermissionDeniedError(absl::StrCat(
-            "access to ", what, " denied (", detail,
-            "); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and the bucket's policy"));
-      case 400:
-        return absl::InvalidArgumentError(absl::StrCat("S3 rejected the request for ", what, " (", detail, ")"));
-      case 301:
-      case 307:
-      case 308: {
-        auto region = response.headers.find("x-amz-bucket-region");
-        return absl::FailedPreconditionError(absl::StrCat(
-            what, " is served by another endpoint (", detail, ")",
-            region != response.headers.end() ? absl::StrCat("; the bucket is in ", region->second, ", set AWS_REGION")
-                                             : ""));
-      }
-      case 409:
-      case 412:
-        return absl::FailedPreconditionError(absl::StrCat("S3 refused the request for ", what, " (", detail, ")"));
-      default:
-        if (Retryable(response.status))
-          return absl::UnavailableError(absl::StrCat("S3 is unavailable for ", what, " (", detail, ")"));
-        return absl::UnknownError(absl::StrCat("unexpected S3 answer for ", what, " (", detail, ")"));
-    }
+    return s3::StatusFromAnswer(response, Describe(object));
   }
 
   // CreateMultipartUpload, UploadPart for each part, CompleteMultipartUpload;
@@ -374,7 +363,8 @@ class S3Store final : public ObjectStore {
     if (!Success(created)) return ErrorFor(created, object);
     const std::optional<std::string> upload_id = s3::XmlText(created.body, "UploadId");
     if (!upload_id || upload_id->empty())
-      return absl::InternalError(absl::StrCat("CreateMultipartUpload for ", Describe(object), " returned no UploadId"));
+      return absl::InternalError(
+          absl::StrCat("CreateMultipartUpload for ", Describe(object), " returned no UploadId"));
     const int64_t part_bytes = std::max(settings_.part_bytes, (size + kMaxParts - 1) / kMaxParts);
 
     absl::Status status = [&]() -> absl::Status {
@@ -385,12 +375,14 @@ class S3Store final : public ObjectStore {
                     .object = object,
                     .query = {{"partNumber", std::to_string(number)}, {"uploadId", *upload_id}},
                     .timeout_seconds = 0};
-        upload.body = Body{.fd = fd, .offset = offset, .length = std::min(part_bytes, size - offset)};
+        upload.body =
+            Body{.fd = fd, .offset = offset, .length = std::min(part_bytes, size - offset)};
         ASSIGN_OR_RETURN(HttpResponse uploaded, Send(upload));
         if (!Success(uploaded)) return ErrorFor(uploaded, object);
         auto etag = uploaded.headers.find("etag");
         if (etag == uploaded.headers.end())
-          return absl::InternalError(absl::StrCat("UploadPart ", number, " of ", Describe(object), " returned no ETag"));
+          return absl::InternalError(
+              absl::StrCat("UploadPart ", number, " of ", Describe(object), " returned no ETag"));
         parts.emplace_back(number, etag->second);
       }
       const std::string xml = s3::CompleteMultipartUploadXml(parts);
@@ -405,8 +397,9 @@ class S3Store final : public ObjectStore {
       // S3 can answer 200 and still report a failure in the body.
       if (completed.body.find("<Error>") != std::string::npos) {
         const s3::ErrorBody error = s3::ParseErrorBody(completed.body);
-        return absl::UnavailableError(absl::StrCat("CompleteMultipartUpload of ", Describe(object), " failed (",
-                                                   error.code, ": ", error.message, ")"));
+        return absl::UnavailableError(absl::StrCat("CompleteMultipartUpload of ", Describe(object),
+                                                   " failed (", error.code, ": ", error.message,
+                                                   ")"));
       }
       return absl::OkStatus();
     }();
@@ -425,9 +418,11 @@ class S3Store final : public ObjectStore {
   const bool path_style_;
 };
 
-absl::StatusOr<std::unique_ptr<S3Store>> MakeS3Store(std::string_view uri, const S3Settings& settings) {
+absl::StatusOr<std::unique_ptr<S3Store>> MakeS3Store(std::string_view uri,
+                                                     const S3Settings& settings) {
   const auto invalid = [&](std::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat("storage URI ", AbslView(uri), ": ", AbslView(why)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("storage URI ", AbslView(uri), ": ", AbslView(why)));
   };
   if (!uri.starts_with("s3://")) return invalid("expected s3://bucket[/prefix]");
   std::string_view rest = uri.substr(5);
@@ -435,28 +430,34 @@ absl::StatusOr<std::unique_ptr<S3Store>> MakeS3Store(std::string_view uri, const
   const size_t slash = rest.find('/');
   const std::string bucket(rest.substr(0, slash));
   const std::string prefix(slash == std::string_view::npos ? "" : rest.substr(slash + 1));
-  if (bucket.empty() || bucket.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") !=
-                            std::string::npos)
-    return invalid("expected s3://bucket[/prefix] with a bucket name of letters, digits, '.', '-' and '_'");
+  if (bucket.empty() ||
+      bucket.find_first_not_of(
+          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != std::string::npos)
+    return invalid(
+        "expected s3://bucket[/prefix] with a bucket name of letters, digits, '.', '-' and '_'");
   if (!prefix.empty() && !ValidateObjectKey(prefix).ok())
     return invalid("the prefix has an empty, '.' or '..' segment");
   if (settings.access_key_id.empty() || settings.secret_access_key.empty())
-    return absl::FailedPreconditionError(absl::StrCat(
-        "storage URI ", AbslView(uri),
-        ": no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary "
-        "credentials)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("storage URI ", AbslView(uri),
+                     ": no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
+                     "AWS_SESSION_TOKEN for temporary "
+                     "credentials)"));
   if (settings.part_bytes < kMinPartBytes)
-    return absl::InvalidArgumentError(absl::StrCat("DIABLO_S3_PART_BYTES must be at least ", kMinPartBytes,
-                                                   " (S3's minimum part size), got ", settings.part_bytes));
-  if (settings.multipart_threshold_bytes < 0 || settings.list_page_keys < 1 || settings.list_page_keys > 1000 ||
-      settings.max_retries < 0 || settings.region.empty())
+    return absl::InvalidArgumentError(absl::StrCat("DIABLO_S3_PART_BYTES must be at least ",
+                                                   kMinPartBytes, " (S3's minimum part size), got ",
+                                                   settings.part_bytes));
+  if (settings.multipart_threshold_bytes < 0 || settings.list_page_keys < 1 ||
+      settings.list_page_keys > 1000 || settings.max_retries < 0 || settings.region.empty())
     return absl::InvalidArgumentError(
-        "S3 settings out of range: the multipart threshold must be >= 0, list pages 1..1000 keys, retries >= 0 "
+        "S3 settings out of range: the multipart threshold must be >= 0, list pages 1..1000 keys, "
+        "retries >= 0 "
         "and the region non-empty");
-  ASSIGN_OR_RETURN(Endpoint endpoint,
-                   ParseEndpoint(settings.endpoint.empty()
-                                     ? absl::StrCat("https://s3.", settings.region, ".amazonaws.com")
-                                     : settings.endpoint));
+  ASSIGN_OR_RETURN(
+      Endpoint endpoint,
+      ParseEndpoint(settings.endpoint.empty()
+                        ? absl::StrCat("https://s3.", settings.region, ".amazonaws.com")
+                        : settings.endpoint));
   // Dotted bucket names break the TLS wildcard of virtual hosts; a custom
   // endpoint is usually a server without virtual-host buckets.
   const bool path_style = settings.path_style.value_or(!settings.endpoint.empty() ||
@@ -466,30 +467,13 @@ absl::StatusOr<std::unique_ptr<S3Store>> MakeS3Store(std::string_view uri, const
 
 }  // namespace
 
-absl::StatusOr<S3Settings> S3SettingsFromEnvironment() {
-  S3Settings settings;
-  settings.access_key_id = Env("AWS_ACCESS_KEY_ID");
-  settings.secret_access_key = Env("AWS_SECRET_ACCESS_KEY");
-  settings.session_token = Env("AWS_SESSION_TOKEN");
-  if (!Env("AWS_REGION").empty()) settings.region = Env("AWS_REGION");
-  else if (!Env("AWS_DEFAULT_REGION").empty()) settings.region = Env("AWS_DEFAULT_REGION");
-  settings.endpoint = Env("DIABLO_S3_ENDPOINT");
-  const std::string path_style = absl::AsciiStrToLower(Env("DIABLO_S3_PATH_STYLE"));
-  if (path_style == "1" || path_style == "true" || path_style == "yes") settings.path_style = true;
-  else if (path_style == "0" || path_style == "false" || path_style == "no") settings.path_style = false;
-  else if (!path_style.empty())
-    return absl::InvalidArgumentError(absl::StrCat("DIABLO_S3_PATH_STYLE must be 1 or 0, got '", path_style, "'"));
-  RETURN_IF_ERROR(ReadBytesVariable("DIABLO_S3_MULTIPART_THRESHOLD_BYTES", &settings.multipart_threshold_bytes));
-  RETURN_IF_ERROR(ReadBytesVariable("DIABLO_S3_PART_BYTES", &settings.part_bytes));
-  return settings;
-}
-
 absl::StatusOr<std::unique_ptr<ObjectStore>> OpenS3Store(std::string_view uri) {
   ASSIGN_OR_RETURN(const S3Settings settings, S3SettingsFromEnvironment());
   return OpenS3Store(uri, settings);
 }
 
-absl::StatusOr<std::unique_ptr<ObjectStore>> OpenS3Store(std::string_view uri, const S3Settings& settings) {
+absl::StatusOr<std::unique_ptr<ObjectStore>> OpenS3Store(std::string_view uri,
+                                                         const S3Settings& settings) {
   ASSIGN_OR_RETURN(std::unique_ptr<S3Store> store, MakeS3Store(uri, settings));
   return std::unique_ptr<ObjectStore>(std::move(store));
 }

@@ -47,7 +47,8 @@ absl::StatusOr<S3Settings> S3SettingsFromEnvironment();
 // `settings`.  No request is made.  FAILED_PRECONDITION when credentials are
 // missing, INVALID_ARGUMENT for a malformed URI or setting.
 absl::StatusOr<std::unique_ptr<ObjectStore>> OpenS3Store(std::string_view uri);
-absl::StatusOr<std::unique_ptr<ObjectStore>> OpenS3Store(std::string_view uri, const S3Settings& settings);
+absl::StatusOr<std::unique_ptr<ObjectStore>> OpenS3Store(std::string_view uri,
+                                                         const S3Settings& settings);
 
 // Creates the bucket of `uri` (CreateBucket, with a LocationConstraint
 // outside us-east-1); a bucket the caller already owns is not an error.  For

@@ -30,11 +30,16 @@ void AppendUtf8(std::string& out, uint32_t cp) {
 
 // Decodes the entity `name` (between '&' and ';'); false when unknown.
 bool DecodeEntity(std::string_view name, std::string& out) {
-  if (name == "amp") out.push_back('&');
-  else if (name == "lt") out.push_back('<');
-  else if (name == "gt") out.push_back('>');
-  else if (name == "quot") out.push_back('"');
-  else if (name == "apos") out.push_back('\'');
+  if (name == "amp")
+    out.push_back('&');
+  else if (name == "lt")
+    out.push_back('<');
+  else if (name == "gt")
+    out.push_back('>');
+  else if (name == "quot")
+    out.push_back('"');
+  else if (name == "apos")
+    out.push_back('\'');
   else if (name.size() > 1 && name[0] == '#') {
     uint32_t cp = 0;
     const bool hex = name[1] == 'x' || name[1] == 'X';
@@ -42,9 +47,12 @@ bool DecodeEntity(std::string_view name, std::string& out) {
     if (digits.empty() || digits.size() > 8) return false;
     for (char c : digits) {
       int v = -1;
-      if (c >= '0' && c <= '9') v = c - '0';
-      else if (hex && c >= 'a' && c <= 'f') v = c - 'a' + 10;
-      else if (hex && c >= 'A' && c <= 'F') v = c - 'A' + 10;
+      if (c >= '0' && c <= '9')
+        v = c - '0';
+      else if (hex && c >= 'a' && c <= 'f')
+        v = c - 'a' + 10;
+      else if (hex && c >= 'A' && c <= 'F')
+        v = c - 'A' + 10;
       if (v < 0) return false;
       cp = cp * (hex ? 16 : 10) + static_cast<uint32_t>(v);
     }
@@ -65,7 +73,8 @@ std::string XmlUnescape(std::string_view text) {
     if (text[i] == '&') {
       const size_t semi = text.find(';', i + 1);
       // Entity names are short; a far ';' means a bare '&' in sloppy input.
-      if (semi != std::string_view::npos && semi - i <= 12 && DecodeEntity(text.substr(i + 1, semi - i - 1), out)) {
+      if (semi != std::string_view::npos && semi - i <= 12 &&
+          DecodeEntity(text.substr(i + 1, semi - i - 1), out)) {
         i = semi;
         continue;
       }
@@ -80,12 +89,23 @@ std::string XmlEscape(std::string_view text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return out;
@@ -145,7 +165,8 @@ absl::StatusOr<ListPage> ParseListObjectsV2(std::string_view xml) {
   page.truncated = XmlText(xml, "IsTruncated").value_or("false") == "true";
   page.next_continuation_token = XmlText(xml, "NextContinuationToken").value_or("");
   if (page.truncated && page.next_continuation_token.empty())
-    return absl::InternalError("ListObjectsV2 answer is truncated but has no NextContinuationToken");
+    return absl::InternalError(
+        "ListObjectsV2 answer is truncated but has no NextContinuationToken");
   return page;
 }
 
@@ -156,7 +177,8 @@ ErrorBody ParseErrorBody(std::string_view xml) {
 std::string CompleteMultipartUploadXml(const std::vector<std::pair<int, std::string>>& parts) {
   std::string xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
   for (const auto& [number, etag] : parts)
-    absl::StrAppend(&xml, "<Part><PartNumber>", number, "</PartNumber><ETag>", XmlEscape(etag), "</ETag></Part>");
+    absl::StrAppend(&xml, "<Part><PartNumber>", number, "</PartNumber><ETag>", XmlEscape(etag),
+                    "</ETag></Part>");
   xml += "</CompleteMultipartUpload>";
   return xml;
 }

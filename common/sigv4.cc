@@ -23,8 +23,9 @@ namespace {
 constexpr char kAlgorithm[] = "AWS4-HMAC-SHA256";
 
 bool HasHeader(const Headers& headers, std::string_view name) {
-  return std::any_of(headers.begin(), headers.end(),
-                     [&](const auto& h) { return absl::EqualsIgnoreCase(h.first, AbslView(name)); });
+  return std::any_of(headers.begin(), headers.end(), [&](const auto& h) {
+    return absl::EqualsIgnoreCase(h.first, AbslView(name));
+  });
 }
 
 // Header values are signed trimmed, with runs of spaces folded to one.
@@ -66,9 +67,12 @@ std::string UriEncode(std::string_view text, bool keep_slash) {
 std::string CanonicalQueryString(const QueryParams& query) {
   std::vector<std::pair<std::string, std::string>> encoded;
   encoded.reserve(query.size());
-  for (const auto& [name, value] : query) encoded.emplace_back(UriEncode(name, false), UriEncode(value, false));
+  for (const auto& [name, value] : query)
+    encoded.emplace_back(UriEncode(name, false), UriEncode(value, false));
   std::sort(encoded.begin(), encoded.end());
-  return absl::StrJoin(encoded, "&", [](std::string* out, const auto& p) { absl::StrAppend(out, p.first, "=", p.second); });
+  return absl::StrJoin(encoded, "&", [](std::string* out, const auto& p) {
+    absl::StrAppend(out, p.first, "=", p.second);
+  });
 }
 
 std::string AmzDate(std::chrono::system_clock::time_point time) {
@@ -83,13 +87,13 @@ std::string AmzDate(std::chrono::system_clock::time_point time) {
 std::string HmacSha256(std::string_view key, std::string_view data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
-       data.size(), digest, &length);
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest, &length);
   return std::string(reinterpret_cast<const char*>(digest), length);
 }
 
-Signature Sign(const Request& request, std::chrono::system_clock::time_point time, const Credentials& credentials,
-               std::string_view region, std::string_view service) {
+Signature Sign(const Request& request, std::chrono::system_clock::time_point time,
+               const Credentials& credentials, std::string_view region, std::string_view service) {
   const std::string amz_date = AmzDate(time);
   const std::string date = amz_date.substr(0, 8);
 
@@ -117,12 +121,14 @@ Signature Sign(const Request& request, std::chrono::system_clock::time_point tim
   }
   const std::string signed_headers = absl::StrJoin(names, ";");
 
-  result.canonical_request = absl::StrCat(AbslView(request.method), "\n", AbslView(request.canonical_uri), "\n",
-                                          CanonicalQueryString(request.query), "\n", canonical_headers, "\n",
-                                          signed_headers, "\n", AbslView(request.payload_sha256));
-  const std::string scope = absl::StrCat(date, "/", AbslView(region), "/", AbslView(service), "/aws4_request");
-  result.string_to_sign =
-      absl::StrCat(kAlgorithm, "\n", amz_date, "\n", scope, "\n", Sha256Hex(result.canonical_request));
+  result.canonical_request =
+      absl::StrCat(AbslView(request.method), "\n", AbslView(request.canonical_uri), "\n",
+                   CanonicalQueryString(request.query), "\n", canonical_headers, "\n",
+                   signed_headers, "\n", AbslView(request.payload_sha256));
+  const std::string scope =
+      absl::StrCat(date, "/", AbslView(region), "/", AbslView(service), "/aws4_request");
+  result.string_to_sign = absl::StrCat(kAlgorithm, "\n", amz_date, "\n", scope, "\n",
+                                       Sha256Hex(result.canonical_request));
 
   std::string key = HmacSha256(absl::StrCat("AWS4", credentials.secret_access_key), date);
   key = HmacSha256(key, region);
@@ -130,8 +136,9 @@ Signature Sign(const Request& request, std::chrono::system_clock::time_point tim
   key = HmacSha256(key, "aws4_request");
   result.signature = absl::BytesToHexString(HmacSha256(key, result.string_to_sign));
 
-  result.authorization = absl::StrCat(kAlgorithm, " Credential=", credentials.access_key_id, "/", scope,
-                                      ",SignedHeaders=", signed_headers, ",Signature=", result.signature);
+  result.authorization =
+      absl::StrCat(kAlgorithm, " Credential=", credentials.access_key_id, "/", scope,
+                   ",SignedHeaders=", signed_headers, ",Signature=", result.signature);
   result.headers.emplace_back("Authorization", result.authorization);
   return result;
 }

@@ -3,6 +3,8 @@
 // with its IAM authentication switched on, so moto checks the SigV4
 // signature of every request).  Then what only S3 has: addressing, errors,
 // multipart parts, pagination.
+#include "common/object_store.h"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -22,7 +24,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/absl_view.h"
 #include "common/file_store.h"
-#include "common/object_store.h"
 #include "common/s3_http.h"
 #include "common/s3_store.h"
 #include "common/s3_xml.h"
@@ -56,7 +57,8 @@ std::string RandomBytes(size_t n, uint32_t seed) {
 
 void WriteFile(const fs::path& path, std::string_view data) {
   fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary).write(data.data(), static_cast<std::streamsize>(data.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(data.data(), static_cast<std::streamsize>(data.size()));
 }
 
 std::vector<std::string> Keys(const std::vector<ObjectInfo>& objects) {
@@ -92,19 +94,27 @@ bool Answers(int port) {
 
 // One signed request straight through the building blocks, for what the
 // store does not expose (IAM setup, an object's ETag).
-absl::StatusOr<s3::HttpResponse> RawRequest(const std::string& endpoint, std::string method, std::string path,
-                                            sigv4::QueryParams query, std::string body, std::string content_type,
-                                            const sigv4::Credentials& credentials, std::string_view service) {
+absl::StatusOr<s3::HttpResponse> RawRequest(const std::string& endpoint, std::string method,
+                                            std::string path, sigv4::QueryParams query,
+                                            std::string body, std::string content_type,
+                                            const sigv4::Credentials& credentials,
+                                            std::string_view service) {
   const std::string host = endpoint.substr(endpoint.find("://") + 3);
   sigv4::Headers headers = {{"Host", host}};
   if (!content_type.empty()) headers.emplace_back("Content-Type", content_type);
   const std::string hash = Sha256Hex(body);
-  const sigv4::Signature s = sigv4::Sign({.method = method, .canonical_uri = path, .query = query,
-                                          .headers = headers, .payload_sha256 = hash},
-                                         std::chrono::system_clock::now(), credentials, "us-east-1", service);
+  const sigv4::Signature s =
+      sigv4::Sign({.method = method,
+                   .canonical_uri = path,
+                   .query = query,
+                   .headers = headers,
+                   .payload_sha256 = hash},
+                  std::chrono::system_clock::now(), credentials, "us-east-1", service);
   const std::string q = sigv4::CanonicalQueryString(query);
-  return s3::PerformHttp({.method = method, .url = endpoint + path + (q.empty() ? "" : "?" + q),
-                          .headers = s.headers, .body = body});
+  return s3::PerformHttp({.method = method,
+                          .url = endpoint + path + (q.empty() ? "" : "?" + q),
+                          .headers = s.headers,
+                          .body = body});
 }
 
 // A moto server for this process, started on first use and stopped at exit.
@@ -144,18 +154,23 @@ class Moto {
   Moto() {
     const std::string python = DIABLO_VENV_PYTHON;
     if (python.empty()) {
-      skip_reason = "DIABLO_VENV_PYTHON is empty (run scripts/setup.sh); no moto server for the S3 cases";
+      skip_reason =
+          "DIABLO_VENV_PYTHON is empty (run scripts/setup.sh); no moto server for the S3 cases";
       return;
     }
     if (!fs::exists(python)) {
-      skip_reason = absl::StrCat("DIABLO_VENV_PYTHON ", python, " does not exist (run scripts/setup.sh)");
+      skip_reason =
+          absl::StrCat("DIABLO_VENV_PYTHON ", python, " does not exist (run scripts/setup.sh)");
       return;
     }
     // find_spec, not an import: importing moto.server takes most of a second.
-    const std::string probe = python + " -c 'import importlib.util as u, sys; "
-                                       "sys.exit(u.find_spec(\"moto\") is None or u.find_spec(\"flask\") is None)'";
+    const std::string probe =
+        python +
+        " -c 'import importlib.util as u, sys; "
+        "sys.exit(u.find_spec(\"moto\") is None or u.find_spec(\"flask\") is None)'";
     if (std::system(probe.c_str()) != 0) {
-      skip_reason = absl::StrCat("moto's server is not installed in ", python, " (pip install 'moto[server]')");
+      skip_reason = absl::StrCat("moto's server is not installed in ", python,
+                                 " (pip install 'moto[server]')");
       return;
     }
     dir_ = MakeTempDir();
@@ -169,8 +184,8 @@ class Moto {
       ::dup2(out, 1);
       ::dup2(out, 2);
       const std::string port_text = std::to_string(port);
-      ::execl(python.c_str(), python.c_str(), "-m", "moto.server", "-H", "127.0.0.1", "-p", port_text.c_str(),
-              static_cast<char*>(nullptr));
+      ::execl(python.c_str(), python.c_str(), "-m", "moto.server", "-H", "127.0.0.1", "-p",
+              port_text.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -181,17 +196,20 @@ class Moto {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    if (absl::Status s = SetUpIam(); !s.ok()) error = absl::StrCat("moto IAM setup: ", s.ToString());
+    if (absl::Status s = SetUpIam(); !s.ok())
+      error = absl::StrCat("moto IAM setup: ", s.ToString());
   }
 
   absl::StatusOr<std::string> Iam(const std::vector<std::pair<std::string, std::string>>& params) {
     std::string form = "Version=2010-05-08";
-    for (const auto& [name, value] : params) absl::StrAppend(&form, "&", name, "=", sigv4::UriEncode(value, false));
+    for (const auto& [name, value] : params)
+      absl::StrAppend(&form, "&", name, "=", sigv4::UriEncode(value, false));
     // Before authentication is switched on moto takes any key.
     auto r = RawRequest(endpoint, "POST", "/", {}, form, "application/x-www-form-urlencoded",
                         {"setup", "setup", ""}, "iam");
     if (!r.ok()) return r.status();
-    if (r->status != 200) return absl::InternalError(absl::StrCat("IAM answered ", r->status, ": ", r->body));
+    if (r->status != 200)
+      return absl::InternalError(absl::StrCat("IAM answered ", r->status, ": ", r->body));
     return r->body;
   }
 
@@ -204,13 +222,18 @@ class Moto {
     credentials.secret_access_key = s3::XmlText(*key, "SecretAccessKey").value_or("");
     if (credentials.access_key_id.empty() || credentials.secret_access_key.empty())
       return absl::InternalError("CreateAccessKey returned no key: " + *key);
-    auto policy = Iam({{"Action", "PutUserPolicy"}, {"UserName", "diablo"}, {"PolicyName", "s3"},
-                       {"PolicyDocument",
-                        R"({"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]})"}});
+    auto policy = Iam(
+        {{"Action", "PutUserPolicy"},
+         {"UserName", "diablo"},
+         {"PolicyName", "s3"},
+         {"PolicyDocument",
+          R"({"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]})"}});
     if (!policy.ok()) return policy.status();
     // From now on every request is authenticated.
-    auto on = s3::PerformHttp({.method = "POST", .url = endpoint + "/moto-api/reset-auth",
-                               .headers = {{"Content-Type", "text/plain"}}, .body = "0"});
+    auto on = s3::PerformHttp({.method = "POST",
+                               .url = endpoint + "/moto-api/reset-auth",
+                               .headers = {{"Content-Type", "text/plain"}},
+                               .body = "0"});
     if (!on.ok()) return on.status();
     if (on->status != 200) return absl::InternalError("reset-auth answered " + on->body);
     return CreateS3Bucket(absl::StrCat("s3://", kBucket), Settings());
@@ -245,13 +268,15 @@ class StopMoto : public ::testing::Environment {
  public:
   void TearDown() override { Moto::StopIfStarted(); }
 };
-[[maybe_unused]] ::testing::Environment* const kStopMoto = ::testing::AddGlobalTestEnvironment(new StopMoto);
+[[maybe_unused]] ::testing::Environment* const kStopMoto =
+    ::testing::AddGlobalTestEnvironment(new StopMoto);
 
 std::string TestName() { return ::testing::UnitTest::GetInstance()->current_test_info()->name(); }
 
 struct FileBackend {
   static constexpr bool kS3 = false;
-  static absl::StatusOr<std::unique_ptr<ObjectStore>> Open(const fs::path& work, bool /*small_parts*/) {
+  static absl::StatusOr<std::unique_ptr<ObjectStore>> Open(const fs::path& work,
+                                                           bool /*small_parts*/) {
     return OpenFileStore(work / "store");
   }
 };
@@ -335,12 +360,15 @@ TYPED_TEST(ObjectStoreTest, EmptyObject) {
 
 TYPED_TEST(ObjectStoreTest, KeysThatNeedEncoding) {
   // Spaces, reserved characters and UTF-8 travel percent-encoded in the path.
-  const std::vector<std::string> keys = {"d/a b+c=d&e$f.txt", "d/caf\xC3\xA9 (1)!.json", "d/x~y_z-1.2"};
+  const std::vector<std::string> keys = {"d/a b+c=d&e$f.txt", "d/caf\xC3\xA9 (1)!.json",
+                                         "d/x~y_z-1.2"};
   for (const std::string& key : keys) ASSERT_TRUE(this->store().PutBytes(key, key).ok()) << key;
-  for (const std::string& key : keys) EXPECT_EQ(this->store().GetBytes(key).value_or("<error>"), key);
+  for (const std::string& key : keys)
+    EXPECT_EQ(this->store().GetBytes(key).value_or("<error>"), key);
   auto listed = this->store().List("d/");
   ASSERT_TRUE(listed.ok()) << listed.status();
-  EXPECT_THAT(Keys(*listed), ElementsAre("d/a b+c=d&e$f.txt", "d/caf\xC3\xA9 (1)!.json", "d/x~y_z-1.2"));
+  EXPECT_THAT(Keys(*listed),
+              ElementsAre("d/a b+c=d&e$f.txt", "d/caf\xC3\xA9 (1)!.json", "d/x~y_z-1.2"));
 }
 
 TYPED_TEST(ObjectStoreTest, FileRoundTrip) {
@@ -351,7 +379,8 @@ TYPED_TEST(ObjectStoreTest, FileRoundTrip) {
   ASSERT_TRUE(this->store().GetFile("models/m/weights.bin", target).ok());
   EXPECT_EQ(Sha256OfFile(target).value(), Sha256OfFile(source).value());
   // Nothing but the file itself is left in the target directory.
-  EXPECT_EQ(std::distance(fs::directory_iterator(target.parent_path()), fs::directory_iterator()), 1);
+  EXPECT_EQ(std::distance(fs::directory_iterator(target.parent_path()), fs::directory_iterator()),
+            1);
 }
 
 TYPED_TEST(ObjectStoreTest, OverwriteReplaces) {
@@ -378,7 +407,8 @@ TYPED_TEST(ObjectStoreTest, MissingObjectIsNotFound) {
   EXPECT_THAT(std::string(status.message()), HasSubstr("no/such"));
   std::ifstream in(target);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "old content");
-  EXPECT_EQ(std::distance(fs::directory_iterator(target.parent_path()), fs::directory_iterator()), 1);
+  EXPECT_EQ(std::distance(fs::directory_iterator(target.parent_path()), fs::directory_iterator()),
+            1);
 }
 
 TYPED_TEST(ObjectStoreTest, PutFileOfMissingLocalFile) {
@@ -391,8 +421,9 @@ TYPED_TEST(ObjectStoreTest, ReadRange) {
   ASSERT_TRUE(this->store().PutBytes("r", data).ok());
   EXPECT_EQ(this->store().ReadRange("r", 0, 5).value_or("<error>"), "01234");
   EXPECT_EQ(this->store().ReadRange("r", 10, 3).value_or("<error>"), "abc");
-  EXPECT_EQ(this->store().ReadRange("r", 15, 100).value_or("<error>"), "fghij");  // fewer at the end
-  EXPECT_EQ(this->store().ReadRange("r", 20, 5).value_or("<error>"), "");         // at the end
+  EXPECT_EQ(this->store().ReadRange("r", 15, 100).value_or("<error>"),
+            "fghij");                                                      // fewer at the end
+  EXPECT_EQ(this->store().ReadRange("r", 20, 5).value_or("<error>"), "");  // at the end
   EXPECT_EQ(this->store().ReadRange("r", 3, 0).value_or("<error>"), "");
 }
 
@@ -404,7 +435,8 @@ TYPED_TEST(ObjectStoreTest, ListByPrefixSorted) {
   EXPECT_THAT(Keys(*in_a), ElementsAre("a/1", "a/2", "a/sub/3"));
   EXPECT_EQ((*in_a)[2].size_bytes, 7);
   EXPECT_THAT(Keys(this->store().List("a").value()), ElementsAre("a/1", "a/2", "a/sub/3", "ab/4"));
-  EXPECT_THAT(Keys(this->store().List("").value()), ElementsAre("a/1", "a/2", "a/sub/3", "ab/4", "b/5", "c"));
+  EXPECT_THAT(Keys(this->store().List("").value()),
+              ElementsAre("a/1", "a/2", "a/sub/3", "ab/4", "b/5", "c"));
   EXPECT_TRUE(this->store().List("zzz/").value().empty());
 }
 
@@ -445,8 +477,9 @@ TYPED_TEST(ObjectStoreTest, LargeFileInParts) {
   if constexpr (TypeParam::kS3) {
     // A multipart object's ETag ends in "-<parts>".
     const Moto& moto = Moto::Get();
-    auto head = RawRequest(moto.endpoint, "HEAD", absl::StrCat("/", kBucket, "/", TestName(), "/ckpt/big.bin"), {},
-                           "", "", moto.credentials, "s3");
+    auto head = RawRequest(moto.endpoint, "HEAD",
+                           absl::StrCat("/", kBucket, "/", TestName(), "/ckpt/big.bin"), {}, "", "",
+                           moto.credentials, "s3");
     ASSERT_TRUE(head.ok()) << head.status();
     EXPECT_THAT(head->headers["etag"], ::testing::EndsWith("-3\""));
   }
@@ -458,20 +491,23 @@ TYPED_TEST(ObjectStoreTest, DirectoryRoundTrip) {
   WriteFile(source / "weights" / "a.safetensors", RandomBytes(200000, 4));
   WriteFile(source / "weights" / "deep" / "b.bin", RandomBytes(10, 5));
   ASSERT_TRUE(PutDirectory(this->store(), "jobs/j-2/adapter", source).ok());
-  EXPECT_THAT(Keys(this->store().List("jobs/j-2/").value()),
-              ElementsAre("jobs/j-2/adapter/adapter_config.json", "jobs/j-2/adapter/weights/a.safetensors",
-                          "jobs/j-2/adapter/weights/deep/b.bin"));
+  EXPECT_THAT(
+      Keys(this->store().List("jobs/j-2/").value()),
+      ElementsAre("jobs/j-2/adapter/adapter_config.json", "jobs/j-2/adapter/weights/a.safetensors",
+                  "jobs/j-2/adapter/weights/deep/b.bin"));
   const fs::path target = this->work_ / "restored";
   ASSERT_TRUE(GetDirectory(this->store(), "jobs/j-2/adapter", target).ok());
   for (const char* file : {"adapter_config.json", "weights/a.safetensors", "weights/deep/b.bin"})
     EXPECT_EQ(Sha256OfFile(target / file).value(), Sha256OfFile(source / file).value()) << file;
-  EXPECT_EQ(GetDirectory(this->store(), "jobs/none", this->work_ / "none").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(GetDirectory(this->store(), "jobs/none", this->work_ / "none").code(),
+            absl::StatusCode::kNotFound);
 }
 
 TYPED_TEST(ObjectStoreTest, RejectsKeysThatEscape) {
   for (const char* key : {"../x", "a/../../x", "/abs", "a//b", "a/./b", ""}) {
     EXPECT_EQ(this->store().PutBytes(key, "x").code(), absl::StatusCode::kInvalidArgument) << key;
-    EXPECT_EQ(this->store().GetBytes(key).status().code(), absl::StatusCode::kInvalidArgument) << key;
+    EXPECT_EQ(this->store().GetBytes(key).status().code(), absl::StatusCode::kInvalidArgument)
+        << key;
     EXPECT_EQ(this->store().Stat(key).status().code(), absl::StatusCode::kInvalidArgument) << key;
     EXPECT_EQ(this->store().Delete(key).code(), absl::StatusCode::kInvalidArgument) << key;
   }
@@ -520,15 +556,18 @@ TEST(S3StoreWithoutServer, MalformedSettingsAndUris) {
   settings.access_key_id = "id";
   settings.secret_access_key = "secret";
   EXPECT_EQ(OpenS3Store("s3://", settings).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(OpenS3Store("s3:///prefix", settings).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(OpenS3Store("s3://bucket/../x", settings).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(OpenS3Store("s3:///prefix", settings).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(OpenS3Store("s3://bucket/../x", settings).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(OpenS3Store("s3://bucket/a/b/", settings).value()->uri(), "s3://bucket/a/b");
   S3Settings small = settings;
   small.part_bytes = 1 * kMiB;  // below S3's 5 MiB minimum
   EXPECT_EQ(OpenS3Store("s3://bucket", small).status().code(), absl::StatusCode::kInvalidArgument);
   S3Settings endpoint = settings;
   endpoint.endpoint = "127.0.0.1:9000";  // no scheme
-  EXPECT_EQ(OpenS3Store("s3://bucket", endpoint).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(OpenS3Store("s3://bucket", endpoint).status().code(),
+            absl::StatusCode::kInvalidArgument);
   ::setenv("DIABLO_S3_PART_BYTES", "16M", 1);
   EXPECT_EQ(S3SettingsFromEnvironment().status().code(), absl::StatusCode::kInvalidArgument);
   ::unsetenv("DIABLO_S3_PART_BYTES");
@@ -563,8 +602,8 @@ class ScriptedServer {
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof(addr);
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd_, 8) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        ::listen(fd_, 8) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
       std::abort();
     port_ = ntohs(addr.sin_port);
     thread_ = std::thread([this, answers = std::move(answers)] {
@@ -581,8 +620,10 @@ class ScriptedServer {
           const ssize_t n = ::read(c, buffer, sizeof(buffer));
           if (n <= 0) break;
           request.append(buffer, static_cast<size_t>(n));
-          if (head_end == std::string::npos && (head_end = request.find("\r\n\r\n")) != std::string::npos) {
-            const size_t at = absl::AsciiStrToLower(request.substr(0, head_end)).find("content-length:");
+          if (head_end == std::string::npos &&
+              (head_end = request.find("\r\n\r\n")) != std::string::npos) {
+            const size_t at =
+                absl::AsciiStrToLower(request.substr(0, head_end)).find("content-length:");
             if (at != std::string::npos) body_length = std::stoul(request.substr(at + 15));
           }
         }
@@ -625,10 +666,12 @@ S3Settings OfflineSettings(const std::string& endpoint) {
   return settings;
 }
 
-const std::string kSlowDown = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+const std::string kSlowDown =
+    "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
 
 TEST(S3StoreRetries, SlowDownIsRetriedWithTheBodyResent) {
-  std::vector<std::string> answers = {ScriptedServer::Answer(503, kSlowDown), ScriptedServer::Answer(500, ""),
+  std::vector<std::string> answers = {ScriptedServer::Answer(503, kSlowDown),
+                                      ScriptedServer::Answer(500, ""),
                                       ScriptedServer::Answer(200, "")};
   ScriptedServer server(answers);
   auto store = OpenS3Store("s3://bucket/p", OfflineSettings(server.endpoint()));
@@ -659,7 +702,8 @@ TEST(S3StoreRetries, GivesUpAfterThreeRetries) {
 TEST(S3StoreRetries, ClientErrorsAreNotRetried) {
   ScriptedServer server({ScriptedServer::Answer(
       400, "<Error><Code>InvalidRequest</Code><Message>bad &amp; wrong</Message></Error>")});
-  absl::Status status = OpenS3Store("s3://bucket/p", OfflineSettings(server.endpoint())).value()->Delete("k");
+  absl::Status status =
+      OpenS3Store("s3://bucket/p", OfflineSettings(server.endpoint())).value()->Delete("k");
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr("InvalidRequest: bad & wrong"));
   EXPECT_EQ(server.Finish().size(), 1u);
@@ -685,7 +729,10 @@ TEST_F(S3StoreTest, WrongCredentialsArePermissionDenied) {
 
   S3Settings unknown_key = Moto::Get().Settings();
   unknown_key.access_key_id = "AKIAUNKNOWNKEY000000";
-  status = OpenS3Store(absl::StrCat("s3://", kBucket, "/denied"), unknown_key).value()->GetBytes("k").status();
+  status = OpenS3Store(absl::StrCat("s3://", kBucket, "/denied"), unknown_key)
+               .value()
+               ->GetBytes("k")
+               .status();
   EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr("InvalidAccessKeyId"));
 }
@@ -704,7 +751,8 @@ TEST_F(S3StoreTest, MissingBucketIsNotFound) {
 
 TEST_F(S3StoreTest, StoreAtTheBucketRoot) {
   ASSERT_TRUE(CreateS3Bucket("s3://diablo-root", Moto::Get().Settings()).ok());
-  ASSERT_TRUE(CreateS3Bucket("s3://diablo-root", Moto::Get().Settings()).ok());  // already ours: fine
+  ASSERT_TRUE(
+      CreateS3Bucket("s3://diablo-root", Moto::Get().Settings()).ok());  // already ours: fine
   auto store = OpenS3Store("s3://diablo-root", Moto::Get().Settings());
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ((*store)->uri(), "s3://diablo-root");
@@ -712,8 +760,9 @@ TEST_F(S3StoreTest, StoreAtTheBucketRoot) {
   ASSERT_TRUE((*store)->PutBytes("dir/inner", "22").ok());
   EXPECT_THAT(Keys((*store)->List("").value()), ElementsAre("dir/inner", "top"));
   // A prefixed store of the same bucket sees only its part.
-  EXPECT_THAT(Keys(OpenS3Store("s3://diablo-root/dir", Moto::Get().Settings()).value()->List("").value()),
-              ElementsAre("inner"));
+  EXPECT_THAT(
+      Keys(OpenS3Store("s3://diablo-root/dir", Moto::Get().Settings()).value()->List("").value()),
+      ElementsAre("inner"));
 }
 
 }  // namespace

@@ -27,7 +27,8 @@ TEST(S3Xml, EscapeRoundTrips) {
 }
 
 TEST(S3Xml, ElementsMatchTheExactName) {
-  const std::string xml = "<R><KeyCount>2</KeyCount><Key>a</Key><Keys>no</Keys><Key/><Key attr=\"1\">b</Key></R>";
+  const std::string xml =
+      "<R><KeyCount>2</KeyCount><Key>a</Key><Keys>no</Keys><Key/><Key attr=\"1\">b</Key></R>";
   EXPECT_THAT(XmlElements(xml, "Key"), ElementsAre("a", "", "b"));
   EXPECT_EQ(XmlText(xml, "KeyCount"), "2");
   EXPECT_EQ(XmlText(xml, "Missing"), std::nullopt);
@@ -56,7 +57,8 @@ TEST(S3Xml, ParsesAListObjectsV2Page) {
 }
 
 TEST(S3Xml, LastPageAndEmptyListing) {
-  auto page = ParseListObjectsV2("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>");
+  auto page =
+      ParseListObjectsV2("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>");
   ASSERT_TRUE(page.ok()) << page.status();
   EXPECT_TRUE(page->objects.empty());
   EXPECT_FALSE(page->truncated);
@@ -64,17 +66,23 @@ TEST(S3Xml, LastPageAndEmptyListing) {
 
 TEST(S3Xml, RejectsMalformedListings) {
   EXPECT_FALSE(ParseListObjectsV2("<Error><Code>AccessDenied</Code></Error>").ok());
-  EXPECT_FALSE(ParseListObjectsV2("<ListBucketResult><Contents><Key>k</Key><Size>x</Size></Contents>"
-                                  "</ListBucketResult>")
-                   .ok());
-  EXPECT_FALSE(ParseListObjectsV2("<ListBucketResult><Contents><Size>1</Size></Contents></ListBucketResult>").ok());
+  EXPECT_FALSE(
+      ParseListObjectsV2("<ListBucketResult><Contents><Key>k</Key><Size>x</Size></Contents>"
+                         "</ListBucketResult>")
+          .ok());
+  EXPECT_FALSE(
+      ParseListObjectsV2("<ListBucketResult><Contents><Size>1</Size></Contents></ListBucketResult>")
+          .ok());
   // Truncated with no way to continue would loop or silently stop.
-  EXPECT_FALSE(ParseListObjectsV2("<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>").ok());
+  EXPECT_FALSE(
+      ParseListObjectsV2("<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>")
+          .ok());
 }
 
 TEST(S3Xml, ParsesErrorBodies) {
   const ErrorBody e = ParseErrorBody(
-      "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>The key &apos;x&apos; does not exist"
+      "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>The key &apos;x&apos; does not "
+      "exist"
       "</Message><Key>x</Key><RequestId>1</RequestId></Error>");
   EXPECT_EQ(e.code, "NoSuchKey");
   EXPECT_EQ(e.message, "The key 'x' does not exist");

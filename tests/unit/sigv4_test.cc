@@ -17,8 +17,10 @@ using ::testing::EndsWith;
 using ::testing::HasSubstr;
 
 // The example credentials and moment of the AWS documentation.
-const Credentials kExampleCredentials{"AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", ""};
-const auto kExampleTime = std::chrono::system_clock::from_time_t(1369353600);  // 2013-05-24T00:00:00Z
+const Credentials kExampleCredentials{"AKIAIOSFODNN7EXAMPLE",
+                                      "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", ""};
+const auto kExampleTime =
+    std::chrono::system_clock::from_time_t(1369353600);  // 2013-05-24T00:00:00Z
 constexpr char kExampleHost[] = "examplebucket.s3.amazonaws.com";
 
 std::string HeaderValue(const Signature& s, std::string_view name) {
@@ -37,14 +39,15 @@ TEST(SigV4, AwsExampleGetObject) {
                   .headers = {{"Host", kExampleHost}, {"Range", "bytes=0-9"}},
                   .payload_sha256 = kEmptyPayloadSha256};
   const Signature s = Sign(request, kExampleTime, kExampleCredentials, "us-east-1", "s3");
-  EXPECT_EQ(s.canonical_request,
-            "GET\n/test.txt\n\n"
-            "host:examplebucket.s3.amazonaws.com\n"
-            "range:bytes=0-9\n"
-            "x-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
-            "x-amz-date:20130524T000000Z\n\n"
-            "host;range;x-amz-content-sha256;x-amz-date\n"
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(
+      s.canonical_request,
+      "GET\n/test.txt\n\n"
+      "host:examplebucket.s3.amazonaws.com\n"
+      "range:bytes=0-9\n"
+      "x-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
+      "x-amz-date:20130524T000000Z\n\n"
+      "host;range;x-amz-content-sha256;x-amz-date\n"
+      "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(s.string_to_sign,
             "AWS4-HMAC-SHA256\n20130524T000000Z\n20130524/us-east-1/s3/aws4_request\n"
             "7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972");
@@ -74,10 +77,12 @@ TEST(SigV4, AwsExamplePutObject) {
                               {"x-amz-storage-class", "REDUCED_REDUNDANCY"}},
                   .payload_sha256 = body_hash};
   const Signature s = Sign(request, kExampleTime, kExampleCredentials, "us-east-1", "s3");
-  EXPECT_EQ(Sha256Hex(s.canonical_request), "9e0e90d9c76de8fa5b200d8c849cd5b8dc7a3be3951ddb7f6a76b4158342019d");
+  EXPECT_EQ(Sha256Hex(s.canonical_request),
+            "9e0e90d9c76de8fa5b200d8c849cd5b8dc7a3be3951ddb7f6a76b4158342019d");
   EXPECT_EQ(s.signature, "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd");
-  EXPECT_THAT(s.authorization,
-              HasSubstr("SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class,"));
+  EXPECT_THAT(
+      s.authorization,
+      HasSubstr("SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class,"));
 }
 
 // "Example: GET Bucket Lifecycle": a query parameter without a value.
@@ -111,15 +116,20 @@ TEST(SigV4, ChangingAnyInputChangesTheSignature) {
                   .query = {},
                   .headers = {{"Host", kExampleHost}, {"Range", "bytes=0-9"}},
                   .payload_sha256 = kEmptyPayloadSha256};
-  const std::string reference = Sign(request, kExampleTime, kExampleCredentials, "us-east-1", "s3").signature;
-  EXPECT_NE(Sign(request, kExampleTime, kExampleCredentials, "eu-west-1", "s3").signature, reference);
-  EXPECT_NE(Sign(request, kExampleTime + std::chrono::seconds(1), kExampleCredentials, "us-east-1", "s3").signature,
+  const std::string reference =
+      Sign(request, kExampleTime, kExampleCredentials, "us-east-1", "s3").signature;
+  EXPECT_NE(Sign(request, kExampleTime, kExampleCredentials, "eu-west-1", "s3").signature,
             reference);
+  EXPECT_NE(
+      Sign(request, kExampleTime + std::chrono::seconds(1), kExampleCredentials, "us-east-1", "s3")
+          .signature,
+      reference);
   Credentials other = kExampleCredentials;
   other.secret_access_key.back() = 'X';
   EXPECT_NE(Sign(request, kExampleTime, other, "us-east-1", "s3").signature, reference);
   request.headers[1].second = "bytes=0-10";
-  EXPECT_NE(Sign(request, kExampleTime, kExampleCredentials, "us-east-1", "s3").signature, reference);
+  EXPECT_NE(Sign(request, kExampleTime, kExampleCredentials, "us-east-1", "s3").signature,
+            reference);
 }
 
 TEST(SigV4, SessionTokenIsSentAndSigned) {
@@ -133,7 +143,9 @@ TEST(SigV4, SessionTokenIsSentAndSigned) {
   const Signature s = Sign(request, kExampleTime, temporary, "us-east-1", "s3");
   EXPECT_EQ(HeaderValue(s, "x-amz-security-token"), "token/with+chars=");
   EXPECT_THAT(s.canonical_request, HasSubstr("\nx-amz-security-token:token/with+chars=\n"));
-  EXPECT_THAT(s.authorization, HasSubstr("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,"));
+  EXPECT_THAT(
+      s.authorization,
+      HasSubstr("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,"));
 }
 
 TEST(SigV4, HeaderValuesAreTrimmedAndNamesLowerCased) {
@@ -143,7 +155,8 @@ TEST(SigV4, HeaderValuesAreTrimmedAndNamesLowerCased) {
                   .headers = {{"HOST", kExampleHost}, {"X-Amz-Meta-Note", "  two   words  "}},
                   .payload_sha256 = kUnsignedPayload};
   const Signature s = Sign(request, kExampleTime, kExampleCredentials, "us-east-1", "s3");
-  EXPECT_THAT(s.canonical_request, HasSubstr("\nhost:examplebucket.s3.amazonaws.com\nx-amz-content-sha256:"));
+  EXPECT_THAT(s.canonical_request,
+              HasSubstr("\nhost:examplebucket.s3.amazonaws.com\nx-amz-content-sha256:"));
   EXPECT_THAT(s.canonical_request, HasSubstr("\nx-amz-meta-note:two words\n"));
   EXPECT_THAT(s.canonical_request, EndsWith("\nUNSIGNED-PAYLOAD"));
 }
@@ -161,7 +174,8 @@ TEST(SigV4, CanonicalQueryEncodesAndSorts) {
   EXPECT_EQ(CanonicalQueryString({}), "");
   EXPECT_EQ(CanonicalQueryString({{"uploadId", "a/b+c=="}, {"partNumber", "2"}}),
             "partNumber=2&uploadId=a%2Fb%2Bc%3D%3D");
-  EXPECT_EQ(CanonicalQueryString({{"prefix", "jobs/a b"}, {"list-type", "2"}, {"continuation-token", ""}}),
+  EXPECT_EQ(CanonicalQueryString(
+                {{"prefix", "jobs/a b"}, {"list-type", "2"}, {"continuation-token", ""}}),
             "continuation-token=&list-type=2&prefix=jobs%2Fa%20b");
 }
 
