@@ -125,9 +125,14 @@ class S3Store final : public ObjectStore {
   absl::Status PutFile(std::string_view key, const fs::path& local) override {
     ASSIGN_OR_RETURN(const std::string object, ObjectName(key));
     FdCloser file{::open(local.c_str(), O_RDONLY | O_CLOEXEC)};
-    if (file.fd < 0)
-      return absl::NotFoundError(absl::StrCat("cannot open ", local.string(), " to upload to ",
-                                              Describe(object), ": ", std::strerror(errno)));
+    if (file.fd < 0) {
+      const int error = errno;
+      const std::string message = absl::StrCat("cannot open ", local.string(), " to upload to ",
+                                               Describe(object), ": ", std::strerror(error));
+      if (error == ENOENT) return absl::NotFoundError(message);
+      if (error == EACCES) return absl::PermissionDeniedError(message);
+      return absl::InternalError(message);
+    }
     struct stat st {};
     if (::fstat(file.fd, &st) != 0 || !S_ISREG(st.st_mode))
       return absl::InvalidArgumentError(absl::StrCat(local.string(), " is not a regular file"));
@@ -308,7 +313,8 @@ class S3Store final : public ObjectStore {
     for (int attempt = 0;; ++attempt) {
       if (attempt > 0) {
         thread_local std::mt19937 jitter{std::random_device{}()};
-        const auto delay = std::chrono::milliseconds((200 << (attempt - 1)) + jitter() % 100);
+        const auto delay =
+            std::chrono::milliseconds((200 << std::min(attempt - 1, 5)) + jitter() % 100);
         std::this_thread::sleep_for(delay);
         if (call.response_fd >= 0 &&
             (::ftruncate(call.response_fd, 0) != 0 || ::lseek(call.response_fd, 0, SEEK_SET) != 0))

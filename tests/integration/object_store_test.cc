@@ -136,6 +136,24 @@ class Moto {
   std::string endpoint;
   sigv4::Credentials credentials;
 
+  // What the environment would give a deployment pointed at this server.
+  void ExportEnvironment() const {
+    ::setenv("AWS_ACCESS_KEY_ID", credentials.access_key_id.c_str(), 1);
+    ::setenv("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key.c_str(), 1);
+    ::unsetenv("AWS_SESSION_TOKEN");
+    ::setenv("AWS_REGION", "us-east-1", 1);
+    ::setenv("DIABLO_S3_ENDPOINT", endpoint.c_str(), 1);
+    ::setenv("DIABLO_S3_PATH_STYLE", "1", 1);
+  }
+  S3Settings Settings() const {
+    S3Settings s;
+    s.access_key_id = credentials.access_key_id;
+    s.secret_access_key = credentials.secret_access_key;
+    s.endpoint = endpoint;
+    s.path_style = true;
+    return s;
+  }
+
   void Stop() {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGTERM);
@@ -177,13 +195,13 @@ class Moto {
     const int port = FreePort();
     endpoint = absl::StrCat("http://127.0.0.1:", port);
     const std::string log = (dir_ / "moto.log").string();
+    const std::string port_text = std::to_string(port);
     pid_ = ::fork();
     if (pid_ == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // no orphan server if the test dies
       const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(out, 1);
       ::dup2(out, 2);
-      const std::string port_text = std::to_string(port);
       ::execl(python.c_str(), python.c_str(), "-m", "moto.server", "-H", "127.0.0.1", "-p",
               port_text.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
@@ -191,13 +209,20 @@ class Moto {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (!Answers(port)) {
       if (::waitpid(pid_, nullptr, WNOHANG) != 0 || std::chrono::steady_clock::now() > deadline) {
-        error = absl::StrCat("moto did not start on port ", port, "; see ", log);
+        error = absl::StrCat("moto did not start on port ", port, ":\n", Tail(log));
         return;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if (absl::Status s = SetUpIam(); !s.ok())
-      error = absl::StrCat("moto IAM setup: ", s.ToString());
+      error = absl::StrCat("moto IAM setup: ", s.ToString(), "\nmoto's log:\n", Tail(log));
+  }
+
+  // The end of moto's log, for failure messages (the log goes with dir_).
+  static std::string Tail(const std::string& path) {
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.size() > 3000 ? text.substr(text.size() - 3000) : text;
   }
 
   absl::StatusOr<std::string> Iam(const std::vector<std::pair<std::string, std::string>>& params) {
@@ -237,25 +262,6 @@ class Moto {
     if (!on.ok()) return on.status();
     if (on->status != 200) return absl::InternalError("reset-auth answered " + on->body);
     return CreateS3Bucket(absl::StrCat("s3://", kBucket), Settings());
-  }
-
- public:
-  // What the environment would give a deployment pointed at this server.
-  void ExportEnvironment() const {
-    ::setenv("AWS_ACCESS_KEY_ID", credentials.access_key_id.c_str(), 1);
-    ::setenv("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key.c_str(), 1);
-    ::unsetenv("AWS_SESSION_TOKEN");
-    ::setenv("AWS_REGION", "us-east-1", 1);
-    ::setenv("DIABLO_S3_ENDPOINT", endpoint.c_str(), 1);
-    ::setenv("DIABLO_S3_PATH_STYLE", "1", 1);
-  }
-  S3Settings Settings() const {
-    S3Settings s;
-    s.access_key_id = credentials.access_key_id;
-    s.secret_access_key = credentials.secret_access_key;
-    s.endpoint = endpoint;
-    s.path_style = true;
-    return s;
   }
 
  private:
@@ -646,9 +652,9 @@ class ScriptedServer {
   }
   std::string endpoint() const { return absl::StrCat("http://127.0.0.1:", port_); }
 
-  static std::string Answer(int status, std::string_view body) {
+  static std::string Answer(int status, std::string_view body, std::string_view headers = "") {
     return absl::StrCat("HTTP/1.1 ", status, " X\r\nContent-Length: ", body.size(),
-                        "\r\nConnection: close\r\n\r\n", AbslView(body));
+                        "\r\nConnection: close\r\n", AbslView(headers), "\r\n", AbslView(body));
   }
 
  private:
@@ -697,6 +703,34 @@ TEST(S3StoreRetries, GivesUpAfterThreeRetries) {
   EXPECT_THAT(std::string(got.status().message()), HasSubstr("SlowDown"));
   EXPECT_THAT(std::string(got.status().message()), HasSubstr("s3://bucket/p/k"));
   EXPECT_EQ(server.Finish().size(), 4u);  // the first try and three more
+}
+
+TEST(S3StoreRetries, FailedMultipartUploadIsAborted) {
+  const fs::path dir = MakeTempDir();
+  WriteFile(dir / "big", RandomBytes(11 * kMiB, 6));
+  ScriptedServer server({
+      ScriptedServer::Answer(200,
+                             "<InitiateMultipartUploadResult><UploadId>up/1</UploadId>"
+                             "</InitiateMultipartUploadResult>"),
+      ScriptedServer::Answer(200, "", "ETag: \"e1\"\r\n"),
+      ScriptedServer::Answer(400, "<Error><Code>InvalidPart</Code><Message>no</Message></Error>"),
+      ScriptedServer::Answer(204, ""),
+  });
+  S3Settings settings = OfflineSettings(server.endpoint());
+  settings.multipart_threshold_bytes = 5 * kMiB;
+  settings.part_bytes = 5 * kMiB;
+  absl::Status status = OpenS3Store("s3://bucket/p", settings).value()->PutFile("k", dir / "big");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("InvalidPart"));
+  const std::vector<std::string>& requests = server.Finish();
+  ASSERT_EQ(requests.size(), 4u);
+  EXPECT_THAT(requests[0], ::testing::StartsWith("POST /bucket/p/k?uploads= HTTP/1.1"));
+  EXPECT_THAT(requests[1],
+              ::testing::StartsWith("PUT /bucket/p/k?partNumber=1&uploadId=up%2F1 HTTP/1.1"));
+  EXPECT_THAT(requests[2],
+              ::testing::StartsWith("PUT /bucket/p/k?partNumber=2&uploadId=up%2F1 HTTP/1.1"));
+  EXPECT_THAT(requests[3], ::testing::StartsWith("DELETE /bucket/p/k?uploadId=up%2F1 HTTP/1.1"));
+  fs::remove_all(dir);
 }
 
 TEST(S3StoreRetries, ClientErrorsAreNotRetried) {
