@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "common/absl_view.h"
 #include "common/status_macros.h"
 
 namespace diablo {
@@ -104,7 +105,7 @@ class FileStore final : public ObjectStore {
   absl::StatusOr<std::string> ReadRange(std::string_view key, int64_t offset, int64_t length) override {
     ASSIGN_OR_RETURN(fs::path source, ExistingPathOf(key));
     std::ifstream in(source, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat("object ", std::string(key), " cannot be opened"));
+    if (!in) return absl::NotFoundError(absl::StrCat("object ", AbslView(key), " cannot be opened"));
     in.seekg(offset);
     std::string data(static_cast<size_t>(std::max<int64_t>(length, 0)), '\0');
     in.read(data.data(), static_cast<std::streamsize>(data.size()));
@@ -154,7 +155,7 @@ class FileStore final : public ObjectStore {
     ASSIGN_OR_RETURN(fs::path path, PathOf(key));
     std::error_code ec;
     if (!fs::is_regular_file(path, ec))
-      return absl::NotFoundError(absl::StrCat("object ", std::string(key), " not found in ", uri()));
+      return absl::NotFoundError(absl::StrCat("object ", AbslView(key), " not found in ", uri()));
     return path;
   }
 
