@@ -43,7 +43,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,10 +130,8 @@ class Bench:
         self.results = {"machine": machine(), "config": {k: v for k, v in vars(args).items()}}
 
     def cluster(self, name):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)  # cluster.py's log files
-            c = cluster.Cluster(self.args.bin, work=self.work / name, extra_args=SCHEDULER_ARGS)
-            c.start_scheduler()
+        c = cluster.Cluster(self.args.bin, work=self.work / name, extra_args=SCHEDULER_ARGS)
+        c.start_scheduler()
         return c
 
     def client(self, c):
@@ -277,10 +274,8 @@ class Bench:
         a = self.args
         c = self.cluster("latency")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ResourceWarning)
-                for w in range(a.workers):
-                    c.start_worker(f"w{w}", diablo=str(self.fake))
+            for w in range(a.workers):
+                c.start_worker(f"w{w}", diablo=str(self.fake))
             client = self.client(c)
             self.baseline(client, "b")
             # Calibration: what the fleet completes when it never waits for work.

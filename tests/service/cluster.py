@@ -40,6 +40,8 @@ class Cluster:
         return out.stdout.strip()
 
     def start_scheduler(self, port=0):
+        log_path = self.work / "scheduler.log"
+        seen = log_path.read_text().count("listening on port") if log_path.exists() else 0
         with open(self.work / "scheduler.log", "a") as log:
             self.scheduler = subprocess.Popen(
                 [self.bin / "diablo-scheduler", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{port}",
@@ -51,7 +53,7 @@ class Cluster:
         while time.time() < deadline:
             text = (self.work / "scheduler.log").read_text()
             ports = re.findall(r"listening on port (\d+)", text)
-            if ports and self.scheduler.poll() is None and (port == 0 or int(ports[-1]) == port):
+            if len(ports) > seen and self.scheduler.poll() is None:
                 self.port = int(ports[-1])
                 metrics = re.findall(r"metrics on port (\d+)", text)
                 self.metrics_port = int(metrics[-1]) if metrics else None

@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 import unittest
-import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -77,11 +76,8 @@ class PythonClientTest(unittest.TestCase):
     def setUp(self):
         self.cluster = cluster.Cluster(ARGS.bin)
         self.addCleanup(self.cluster.stop)
-        with warnings.catch_warnings():
-            # cluster.py leaves its log files to the garbage collector; not this test's concern.
-            warnings.simplefilter("ignore", ResourceWarning)
-            self.cluster.start_scheduler()
-            self.cluster.start_worker("w1")
+        self.cluster.start_scheduler()
+        self.cluster.start_worker("w1")
         self.client = Client(self.cluster.address, token=self.cluster.user_token, timeout=30)
         self.addCleanup(self.client.close)
         self.data = self.cluster.work / "data"
@@ -181,6 +177,24 @@ class PythonClientTest(unittest.TestCase):
         with self.assertRaises(diablo_client.ChecksumError):
             c._download_one(job.id, bad, target / "adapter_config.json")
         self.assertEqual(list(target.iterdir()), [])
+
+    def test_watch_resumes_across_a_scheduler_restart(self):
+        c = self.client
+        job = c.submit(job_spec(f"file://{MODEL.resolve()}", str(self.data / "train.jsonl"), save_every=0))
+        seqs, states, restarted = [], [], False
+        for event in c.watch(job.id):
+            seqs.append(event.seq)
+            if event.WhichOneof("kind") == "state":
+                states.append(event.state.to)
+                if event.state.to == job_pb2.JOB_STATE_RUNNING and not restarted:
+                    # The stream breaks under the generator; it must reconnect by itself.
+                    port = self.cluster.port
+                    self.cluster.kill9(self.cluster.scheduler)
+                    self.cluster.start_scheduler(port=port)
+                    restarted = True
+        self.assertTrue(restarted, [diablo_client.state_name(s) for s in states])
+        self.assertEqual(states[-1], job_pb2.JOB_STATE_SUCCEEDED, c.get(job.id).reason)
+        self.assertEqual(seqs, [e.seq for e in c.events(job.id)], "the resumed watch lost or repeated events")
 
     def test_error_codes(self):
         c = self.client

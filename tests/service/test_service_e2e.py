@@ -132,8 +132,9 @@ class ServiceTest(unittest.TestCase):
         time.sleep(1.5)  # the worker keeps training and buffers its reports
         c.start_scheduler(port=port)
         job = c.wait_state(job_id, "JOB_STATE_SUCCEEDED", timeout=300)
-        self.assertEqual(job["attempts"], 1, "the running attempt carried on through the restart")
         events = c.events(job_id)
+        reasons = [e["state"].get("reason") for e in events if "state" in e]
+        self.assertEqual(job["attempts"], 1, f"the running attempt carried on through the restart: {reasons}")
         self.assertEqual([int(e["seq"]) for e in events], list(range(1, len(events) + 1)))
         steps = [int(e["step"]["step"]) for e in events if "step" in e]
         self.assertEqual(steps, list(range(1, 25)), "every step event arrived once, in order")

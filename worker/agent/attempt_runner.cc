@@ -293,7 +293,13 @@ void AttemptRunner::Complete(const Outcome& outcome, const std::vector<v1::Uploa
     auto context = NewCallContext(settings_.rpc, std::chrono::seconds(30));
     grpc::Status status = stub_.CompleteAttempt(context.get(), request, &response);
     if (status.ok()) return;
-    if (!IsTransient(status)) {
+    // Refusals about the attempt itself are final; anything else may be the
+    // scheduler restarting.
+    if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+        status.error_code() == grpc::StatusCode::NOT_FOUND ||
+        status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+        status.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+        status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
       std::fprintf(stderr, "diablo-worker: job %s attempt %d: completion refused: %s\n", lease_.job_id().c_str(),
                    lease_.attempt(), status.error_message().c_str());
       return;

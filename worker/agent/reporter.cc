@@ -53,7 +53,11 @@ bool Reporter::SendBatch() {
   v1::ReportEventsResponse response;
   auto context = NewCallContext(settings_.rpc, std::chrono::seconds(15));
   grpc::Status status = stub_.ReportEvents(context.get(), request, &response);
-  if (!status.ok() && IsTransient(status)) return false;  // kept in the queue; retried
+  // Only a definite answer about the attempt stops it; anything else (the
+  // scheduler restarting, a reset connection) is retried with the batch kept.
+  const bool definite = status.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+                        status.error_code() == grpc::StatusCode::NOT_FOUND;
+  if (!status.ok() && !definite) return false;
   std::string stop_reason;
   {
     std::lock_guard<std::mutex> lock(mu_);

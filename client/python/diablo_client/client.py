@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
@@ -459,7 +458,15 @@ class Client:
         return paths
 
     def _download_one(self, job_id, artifact, target):
-        fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        # A new hidden name next to the target (same filesystem: the rename is atomic),
+        # created with the umask's permissions, as the final file should have.
+        while True:
+            partial = target.parent / f".{target.name}.{os.urandom(6).hex()}.partial"
+            try:
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+                break
+            except FileExistsError:
+                continue
         try:
             sha = hashlib.sha256()
             written = 0

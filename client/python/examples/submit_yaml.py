@@ -16,23 +16,30 @@ import sys
 from diablo_client import Client, DiabloError, job_pb2, state_name
 
 
+def say(text):
+    """A line of its own (on a terminal: over the progress line, which the next step redraws)."""
+    print(("\r\033[K" if sys.stdout.isatty() else "") + text, flush=True)
+
+
 def show(event):
     """Prints one JobEvent: a progress line for steps, a line for the rest."""
     kind = event.WhichOneof("kind")
     if kind == "step":
         m = event.step
-        print(f"\r  step {m.step}/{m.total_steps}  loss {m.loss:.4f}  lr {m.lr:.2e}  "
-              f"{m.tokens_per_s:.0f} tok/s  ETA {m.eta_s:.0f}s", end="", flush=True)
-        if m.step == m.total_steps:
-            print()
+        line = (f"  step {m.step}/{m.total_steps}  loss {m.loss:.4f}  lr {m.lr:.2e}  "
+                f"{m.tokens_per_s:.0f} tok/s  ETA {m.eta_s:.0f}s")
+        if sys.stdout.isatty():  # one line, redrawn
+            print("\r\033[K" + line, end="\n" if m.step == m.total_steps else "", flush=True)
+        else:
+            print(line)
     elif kind == "state":
-        print(f"state: {state_name(event.state.to)}  ({event.state.reason})")
+        say(f"state: {state_name(event.state.to)}  ({event.state.reason})")
     elif kind == "checkpoint":
-        print(f"\ncheckpoint at step {event.checkpoint.step}{' (final)' if event.checkpoint.final else ''}")
+        say(f"checkpoint at step {event.checkpoint.step}{' (final)' if event.checkpoint.final else ''}")
     elif kind == "eval":
-        print(f"\neval at step {event.eval.step}: loss {event.eval.loss:.4f}")
+        say(f"eval at step {event.eval.step}: loss {event.eval.loss:.4f}")
     elif kind == "log" and event.log.source != "trainer":
-        print(f"{event.log.source}: {event.log.line}")
+        say(f"{event.log.source}: {event.log.line}")
 
 
 def main():
