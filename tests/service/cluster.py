@@ -4,6 +4,7 @@ diablo-ctl, read job state and events, and kill processes the hard way."""
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -25,6 +26,7 @@ class Cluster:
         self.lease_timeout = lease_timeout
         self.stall_timeout = stall_timeout
         self.extra_args = list(extra_args)
+        self.rendezvous_base = random.randrange(20000, 60000, 1000)
         self.scheduler = None
         self.workers = {}
         self.port = None
@@ -47,7 +49,8 @@ class Cluster:
                 [self.bin / "diablo-scheduler", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{port}",
                  "--metrics-listen", "127.0.0.1:0", "--heartbeat-interval", str(self.heartbeat),
                  "--lease-timeout", str(self.lease_timeout), "--stall-timeout", str(self.stall_timeout),
-                 *self.extra_args],
+                 # Tests may run side by side: keep their gangs' rendezvous ports apart.
+                 "--rendezvous-port-base", str(self.rendezvous_base), *self.extra_args],
                 stderr=log, stdout=log)
         deadline = time.time() + 30
         while time.time() < deadline:

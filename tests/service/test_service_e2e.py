@@ -175,6 +175,23 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual(c.job(job_id)["state"], "JOB_STATE_CANCELLED")
         self.assertEqual(c.ctl("watch", job_id, check=False).returncode, 4)
 
+    def test_a_two_node_job_runs_as_one_gang_across_two_workers(self):
+        c = self.cluster
+        c.start_scheduler()
+        c.start_worker("w1")
+        c.start_worker("w2")
+        job_id = c.submit(self.job_file("gang", 4, save_every=2), "--nodes", "2")
+        job = c.wait_state(job_id, "JOB_STATE_SUCCEEDED", timeout=400)
+        self.assertEqual(len(job["workers"]), 2, "both nodes ran the attempt")
+        for name in ("w1", "w2"):
+            configs = list(self.work.glob(f"worker-{name}/jobs/{job_id}-attempt-1-rank-*/config.json"))
+            self.assertEqual(len(configs), 1, f"{name} ran one rank")
+        steps = [int(e["step"]["step"]) for e in c.events(job_id) if "step" in e]
+        self.assertEqual(steps, [1, 2, 3, 4])
+        out = self.work / "gang-download"
+        c.ctl("download", job_id, "--out", out)
+        self.assertTrue((out / "adapter/adapter_model.safetensors").exists())
+
     def test_bad_input_gets_the_right_status_and_writes_nothing(self):
         c = self.cluster
         c.start_scheduler()
@@ -235,6 +252,50 @@ class ServiceTest(unittest.TestCase):
         out = c.ctl("get", job_id, token=other, check=False)
         self.assertEqual(out.returncode, 1)
         self.assertIn("not found", out.stderr)
+
+
+class TlsTest(unittest.TestCase):
+    """TLS and mutual TLS: the scheduler serves with a certificate; clients
+    that trust its CA connect, others cannot; with a client CA, a client
+    without a certificate is refused."""
+
+    def setUp(self):
+        self.cluster = None
+        self.dir = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True).stdout.strip())
+        d = self.dir
+
+        def openssl(*args):
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=diablo-test-ca",
+                "-keyout", "ca.key", "-out", "ca.pem")
+        for name, cn in (("server", "localhost"), ("client", "diablo-worker")):
+            openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
+                    "-out", f"{name}.csr")
+            ext = d / f"{name}.ext"
+            ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                    "-days", "1", "-out", f"{name}.pem", "-extfile", ext.name)
+
+    def tearDown(self):
+        if self.cluster:
+            self.cluster.stop()
+        subprocess.run(["rm", "-rf", str(self.dir)])
+
+    def version(self, *tls):
+        env = dict(os.environ, DIABLO_SERVER=self.cluster.address)
+        return subprocess.run([Path(BIN) / "diablo-ctl", "--timeout", "5", *tls, "version"], capture_output=True,
+                              text=True, env=env)
+
+    def test_tls_and_mutual_tls(self):
+        d = self.dir
+        self.cluster = Cluster(BIN, extra_args=["--tls-cert", d / "server.pem", "--tls-key", d / "server.key",
+                                                "--tls-client-ca", d / "ca.pem"])
+        self.cluster.start_scheduler()
+        ok = self.version("--tls-ca", d / "ca.pem", "--tls-cert", d / "client.pem", "--tls-key", d / "client.key")
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        self.assertIn("server: diablo-scheduler", ok.stdout)
+        self.assertNotEqual(self.version("--tls-ca", d / "ca.pem").returncode, 0, "no client certificate")
+        self.assertNotEqual(self.version().returncode, 0, "plaintext to a TLS port")
 
 
 if __name__ == "__main__":
