@@ -51,6 +51,8 @@ class ProgressBar {
 std::string Describe(const v1::JobEvent& event) {
   switch (event.kind_case()) {
     case v1::JobEvent::kState:
+      if (event.state().from() == v1::JOB_STATE_UNSPECIFIED)
+        return absl::StrFormat("state: %s  (%s)", StateName(event.state().to()), event.state().reason());
       return absl::StrFormat("state: %s -> %s  (%s)", StateName(event.state().from()), StateName(event.state().to()),
                              event.state().reason());
     case v1::JobEvent::kEval:

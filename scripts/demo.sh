@@ -97,7 +97,7 @@ echo
 echo
 echo "== downloading the adapter"
 "$bin/diablo-ctl" download "$job" --out "$work/adapter-download" >/dev/null
-rm -rf "$work/adapter" && mv "$work/adapter-download/adapter" "$work/adapter"
+rm -rf "$work/adapter" && mv "$work/adapter-download/adapter" "$work/adapter" && rm -rf "$work/adapter-download"
 echo
 evaluate "after fine-tuning" --adapter "$work/adapter"
 echo "adapter: $work/adapter ($(du -sh "$work/adapter" | cut -f1)); serve it with"

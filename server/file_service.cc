@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/sha256.h"
 #include "server/grpc_status.h"
-#include "server/services.h"
+#include "server/serve.h"
 
 namespace diablo::server {
 namespace {
@@ -78,32 +78,21 @@ grpc::Status FileServiceImpl::UploadFile(grpc::ServerContext* context,
 
 grpc::Status FileServiceImpl::FindFile(grpc::ServerContext* context, const v1::FindFileRequest* request,
                                        v1::File* response) {
-  CallTimer timer(ctx_.metrics, "FindFile");
-  absl::StatusOr<Principal> who = ctx_.auth->Authenticate(*context, Role::kUser);
-  if (!who.ok()) return timer.Done(ToGrpc(who.status()));
-  absl::StatusOr<v1::File> file = ctx_.scheduler->FindFile(who->tenant, request->sha256());
-  if (!file.ok()) return timer.Done(ToGrpc(file.status()));
-  *response = std::move(*file);
-  return timer.Done(grpc::Status::OK);
+  return Serve(ctx_, context, "FindFile", Role::kUser, response,
+               [&](const Principal& who) { return ctx_.scheduler->FindFile(who.tenant, request->sha256()); });
 }
 
 grpc::Status FileServiceImpl::ListFiles(grpc::ServerContext* context, const v1::ListFilesRequest* request,
                                         v1::ListFilesResponse* response) {
-  CallTimer timer(ctx_.metrics, "ListFiles");
-  absl::StatusOr<Principal> who = ctx_.auth->Authenticate(*context, Role::kUser);
-  if (!who.ok()) return timer.Done(ToGrpc(who.status()));
-  absl::StatusOr<v1::ListFilesResponse> files = ctx_.scheduler->ListFiles(who->tenant, *request);
-  if (!files.ok()) return timer.Done(ToGrpc(files.status()));
-  *response = std::move(*files);
-  return timer.Done(grpc::Status::OK);
+  return Serve(ctx_, context, "ListFiles", Role::kUser, response,
+               [&](const Principal& who) { return ctx_.scheduler->ListFiles(who.tenant, *request); });
 }
 
 grpc::Status FileServiceImpl::DeleteFile(grpc::ServerContext* context, const v1::DeleteFileRequest* request,
-                                         v1::DeleteFileResponse*) {
-  CallTimer timer(ctx_.metrics, "DeleteFile");
-  absl::StatusOr<Principal> who = ctx_.auth->Authenticate(*context, Role::kUser);
-  if (!who.ok()) return timer.Done(ToGrpc(who.status()));
-  return timer.Done(ToGrpc(ctx_.scheduler->DeleteFile(who->tenant, request->id())));
+                                         v1::DeleteFileResponse* response) {
+  return Serve(ctx_, context, "DeleteFile", Role::kUser, response, [&](const Principal& who) {
+    return Empty<v1::DeleteFileResponse>(ctx_.scheduler->DeleteFile(who.tenant, request->id()));
+  });
 }
 
 }  // namespace diablo::server

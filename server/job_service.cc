@@ -3,7 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/grpc_status.h"
-#include "server/services.h"
+#include "server/serve.h"
 #include "server/spec_validation.h"
 
 namespace diablo::server {
@@ -16,53 +16,36 @@ constexpr int kWatchBatch = 256;
 
 grpc::Status JobServiceImpl::CreateJob(grpc::ServerContext* context, const v1::CreateJobRequest* request,
                                        v1::Job* response) {
-  CallTimer timer(ctx_.metrics, "CreateJob");
-  absl::StatusOr<Principal> who = ctx_.auth->Authenticate(*context, Role::kUser);
-  if (!who.ok()) return timer.Done(ToGrpc(who.status()));
-  ValidationContext validation{ctx_.scheduler, who->tenant, ctx_.data_dir / "cache"};
-  absl::StatusOr<ValidatedJob> job = ValidateCreateJob(*request, validation);
-  if (!job.ok()) return timer.Done(ToGrpc(job.status()));
-  if (!request->queue_anyway()) {
-    absl::Status placeable = ctx_.scheduler->CheckPlaceable(RequirementsOf(*request, *job));
-    if (!placeable.ok()) return timer.Done(ToGrpc(placeable));
-  }
-  absl::StatusOr<v1::Job> created = ctx_.scheduler->CreateJob(who->tenant, *request, *job);
-  if (!created.ok()) return timer.Done(ToGrpc(created.status()));
-  *response = std::move(*created);
-  return timer.Done(grpc::Status::OK);
+  return Serve(ctx_, context, "CreateJob", Role::kUser, response,
+               [&](const Principal& who) -> absl::StatusOr<v1::Job> {
+                 ValidationContext validation{ctx_.scheduler, who.tenant, ctx_.data_dir / "cache"};
+                 absl::StatusOr<ValidatedJob> job = ValidateCreateJob(*request, validation);
+                 if (!job.ok()) return job.status();
+                 if (!request->queue_anyway()) {
+                   absl::Status placeable = ctx_.scheduler->CheckPlaceable(RequirementsOf(*request, *job));
+                   if (!placeable.ok()) return placeable;
+                 }
+                 return ctx_.scheduler->CreateJob(who.tenant, *request, *job);
+               });
 }
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                                     v1::Job* response) {
-  CallTimer timer(ctx_.metrics, "GetJob");
-  absl::StatusOr<Principal> who = ctx_.auth->Authenticate(*context, Role::kUser);
-  if (!who.ok()) return timer.Done(ToGrpc(who.status()));
-  absl::StatusOr<v1::Job> job = ctx_.scheduler->GetJob(who->tenant, request->id());
-  if (!job.ok()) return timer.Done(ToGrpc(job.status()));
-  *response = std::move(*job);
-  return timer.Done(grpc::Status::OK);
+  return Serve(ctx_, context, "GetJob", Role::kUser, response,
+               [&](const Principal& who) { return ctx_.scheduler->GetJob(who.tenant, request->id()); });
 }
 
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                                       v1::ListJobsResponse* response) {
-  CallTimer timer(ctx_.metrics, "ListJobs");
-  absl::StatusOr<Principal> who = ctx_.auth->Authenticate(*context, Role::kUser);
-  if (!who.ok()) return timer.Done(ToGrpc(who.status()));
-  absl::StatusOr<v1::ListJobsResponse> jobs = ctx_.scheduler->ListJobs(who->tenant, *request);
-  if (!jobs.ok()) return timer.Done(ToGrpc(jobs.status()));
-  *response = std::move(*jobs);
-  return timer.Done(grpc::Status::OK);
+  return Serve(ctx_, context, "ListJobs", Role::kUser, response,
+               [&](const Principal& who) { return ctx_.scheduler->ListJobs(who.tenant, *request); });
 }
 
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
                                        v1::Job* response) {
-  CallTimer timer(ctx_.metrics, "CancelJob");
-  absl::StatusOr<Principal> who = ctx_.auth->Authenticate(*context, Role::kUser);
-  if (!who.ok()) return timer.Done(ToGrpc(who.status()));
-  absl::StatusOr<v1::Job> job = ctx_.scheduler->CancelJob(who->tenant, request->id(), request->reason());
-  if (!job.ok()) return timer.Done(ToGrpc(job.status()));
-  *response = std::move(*job);
-  return timer.Done(grpc::Status::OK);
+  return Serve(ctx_, context, "CancelJob", Role::kUser, response, [&](const Principal& who) {
+    return ctx_.scheduler->CancelJob(who.tenant, request->id(), request->reason());
+  });
 }
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
@@ -90,18 +73,19 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context, const v1::Wa
 
 grpc::Status JobServiceImpl::ListArtifacts(grpc::ServerContext* context, const v1::ListArtifactsRequest* request,
                                            v1::ListArtifactsResponse* response) {
-  CallTimer timer(ctx_.metrics, "ListArtifacts");
-  absl::StatusOr<Principal> who = ctx_.auth->Authenticate(*context, Role::kUser);
-  if (!who.ok()) return timer.Done(ToGrpc(who.status()));
-  absl::StatusOr<std::vector<ArtifactRow>> rows = ctx_.scheduler->ListArtifacts(who->tenant, request->job_id());
-  if (!rows.ok()) return timer.Done(ToGrpc(rows.status()));
-  for (const ArtifactRow& row : *rows) {
-    v1::Artifact* artifact = response->add_artifacts();
-    artifact->set_name(row.name);
-    artifact->set_size_bytes(row.size_bytes);
-    artifact->set_sha256(row.sha256);
-  }
-  return timer.Done(grpc::Status::OK);
+  return Serve(ctx_, context, "ListArtifacts", Role::kUser, response,
+               [&](const Principal& who) -> absl::StatusOr<v1::ListArtifactsResponse> {
+                 absl::StatusOr<std::vector<ArtifactRow>> rows = ctx_.scheduler->ListArtifacts(who.tenant, request->job_id());
+                 if (!rows.ok()) return rows.status();
+                 v1::ListArtifactsResponse list;
+                 for (const ArtifactRow& row : *rows) {
+                   v1::Artifact* artifact = list.add_artifacts();
+                   artifact->set_name(row.name);
+                   artifact->set_size_bytes(row.size_bytes);
+                   artifact->set_sha256(row.sha256);
+                 }
+                 return list;
+               });
 }
 
 grpc::Status JobServiceImpl::DownloadArtifact(grpc::ServerContext* context,

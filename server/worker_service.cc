@@ -1,37 +1,20 @@
 // WorkerService (agents) and FleetService (operators): pass-throughs to the
 // Scheduler behind a worker-role (or any-role, for the fleet view) token.
 #include "server/grpc_status.h"
-#include "server/services.h"
+#include "server/serve.h"
 
 namespace diablo::server {
-namespace {
-
-// Runs `call` (returning absl::StatusOr<Response>) for an authenticated
-// caller of `role` and stores its value in `response`.
-template <typename Response, typename Call>
-grpc::Status Serve(const ServiceContext& ctx, grpc::ServerContext* context, const char* method, Role role,
-                   Response* response, Call call) {
-  CallTimer timer(ctx.metrics, method);
-  absl::StatusOr<Principal> who = ctx.auth->Authenticate(*context, role);
-  if (!who.ok()) return timer.Done(ToGrpc(who.status()));
-  auto result = call();
-  if (!result.ok()) return timer.Done(ToGrpc(result.status()));
-  *response = std::move(*result);
-  return timer.Done(grpc::Status::OK);
-}
-
-}  // namespace
 
 grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context, const v1::RegisterWorkerRequest* request,
                                                v1::RegisterWorkerResponse* response) {
   return Serve(ctx_, context, "RegisterWorker", Role::kWorker, response,
-               [&] { return ctx_.scheduler->RegisterWorker(*request); });
+               [&](const Principal&) { return ctx_.scheduler->RegisterWorker(*request); });
 }
 
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
                                           v1::HeartbeatResponse* response) {
   return Serve(ctx_, context, "Heartbeat", Role::kWorker, response,
-               [&] { return ctx_.scheduler->Heartbeat(*request); });
+               [&](const Principal&) { return ctx_.scheduler->Heartbeat(*request); });
 }
 
 grpc::Status WorkerServiceImpl::LeaseJob(grpc::ServerContext* context, const v1::LeaseJobRequest* request,
@@ -41,23 +24,21 @@ grpc::Status WorkerServiceImpl::LeaseJob(grpc::ServerContext* context, const v1:
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(context->deadline() -
                                                                           std::chrono::system_clock::now());
   bounded.set_wait_ms(static_cast<int32_t>(std::clamp<int64_t>(left.count() - 500, 0, request->wait_ms())));
-  return Serve(ctx_, context, "LeaseJob", Role::kWorker, response, [&] { return ctx_.scheduler->LeaseJob(bounded); });
+  return Serve(ctx_, context, "LeaseJob", Role::kWorker, response, [&](const Principal&) { return ctx_.scheduler->LeaseJob(bounded); });
 }
 
 grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* context, const v1::ReportEventsRequest* request,
                                              v1::ReportEventsResponse* response) {
   return Serve(ctx_, context, "ReportEvents", Role::kWorker, response,
-               [&] { return ctx_.scheduler->ReportEvents(*request); });
+               [&](const Principal&) { return ctx_.scheduler->ReportEvents(*request); });
 }
 
 grpc::Status WorkerServiceImpl::CompleteAttempt(grpc::ServerContext* context,
                                                 const v1::CompleteAttemptRequest* request,
                                                 v1::CompleteAttemptResponse* response) {
   return Serve(ctx_, context, "CompleteAttempt", Role::kWorker, response,
-               [&]() -> absl::StatusOr<v1::CompleteAttemptResponse> {
-                 absl::Status status = ctx_.scheduler->CompleteAttempt(*request);
-                 if (!status.ok()) return status;
-                 return v1::CompleteAttemptResponse();
+               [&](const Principal&) {
+                 return Empty<v1::CompleteAttemptResponse>(ctx_.scheduler->CompleteAttempt(*request));
                });
 }
 
