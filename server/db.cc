@@ -96,6 +96,26 @@ absl::Status Statement::Error(std::string_view what) const {
   return absl::InternalError(message);
 }
 
+absl::StatusOr<std::vector<int64_t>> FirstColumnInts(Statement& query) {
+  std::vector<int64_t> values;
+  while (true) {
+    absl::StatusOr<bool> row = query.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return values;
+    values.push_back(query.Int(0));
+  }
+}
+
+absl::StatusOr<std::vector<std::string>> FirstColumnTexts(Statement& query) {
+  std::vector<std::string> values;
+  while (true) {
+    absl::StatusOr<bool> row = query.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return values;
+    values.push_back(query.Text(0));
+  }
+}
+
 absl::StatusOr<Transaction> Transaction::Begin(Db& db) {
   absl::Status status = db.Exec("BEGIN IMMEDIATE");
   if (!status.ok()) return status;

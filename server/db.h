@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -74,6 +75,10 @@ class Statement {
   int next_index_ = 1;
   absl::Status bind_status_;
 };
+
+// Runs a query and collects its first column from every row.
+absl::StatusOr<std::vector<int64_t>> FirstColumnInts(Statement& query);
+absl::StatusOr<std::vector<std::string>> FirstColumnTexts(Statement& query);
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed without Commit().
 class Transaction {

@@ -128,6 +128,8 @@ class Scheduler {
   absl::Status AppendEvent(const std::string& job_id, int attempt, v1::JobEvent event);
   absl::Status SetState(const std::string& job_id, v1::JobState from, v1::JobState to, const std::string& reason);
   absl::Status FailAttempt(int64_t fence, const std::string& reason, bool permanent);
+  // Marks a worker lost and fails the attempts it had a part in.
+  absl::Status LoseWorker(const std::string& worker_id, const std::string& reason);
   absl::Status ExpireWorkers(double now);
   absl::Status DetectStalls(double now);
   absl::Status PlaceQueuedJobs();

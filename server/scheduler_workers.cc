@@ -66,28 +66,8 @@ absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(const v1::R
   // previous incarnation ran is gone.
   ASSIGN_OR_RETURN(Statement previous, db_->Prepare("SELECT id FROM workers WHERE name = ? AND lost = 0"));
   previous.Bind(request.name());
-  std::vector<std::string> stale;
-  while (true) {
-    ASSIGN_OR_RETURN(bool row, previous.Step());
-    if (!row) break;
-    stale.push_back(previous.Text(0));
-  }
-  for (const std::string& id : stale) {
-    ASSIGN_OR_RETURN(Statement lose, db_->Prepare("UPDATE workers SET lost = 1 WHERE id = ?"));
-    RETURN_IF_ERROR(lose.Bind(id).Run());
-    last_seen_.erase(id);
-    ASSIGN_OR_RETURN(Statement fences, db_->Prepare(
-        "SELECT a.fence FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence WHERE r.worker_id = ? AND a.active = 1"));
-    fences.Bind(id);
-    std::vector<int64_t> to_fail;
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, fences.Step());
-      if (!row) break;
-      to_fail.push_back(fences.Int(0));
-    }
-    for (int64_t fence : to_fail)
-      RETURN_IF_ERROR(FailAttempt(fence, absl::StrCat("worker ", request.name(), " restarted"), false));
-  }
+  ASSIGN_OR_RETURN(std::vector<std::string> stale, FirstColumnTexts(previous));
+  for (const std::string& id : stale) RETURN_IF_ERROR(LoseWorker(id, absl::StrCat("worker ", request.name(), " restarted")));
   const std::string id = NewId("w-");
   ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
       "INSERT INTO workers (id, name, host, devices, device_kind, memory_bytes, version, registered_at) "
@@ -512,28 +492,28 @@ absl::Status Scheduler::FailAttempt(int64_t fence, const std::string& reason, bo
 
 // ---- periodic checks
 
+absl::Status Scheduler::LoseWorker(const std::string& id, const std::string& reason) {
+  last_seen_.erase(id);
+  ASSIGN_OR_RETURN(Statement lose, db_->Prepare("UPDATE workers SET lost = 1 WHERE id = ?"));
+  RETURN_IF_ERROR(lose.Bind(id).Run());
+  ASSIGN_OR_RETURN(Statement fences, db_->Prepare(
+      "SELECT a.fence FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence WHERE r.worker_id = ? AND a.active = 1"));
+  fences.Bind(id);
+  ASSIGN_OR_RETURN(std::vector<int64_t> to_fail, FirstColumnInts(fences));
+  for (int64_t fence : to_fail) RETURN_IF_ERROR(FailAttempt(fence, reason, false));
+  return absl::OkStatus();
+}
+
 absl::Status Scheduler::ExpireWorkers(double now) {
   std::vector<std::string> expired;
   for (const auto& [id, seen] : last_seen_)
     if (now - seen > config_.lease_timeout_s) expired.push_back(id);
   for (const std::string& id : expired) {
-    last_seen_.erase(id);
-    ASSIGN_OR_RETURN(Statement lose, db_->Prepare("UPDATE workers SET lost = 1 WHERE id = ? RETURNING name"));
-    lose.Bind(id);
-    ASSIGN_OR_RETURN(bool row, lose.Step());
-    const std::string name = row ? lose.Text(0) : id;
-    ASSIGN_OR_RETURN(Statement fences, db_->Prepare(
-        "SELECT a.fence FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence WHERE r.worker_id = ? AND a.active = 1"));
-    fences.Bind(id);
-    std::vector<int64_t> to_fail;
-    while (true) {
-      ASSIGN_OR_RETURN(bool more, fences.Step());
-      if (!more) break;
-      to_fail.push_back(fences.Int(0));
-    }
-    for (int64_t fence : to_fail)
-      RETURN_IF_ERROR(FailAttempt(fence, absl::StrFormat("worker %s sent no heartbeat for %.0f s (lease expired)",
-                                                         name, config_.lease_timeout_s), false));
+    ASSIGN_OR_RETURN(Statement name, db_->Prepare("SELECT name FROM workers WHERE id = ?"));
+    name.Bind(id);
+    ASSIGN_OR_RETURN(bool row, name.Step());
+    RETURN_IF_ERROR(LoseWorker(id, absl::StrFormat("worker %s sent no heartbeat for %.0f s (lease expired)",
+                                                   row ? name.Text(0) : id, config_.lease_timeout_s)));
   }
   return absl::OkStatus();
 }
@@ -541,12 +521,7 @@ absl::Status Scheduler::ExpireWorkers(double now) {
 absl::Status Scheduler::DetectStalls(double now) {
   ASSIGN_OR_RETURN(Statement select, db_->Prepare("SELECT fence FROM attempts WHERE active = 1 AND last_report_at < ?"));
   select.Bind(now - config_.stall_timeout_s);
-  std::vector<int64_t> stalled;
-  while (true) {
-    ASSIGN_OR_RETURN(bool row, select.Step());
-    if (!row) break;
-    stalled.push_back(select.Int(0));
-  }
+  ASSIGN_OR_RETURN(std::vector<int64_t> stalled, FirstColumnInts(select));
   for (int64_t fence : stalled)
     RETURN_IF_ERROR(FailAttempt(
         fence, absl::StrFormat("the trainer reported nothing for %.0f s (stalled)", config_.stall_timeout_s), false));

@@ -6,8 +6,10 @@ Usage: test_python_client.py --bin BUILD/bin --model SmolLM2-135M-Instruct.Q4_1.
 Generates the API modules into a temporary directory, starts a scheduler and
 one CPU worker (tests/service/cluster.py), and through the SDK alone:
 uploads a dataset, submits a 4-step DiaBlo job, follows its events to
-SUCCEEDED, downloads and checks the adapter; and checks that API errors
-come back with the right gRPC codes.  Skips when the model file is missing.
+SUCCEEDED, downloads and checks the adapter; follows a job across a
+scheduler restart (watch() reconnects, no event lost or repeated); and
+checks that API errors come back with the right gRPC codes.  Skips when
+the model file is missing.
 """
 
 import argparse
