@@ -18,6 +18,11 @@ grpc::Status JobServiceImpl::CreateJob(grpc::ServerContext* context, const v1::C
                                        v1::Job* response) {
   return Serve(ctx_, context, "CreateJob", Role::kUser, response,
                [&](const Principal& who) -> absl::StatusOr<v1::Job> {
+                 if (!request->idempotency_key().empty()) {
+                   absl::StatusOr<v1::Job> existing =
+                       ctx_.scheduler->FindByIdempotencyKey(who.tenant, request->idempotency_key());
+                   if (existing.ok() || existing.status().code() != absl::StatusCode::kNotFound) return existing;
+                 }
                  ValidationContext validation{ctx_.scheduler, who.tenant, ctx_.data_dir / "cache"};
                  absl::StatusOr<ValidatedJob> job = ValidateCreateJob(*request, validation);
                  if (!job.ok()) return job.status();

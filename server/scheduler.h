@@ -23,6 +23,9 @@
 
 namespace diablo::server {
 
+// Retries of a job whose request leaves max_retries unset.
+inline constexpr int kDefaultMaxRetries = 2;
+
 struct SchedulerConfig {
   std::string storage_uri;
   double heartbeat_interval_s = 5;
@@ -76,6 +79,9 @@ class Scheduler {
   // ---- jobs (always scoped to a tenant; another tenant's job is NOT_FOUND)
   absl::StatusOr<v1::Job> CreateJob(const std::string& tenant, const v1::CreateJobRequest& request,
                                     const ValidatedJob& job);
+  // The job a CreateJob with this idempotency key already made, if any
+  // (NOT_FOUND otherwise), so a retried submit skips validation.
+  absl::StatusOr<v1::Job> FindByIdempotencyKey(const std::string& tenant, const std::string& key);
   absl::StatusOr<v1::Job> GetJob(const std::string& tenant, const std::string& id);
   absl::StatusOr<v1::ListJobsResponse> ListJobs(const std::string& tenant, const v1::ListJobsRequest& request);
   absl::StatusOr<v1::Job> CancelJob(const std::string& tenant, const std::string& id, const std::string& reason);

@@ -191,7 +191,7 @@ absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant, const v1
       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   insert.Bind(id).Bind(tenant).Bind(request.name()).Bind(labels.dump()).Bind(job.spec_json).Bind(job.config_json)
       .Bind(inputs.dump()).Bind(request.priority()).Bind(std::max(request.devices_per_node(), 1))
-      .Bind(std::max(request.nodes(), 1)).Bind(request.max_retries());
+      .Bind(std::max(request.nodes(), 1)).Bind(request.has_max_retries() ? request.max_retries() : kDefaultMaxRetries);
   if (request.idempotency_key().empty()) insert.BindNull(); else insert.Bind(request.idempotency_key());
   insert.Bind(job.estimated_bytes).Bind(static_cast<int64_t>(v1::JOB_STATE_QUEUED)).Bind(NowSeconds());
   RETURN_IF_ERROR(insert.Run());
@@ -199,6 +199,15 @@ absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant, const v1
   RETURN_IF_ERROR(PlaceQueuedJobs());
   RETURN_IF_ERROR(txn.Commit());
   return LoadJob(tenant, id);
+}
+
+absl::StatusOr<v1::Job> Scheduler::FindByIdempotencyKey(const std::string& tenant, const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement existing, db_->Prepare("SELECT id FROM jobs WHERE tenant = ? AND idempotency_key = ?"));
+  existing.Bind(tenant).Bind(key);
+  ASSIGN_OR_RETURN(bool found, existing.Step());
+  if (!found) return absl::NotFoundError("no job has this idempotency key");
+  return LoadJob(tenant, existing.Text(0));
 }
 
 absl::StatusOr<v1::Job> Scheduler::GetJob(const std::string& tenant, const std::string& id) {

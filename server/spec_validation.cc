@@ -3,6 +3,8 @@
 #include "server/spec_validation.h"
 
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <regex>
 #include <stdexcept>
 #include <system_error>
@@ -168,10 +170,31 @@ absl::Status CheckDataset(const std::string& field, const fs::path& local, Objec
   return absl::OkStatus();
 }
 
+// Reading a GGUF header parses the whole vocabulary, which dominated the cost
+// of a submit: the shape is kept per file while its size and time stay the same.
+estimate::ModelSource ReadModelSourceCached(const fs::path& model) {
+  std::error_code ec;
+  const fs::path stamped = fs::is_directory(model, ec) ? model / "config.json" : model;
+  const std::string stamp = std::to_string(fs::file_size(stamped, ec)) + "@" +
+                            std::to_string(fs::last_write_time(stamped, ec).time_since_epoch().count());
+  static std::mutex mu;
+  static std::map<std::string, std::pair<std::string, estimate::ModelSource>> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(model.string());
+    if (it != cache.end() && it->second.first == stamp) return it->second.second;
+  }
+  estimate::ModelSource source = estimate::ReadModelSource(model.string());
+  std::lock_guard<std::mutex> lock(mu);
+  if (cache.size() > 256) cache.clear();  // a bound, not a policy: misses only cost a re-read
+  cache[model.string()] = {stamp, source};
+  return source;
+}
+
 absl::StatusOr<int64_t> EstimateBytes(const train::TrainConfig& config, const fs::path& model, int ranks) {
   if (model.empty()) return int64_t{0};
   try {
-    estimate::ModelSource source = estimate::ReadModelSource(model.string());
+    estimate::ModelSource source = ReadModelSourceCached(model);
     estimate::EstimateOptions options;
     options.method = config.method.name == train::TrainMethod::kDiaBlo ? estimate::Method::kDiaBlo
                      : config.method.name == train::TrainMethod::kLoRA ? estimate::Method::kLoRA

@@ -26,10 +26,14 @@ Reporter::~Reporter() {
 }
 
 void Reporter::Event(std::string json) {
+  // Step metrics may wait a moment to be batched; anything else (started,
+  // checkpoint, finished, error) changes what users see and goes at once.
+  const bool urgent = json.find("\"event\":\"step\"") == std::string::npos;
   v1::TrainerReport report;
   report.set_event_json(std::move(json));
   std::lock_guard<std::mutex> lock(mu_);
   queue_.push_back(std::move(report));
+  urgent_ = urgent_ || urgent;
   wake_.notify_all();
 }
 
@@ -48,6 +52,7 @@ bool Reporter::SendBatch() {
     if (queue_.empty() || stopped_) return true;
     request.set_fence(fence_);
     request.set_rank(rank_);
+    urgent_ = false;
     for (size_t i = 0; i < queue_.size() && i < kBatch; ++i) *request.add_reports() = queue_[i];
   }
   v1::ReportEventsResponse response;
@@ -83,7 +88,7 @@ void Reporter::Loop() {
       std::unique_lock<std::mutex> lock(mu_);
       // Small delay to batch step events; sooner when closing.
       wake_.wait_for(lock, std::chrono::milliseconds(failures > 0 ? 1000 : 200),
-                     [&] { return closing_ || queue_.size() >= kBatch; });
+                     [&] { return closing_ || (urgent_ && failures == 0) || queue_.size() >= kBatch; });
       if (closing_ && (queue_.empty() || stopped_)) return;
     }
     if (SendBatch()) {

@@ -42,6 +42,8 @@ class Reporter {
   std::deque<v1::TrainerReport> queue_;
   bool closing_ = false;
   bool stopped_ = false;
+  // Something other than step metrics is queued: send without batching delay.
+  bool urgent_ = false;
   std::thread thread_;
 };
 
