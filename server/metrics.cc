@@ -1,6 +1,8 @@
 // prometheus-cpp registry and exposer for the scheduler.
 #include "server/metrics.h"
 
+#include <sys/statvfs.h>
+
 #include <map>
 #include <set>
 
@@ -40,13 +42,25 @@ struct Metrics::Impl {
   prometheus::Family<prometheus::Gauge>* job_step = nullptr;
   prometheus::Family<prometheus::Gauge>* job_progress = nullptr;
   prometheus::Family<prometheus::Gauge>* job_tokens = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_lr = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_eval_loss = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_rss = nullptr;
+  prometheus::Family<prometheus::Counter>* finished = nullptr;
+  prometheus::Family<prometheus::Counter>* trainer_errors = nullptr;
+  prometheus::Family<prometheus::Gauge>* oldest_queued = nullptr;
+  prometheus::Family<prometheus::Gauge>* disk_free = nullptr;
+  prometheus::Family<prometheus::Gauge>* disk_capacity = nullptr;
+  std::string data_dir;
+  std::map<std::string, int64_t> errors_seen;  // trainer errors already counted
   std::mutex mu;
   std::set<std::string> running_jobs;  // jobs that have per-job gauges now
   double last_refresh = 0;
 };
 
-absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen) {
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen, const std::string& data_dir) {
   auto impl = std::make_unique<Impl>();
+  impl->data_dir = data_dir;
+  impl->last_refresh = NowSeconds();  // jobs that finished before this process are not counted again
   try {
     impl->exposer = std::make_unique<prometheus::Exposer>(listen);
   } catch (const std::exception& e) {
@@ -70,6 +84,26 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
                             .Help("step / total_steps of a running job").Register(r);
   impl->job_tokens = &BuildGauge().Name("diablo_job_tokens_per_second")
                           .Help("Training throughput of a running job").Register(r);
+  impl->job_lr = &BuildGauge().Name("diablo_job_learning_rate").Help("Latest learning rate of a running job").Register(r);
+  impl->job_eval_loss = &BuildGauge().Name("diablo_job_eval_loss")
+                             .Help("Latest evaluation loss of a running job (0 before the first)").Register(r);
+  impl->job_rss = &BuildGauge().Name("diablo_job_peak_rss_bytes")
+                       .Help("Peak resident memory of a running job's trainer (rank 0)").Register(r);
+  impl->finished = &BuildCounter().Name("diablo_jobs_finished_total")
+                        .Help("Jobs that reached a final state, by state").Register(r);
+  impl->trainer_errors = &BuildCounter().Name("diablo_trainer_errors_total")
+                              .Help("Error events trainers reported, by code (non_finite: NaN/Inf loss)").Register(r);
+  impl->oldest_queued = &BuildGauge().Name("diablo_queue_oldest_wait_seconds")
+                             .Help("How long the oldest queued job has waited").Register(r);
+  impl->disk_free = &BuildGauge().Name("diablo_data_dir_free_bytes")
+                         .Help("Free bytes on the filesystem of the scheduler's data directory").Register(r);
+  impl->disk_capacity = &BuildGauge().Name("diablo_data_dir_capacity_bytes")
+                             .Help("Size of the filesystem of the scheduler's data directory").Register(r);
+  // Series that exist from the start, so dashboards and alerts see zeros
+  // rather than nothing.
+  for (const char* state : {"succeeded", "failed", "cancelled"}) impl->finished->Add({{"state", state}});
+  for (const char* code : {"non_finite", "out_of_memory", "failed", "bad_config", "interrupted"})
+    impl->trainer_errors->Add({{"code", code}});
   impl->exposer->RegisterCollectable(impl->registry);
   return std::unique_ptr<Metrics>(new Metrics(std::move(impl)));
 }
@@ -109,9 +143,22 @@ void Metrics::Refresh(Scheduler& scheduler) {
     impl_->jobs->Add({{"state", name}}).Set(it == snapshot->jobs_by_state.end() ? 0 : static_cast<double>(it->second));
   }
   impl_->workers->Add({}).Set(static_cast<double>(snapshot->workers_alive));
-  for (const v1::Job& job : snapshot->finished)
+  for (const v1::Job& job : snapshot->finished) {
     ObserveJobTimes(job.started_at() > 0 ? static_cast<double>(job.started_at() - job.created_at()) : -1,
                     job.started_at() > 0 ? static_cast<double>(job.finished_at() - job.started_at()) : -1);
+    impl_->finished->Add({{"state", absl::AsciiStrToLower(v1::JobState_Name(job.state()).substr(10))}}).Increment();
+  }
+  impl_->oldest_queued->Add({}).Set(snapshot->oldest_queued_wait_s);
+  for (const auto& [code, count] : snapshot->trainer_errors) {
+    int64_t& seen = impl_->errors_seen[code];
+    if (count > seen) impl_->trainer_errors->Add({{"code", code}}).Increment(static_cast<double>(count - seen));
+    seen = count;
+  }
+  struct statvfs fs {};
+  if (statvfs(impl_->data_dir.c_str(), &fs) == 0) {
+    impl_->disk_free->Add({}).Set(static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize));
+    impl_->disk_capacity->Add({}).Set(static_cast<double>(fs.f_blocks) * static_cast<double>(fs.f_frsize));
+  }
   std::set<std::string> now_running;
   for (const v1::Job& job : snapshot->running) {
     const prometheus::Labels labels{{"job_id", job.id()}, {"job_name", job.name()}};
@@ -120,6 +167,9 @@ void Metrics::Refresh(Scheduler& scheduler) {
     impl_->job_tokens->Add(labels).Set(job.tokens_per_s());
     impl_->job_progress->Add(labels).Set(
         job.total_steps() > 0 ? static_cast<double>(job.step()) / static_cast<double>(job.total_steps()) : 0);
+    impl_->job_lr->Add(labels).Set(job.lr());
+    impl_->job_eval_loss->Add(labels).Set(job.eval_loss());
+    impl_->job_rss->Add(labels).Set(static_cast<double>(job.peak_rss_bytes()));
     now_running.insert(job.id() + "\n" + job.name());
   }
   // A job that stopped running loses its series instead of freezing at its last value.
@@ -127,7 +177,8 @@ void Metrics::Refresh(Scheduler& scheduler) {
     if (now_running.count(key)) continue;
     const size_t split = key.find('\n');
     const prometheus::Labels labels{{"job_id", key.substr(0, split)}, {"job_name", key.substr(split + 1)}};
-    for (auto* family : {impl_->job_loss, impl_->job_step, impl_->job_tokens, impl_->job_progress})
+    for (auto* family : {impl_->job_loss, impl_->job_step, impl_->job_tokens, impl_->job_progress, impl_->job_lr,
+                         impl_->job_eval_loss, impl_->job_rss})
       family->Remove(&family->Add(labels));
   }
   impl_->running_jobs = std::move(now_running);

@@ -113,6 +113,12 @@ CREATE TABLE artifacts (
   PRIMARY KEY (job_id, name)
 );
 )sql",
+    // 2: more progress for the per-job dashboard.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN lr REAL NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN eval_loss REAL NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN peak_rss_bytes INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 }  // namespace

@@ -117,12 +117,15 @@ class Scheduler {
   absl::Status Tick();
 
   // What the metrics show: jobs by state, alive workers, the progress of
-  // running jobs, and the times of jobs that finished after `finished_after`.
+  // running jobs, the jobs that reached a final state after
+  // `finished_after`, the wait of the oldest queued job, and trainer errors.
   struct Snapshot {
     std::map<int, int64_t> jobs_by_state;
     int64_t workers_alive = 0;
-    std::vector<v1::Job> running;   // id, name, step, total_steps, loss, tokens_per_s
-    std::vector<v1::Job> finished;  // created_at, started_at, finished_at
+    std::vector<v1::Job> running;   // id, name, step, total_steps, loss, tokens_per_s, lr, eval_loss, peak_rss_bytes
+    std::vector<v1::Job> finished;  // state, created_at, started_at, finished_at
+    double oldest_queued_wait_s = 0;
+    std::map<std::string, int64_t> trainer_errors;  // by error code, since the scheduler started
   };
   absl::StatusOr<Snapshot> TakeSnapshot(double finished_after);
 
@@ -154,6 +157,8 @@ class Scheduler {
   // Last heartbeat per worker id (memory only: after a restart every known
   // worker gets a full lease timeout to check in again).
   std::map<std::string, double> last_seen_;
+  // Trainer error events by code since start (for the metrics).
+  std::map<std::string, int64_t> trainer_errors_;
   double started_at_ = 0;
 };
 

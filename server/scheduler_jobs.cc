@@ -20,7 +20,7 @@ namespace {
 constexpr const char* kJobColumns =
     "id, name, labels, spec, priority, devices_per_node, nodes, max_retries, state, reason, attempts, "
     "created_at, started_at, finished_at, step, total_steps, loss, tokens_per_s, eta_s, checkpoint_step, "
-    "estimated_bytes, current_fence";
+    "estimated_bytes, current_fence, lr, eval_loss, peak_rss_bytes";
 
 v1::Job JobFromRow(const Statement& row) {
   v1::Job job;
@@ -47,6 +47,9 @@ v1::Job JobFromRow(const Statement& row) {
   job.set_eta_s(row.Double(18));
   job.set_checkpoint_step(row.Int(19));
   job.set_estimated_bytes(row.Int(20));
+  job.set_lr(row.Double(22));
+  job.set_eval_loss(row.Double(23));
+  job.set_peak_rss_bytes(row.Int(24));
   return job;
 }
 

@@ -83,7 +83,7 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(
   ASSIGN_OR_RETURN(server->auth_, server::Authenticator::Open(db_path, options.auth));
   if (!options.metrics_listen.empty()) {
     RETURN_IF_ERROR(ParseHostPort(options.metrics_listen, "--metrics-listen", PortZero::kAllowed).status());
-    ASSIGN_OR_RETURN(server->metrics_, server::Metrics::Start(options.metrics_listen));
+    ASSIGN_OR_RETURN(server->metrics_, server::Metrics::Start(options.metrics_listen, data_dir.string()));
   }
   server::ServiceContext context{server->scheduler_.get(), server->auth_.get(), server->metrics_.get(), data_dir,
                                  options.max_upload_bytes};

@@ -335,85 +335,6 @@ absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(const v1::Repor
   return response;
 }
 
-absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt, int64_t fence,
-                                          const std::string& json) {
-  nlohmann::json e = nlohmann::json::parse(json, nullptr, false);
-  if (!e.is_object() || !e.contains("event")) {
-    v1::JobEvent event;
-    event.mutable_log()->set_source("trainer");
-    event.mutable_log()->set_line(json);
-    return AppendEvent(job_id, attempt, std::move(event));
-  }
-  const std::string kind = e.value("event", "");
-  v1::JobEvent event;
-  event.set_time(e.value("time", 0.0));
-  if (kind == "started") {
-    ASSIGN_OR_RETURN(Statement state, db_->Prepare("SELECT state FROM jobs WHERE id = ?"));
-    state.Bind(job_id);
-    ASSIGN_OR_RETURN(bool row, state.Step());
-    ASSIGN_OR_RETURN(Statement total, db_->Prepare("UPDATE jobs SET total_steps = ? WHERE id = ?"));
-    RETURN_IF_ERROR(total.Bind(e.value("total_steps", int64_t{0})).Bind(job_id).Run());
-    if (row && state.Int(0) == v1::JOB_STATE_ASSIGNED) {
-      const int64_t start = e.value("start_step", int64_t{0});
-      return SetState(job_id, v1::JOB_STATE_ASSIGNED, v1::JOB_STATE_RUNNING,
-                      absl::StrCat("attempt ", attempt, " training ", e.value("total_steps", int64_t{0}), " steps",
-                                   start > 0 ? absl::StrCat(", resumed at step ", start) : std::string()));
-    }
-    return absl::OkStatus();
-  }
-  if (kind == "step") {
-    v1::StepMetrics* m = event.mutable_step();
-    m->set_step(e.value("step", int64_t{0}));
-    m->set_total_steps(e.value("total_steps", int64_t{0}));
-    m->set_epoch(e.value("epoch", 0.0));
-    m->set_loss(e.value("loss", 0.0));
-    m->set_lr(e.value("lr", 0.0));
-    m->set_grad_norm(e.value("grad_norm", 0.0));
-    m->set_tokens_per_s(e.value("tokens_per_s", 0.0));
-    m->set_eta_s(e.value("eta_s", 0.0));
-    ASSIGN_OR_RETURN(Statement update, db_->Prepare(
-        "UPDATE jobs SET step = ?, total_steps = ?, loss = ?, tokens_per_s = ?, eta_s = ? WHERE id = ?"));
-    RETURN_IF_ERROR(update.Bind(m->step()).Bind(m->total_steps()).Bind(m->loss()).Bind(m->tokens_per_s())
-                        .Bind(m->eta_s()).Bind(job_id).Run());
-    return AppendEvent(job_id, attempt, std::move(event));
-  }
-  if (kind == "eval") {
-    v1::EvalResult* r = event.mutable_eval();
-    r->set_step(e.value("step", int64_t{0}));
-    r->set_loss(e.value("loss", 0.0));
-    r->set_perplexity(e.value("perplexity", 0.0));
-    r->set_examples(e.value("examples", int64_t{0}));
-    return AppendEvent(job_id, attempt, std::move(event));
-  }
-  if (kind == "checkpoint" && e.contains("key")) {
-    // The agent adds `key` once every file of the checkpoint is in storage;
-    // only then does `latest` name it, and only for the current attempt.
-    const int64_t step = e.value("step", int64_t{0});
-    const std::string key = e.value("key", "");
-    RETURN_IF_ERROR(ValidateObjectKey(key));
-    ASSIGN_OR_RETURN(Statement update, db_->Prepare("UPDATE jobs SET checkpoint_step = ?, checkpoint_key = ? WHERE id = ?"));
-    RETURN_IF_ERROR(update.Bind(step).Bind(key).Bind(job_id).Run());
-    nlohmann::json latest = {{"key", key}, {"step", step}, {"fence", fence}};
-    RETURN_IF_ERROR(storage_->PutBytes(absl::StrCat("jobs/", job_id, "/checkpoints/latest"), latest.dump()));
-    v1::CheckpointSaved* c = event.mutable_checkpoint();
-    c->set_step(step);
-    c->set_key(key);
-    c->set_final(e.value("final", false));
-    return AppendEvent(job_id, attempt, std::move(event));
-  }
-  std::string line;
-  if (kind == "error")
-    line = absl::StrCat("error (", e.value("code", "failed"), "): ", e.value("message", ""));
-  else if (kind == "finished")
-    line = absl::StrFormat("finished at step %d, loss %.4f, %.0f tokens/s", e.value("step", int64_t{0}),
-                           e.value("loss", 0.0), e.value("tokens_per_s", 0.0));
-  else
-    line = json;
-  event.mutable_log()->set_source("trainer");
-  event.mutable_log()->set_line(line);
-  return AppendEvent(job_id, attempt, std::move(event));
-}
-
 absl::Status Scheduler::CompleteAttempt(const v1::CompleteAttemptRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Statement select, db_->Prepare(
@@ -585,7 +506,7 @@ absl::StatusOr<Scheduler::Snapshot> Scheduler::TakeSnapshot(double finished_afte
   for (const auto& [id, seen] : last_seen_)
     if (now - seen <= config_.lease_timeout_s) ++snapshot.workers_alive;
   ASSIGN_OR_RETURN(Statement running, db_->Prepare(
-      "SELECT id, name, step, total_steps, loss, tokens_per_s FROM jobs WHERE state = 3"));
+      "SELECT id, name, step, total_steps, loss, tokens_per_s, lr, eval_loss, peak_rss_bytes FROM jobs WHERE state = 3"));
   while (true) {
     ASSIGN_OR_RETURN(bool row, running.Step());
     if (!row) break;
@@ -596,18 +517,26 @@ absl::StatusOr<Scheduler::Snapshot> Scheduler::TakeSnapshot(double finished_afte
     job.set_total_steps(running.Int(3));
     job.set_loss(running.Double(4));
     job.set_tokens_per_s(running.Double(5));
+    job.set_lr(running.Double(6));
+    job.set_eval_loss(running.Double(7));
+    job.set_peak_rss_bytes(running.Int(8));
   }
   ASSIGN_OR_RETURN(Statement finished, db_->Prepare(
-      "SELECT created_at, started_at, finished_at FROM jobs WHERE finished_at > ?"));
+      "SELECT state, created_at, started_at, finished_at FROM jobs WHERE finished_at > ?"));
   finished.Bind(finished_after);
   while (true) {
     ASSIGN_OR_RETURN(bool row, finished.Step());
     if (!row) break;
     v1::Job& job = snapshot.finished.emplace_back();
-    job.set_created_at(static_cast<int64_t>(finished.Double(0)));
-    job.set_started_at(static_cast<int64_t>(finished.Double(1)));
-    job.set_finished_at(static_cast<int64_t>(finished.Double(2)));
+    job.set_state(static_cast<v1::JobState>(finished.Int(0)));
+    job.set_created_at(static_cast<int64_t>(finished.Double(1)));
+    job.set_started_at(static_cast<int64_t>(finished.Double(2)));
+    job.set_finished_at(static_cast<int64_t>(finished.Double(3)));
   }
+  ASSIGN_OR_RETURN(Statement oldest, db_->Prepare("SELECT MIN(created_at) FROM jobs WHERE state = 1"));
+  ASSIGN_OR_RETURN(bool row, oldest.Step());
+  if (row && !oldest.IsNull(0)) snapshot.oldest_queued_wait_s = now - oldest.Double(0);
+  snapshot.trainer_errors = trainer_errors_;
   return snapshot;
 }
 

@@ -1,6 +1,7 @@
 // The scheduler's job state machine, placement, leases, fencing, retries,
 // stall detection, cancellation, tenants, paging and durability, driven
 // through its public interface over a real SQLite file.
+#include <cmath>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -320,6 +321,37 @@ TEST_F(SchedulerFixture, WatchResumesAfterAGivenSequenceNumber) {
   EXPECT_FALSE(finished);
   ASSERT_EQ(tail->size(), all.size() - 3);
   EXPECT_EQ((*tail)[0].seq(), all[3].seq());
+}
+
+TEST_F(SchedulerFixture, TrainerEventsOfAnyShapeNeverBreakTheScheduler) {
+  const std::string w = Register("w1");
+  v1::Job job = Create();
+  auto lease = Lease(w);
+  ASSERT_TRUE(Report(lease->fence(), R"({"event":"started","total_steps":"ten"})").ok());
+  ASSERT_TRUE(Report(lease->fence(), R"({"event":"step","step":1,"loss":2.5,"lr":0.001,"peak_rss_bytes":1000})").ok());
+  // NaN and Inf are written as null by the trainer's JSON library.
+  ASSERT_TRUE(Report(lease->fence(), R"({"event":"step","step":2,"loss":null,"lr":[1]})").ok());
+  ASSERT_TRUE(Report(lease->fence(), R"({"event":"eval","step":2,"loss":1.75,"perplexity":5.75})").ok());
+  ASSERT_TRUE(Report(lease->fence(), R"({"event":"error","code":"non_finite","message":"loss is NaN"})").ok());
+  ASSERT_TRUE(Report(lease->fence(), R"(not json at all)").ok());
+  ASSERT_TRUE(Report(lease->fence(), R"([1,2,3])").ok());
+  auto now = scheduler_->GetJob("a", job.id());
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(now->step(), 2);
+  EXPECT_DOUBLE_EQ(now->loss(), 2.5) << "a NaN loss keeps the last finite one in the job";
+  EXPECT_DOUBLE_EQ(now->eval_loss(), 1.75);
+  EXPECT_EQ(now->peak_rss_bytes(), 1000);
+  std::vector<v1::JobEvent> events = Events(job.id());
+  int nan_steps = 0, raw_lines = 0;
+  for (const v1::JobEvent& e : events) {
+    if (e.has_step() && e.step().step() == 2 && std::isnan(e.step().loss())) ++nan_steps;
+    if (e.has_log() && (e.log().line() == "not json at all" || e.log().line() == "[1,2,3]")) ++raw_lines;
+  }
+  EXPECT_EQ(nan_steps, 1) << "the event keeps the NaN for whoever watches";
+  EXPECT_EQ(raw_lines, 2);
+  auto snapshot = scheduler_->TakeSnapshot(0);
+  ASSERT_TRUE(snapshot.ok());
+  EXPECT_EQ(snapshot->trainer_errors["non_finite"], 1);
 }
 
 TEST_F(SchedulerFixture, RestartedWorkerLosesItsOldAttempts) {
