@@ -29,6 +29,13 @@ grep -q -- "--server" <<<"$err" || { echo "FAIL: error does not name --server: $
 if err=$("$ctl" --server "127.0.0.1:1" --timeout 2 version 2>&1); then echo "FAIL: dead server answered"; exit 1; fi
 grep -q "is diablo-scheduler running" <<<"$err" || { echo "FAIL: no hint: $err"; exit 1; }
 
+# The address can come from a config file too (TOML, as docs/service.md shows).
+config=$(mktemp)
+printf 'server = "127.0.0.1:%s"\n' "$port" >"$config"
+out=$(env -u DIABLO_SERVER "$ctl" --config "$config" version) || { echo "FAIL: config file: $out"; rm -f "$config"; exit 1; }
+rm -f "$config"
+grep -q "at 127.0.0.1:$port" <<<"$out" || { echo "FAIL: config file server not used: $out"; exit 1; }
+
 kill -TERM $pid
 wait $pid; rc=$?
 [ $rc -eq 0 ] || { echo "FAIL: scheduler exited $rc after SIGTERM"; cat "$log"; exit 1; }
