@@ -110,7 +110,7 @@ absl::StatusOr<v1::HeartbeatResponse> Scheduler::Heartbeat(const v1::HeartbeatRe
   // lease reply never arrived) are failed now rather than at the stall timeout.
   ASSIGN_OR_RETURN(Statement taken, db_->Prepare(
       "SELECT a.fence, a.started_at FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence "
-      "WHERE r.worker_id = ? AND r.picked_up = 1 AND a.active = 1"));
+      "WHERE r.worker_id = ? AND r.picked_up = 1 AND r.done = 0 AND a.active = 1"));
   taken.Bind(request.worker_id());
   std::vector<int64_t> orphaned;
   while (true) {

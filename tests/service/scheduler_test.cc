@@ -90,6 +90,27 @@ TEST_F(SchedulerFixture, GangPlacementIsAllOrNothing) {
   EXPECT_GT(l1->master_port(), 0);
 }
 
+TEST_F(SchedulerFixture, AGangRankThatFinishedFirstDoesNotFailTheAttempt) {
+  const std::string w1 = Register("w1"), w2 = Register("w22");
+  v1::Job job = Create("a", 0, /*nodes=*/2);
+  auto l1 = Lease(w1), l2 = Lease(w2);
+  ASSERT_TRUE(l1.has_value() && l2.has_value());
+  const std::string& rank1_worker = l1->first_rank() == 1 ? w1 : w2;
+  const std::string& rank0_worker = l1->first_rank() == 0 ? w1 : w2;
+  v1::CompleteAttemptRequest done;
+  done.set_fence(l1->fence());
+  done.set_rank(1);
+  done.set_succeeded(true);
+  ASSERT_TRUE(scheduler_->CompleteAttempt(done).ok());
+  Sleep(0.3);                                 // rank 0 is still uploading the adapter
+  Heartbeat(rank1_worker);                    // rank 1's node runs nothing any more
+  Heartbeat(rank0_worker, {l1->fence()});
+  EXPECT_NE(State(job.id()), v1::JOB_STATE_QUEUED) << "a finished rank is not an orphaned one";
+  ASSERT_TRUE(Complete(l1->fence(), true).ok());
+  EXPECT_EQ(State(job.id()), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(scheduler_->GetJob("a", job.id())->attempts(), 1);
+}
+
 TEST_F(SchedulerFixture, LostWorkerRequeuesAndTheNextAttemptResumesFromItsCheckpoint) {
   const std::string w1 = Register("w1");
   v1::Job job = Create();
