@@ -140,9 +140,19 @@ class Cluster:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}\n" + self.logs_tail())
 
     def wait_state(self, job_id, states, timeout=300):
+        """Waits for one of `states`; a job that ends in another final state fails at once."""
         states = {states} if isinstance(states, str) else set(states)
-        return self.wait_for(lambda: self.job(job_id) if self.job(job_id).get("state") in states else None,
-                             timeout=timeout, what=f"job {job_id} to reach {states}")
+        final = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"}
+
+        def reached():
+            job = self.job(job_id)
+            if job.get("state") in states:
+                return job
+            if job.get("state") in final:
+                raise AssertionError(f"job {job_id} ended {job.get('state')}, not {states}: {job.get('reason')}\n"
+                                     + self.logs_tail())
+            return None
+        return self.wait_for(reached, timeout=timeout, what=f"job {job_id} to reach {states}")
 
     def logs_tail(self, lines=30):
         text = []

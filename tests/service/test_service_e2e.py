@@ -191,6 +191,7 @@ class ServiceTest(unittest.TestCase):
         job_id = c.submit(self.job_file("gang", 4, save_every=2), "--nodes", "2")
         job = c.wait_state(job_id, "JOB_STATE_SUCCEEDED", timeout=400)
         self.assertEqual(len(job["workers"]), 2, "both nodes ran the attempt")
+        self.assertEqual(job["attempts"], 1, f"one attempt: {job.get('reason')}")
         for name in ("w1", "w2"):
             configs = list(self.work.glob(f"worker-{name}/jobs/{job_id}-attempt-1-rank-*/config.json"))
             self.assertEqual(len(configs), 1, f"{name} ran one rank")
