@@ -60,6 +60,8 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context, const v1::Wa
   if (!who.ok()) return timer.Done(ToGrpc(who.status()));
   int64_t after = std::max<int64_t>(request->after_seq(), 0);
   while (!context->IsCancelled()) {
+    if (ctx_.scheduler->stopping())
+      return timer.Done(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the scheduler is shutting down; watch again"));
     bool finished = false;
     absl::StatusOr<std::vector<v1::JobEvent>> events =
         ctx_.scheduler->EventsAfter(who->tenant, request->id(), after, kWatchBatch, &finished);

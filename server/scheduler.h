@@ -5,6 +5,7 @@
 // leaves the store consistent (see docs/service.md, "Jobs and attempts").
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -112,6 +113,11 @@ class Scheduler {
   absl::Status CompleteAttempt(const v1::CompleteAttemptRequest& request);
   absl::StatusOr<v1::ListWorkersResponse> ListWorkers();
 
+  // Wakes every long poll and watch so that a shutting-down server is not
+  // held up by them; they answer UNAVAILABLE and clients come back later.
+  void BeginShutdown();
+  bool stopping() const { return stopping_.load(); }
+
   // Expires silent workers and stalled attempts, then places queued jobs.
   // The server calls it every second; tests call it directly.
   absl::Status Tick();
@@ -160,6 +166,7 @@ class Scheduler {
   // Trainer error events by code since start (for the metrics).
   std::map<std::string, int64_t> trainer_errors_;
   double started_at_ = 0;
+  std::atomic<bool> stopping_{false};
 };
 
 // Unix time in seconds (fractional).

@@ -110,10 +110,17 @@ void Scheduler::NotifyChange() {
   changed_.notify_all();
 }
 
+void Scheduler::BeginShutdown() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stopping_ = true;
+  NotifyChange();
+}
+
 void Scheduler::WaitForChange(int timeout_ms) {
   std::unique_lock<std::mutex> lock(mu_);
   const uint64_t seen = change_counter_;
-  changed_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return change_counter_ != seen; });
+  changed_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                    [&] { return change_counter_ != seen || stopping_.load(); });
 }
 
 absl::StatusOr<v1::Job> Scheduler::LoadJob(const std::string& tenant, const std::string& id) {

@@ -137,6 +137,7 @@ int SchedulerServer::metrics_port() const { return metrics_ == nullptr ? 0 : met
 
 void SchedulerServer::Shutdown(absl::Duration grace) {
   stopping_ = true;
+  scheduler_->BeginShutdown();
   server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
 }
 

@@ -294,8 +294,10 @@ absl::StatusOr<v1::LeaseJobResponse> Scheduler::LeaseJob(const v1::LeaseJobReque
       *response.mutable_lease() = std::move(*lease);
       return response;
     }
+    if (stopping_) return absl::UnavailableError("the scheduler is shutting down; ask again");
     const uint64_t seen = change_counter_;
-    if (!changed_.wait_until(lock, deadline, [&] { return change_counter_ != seen; })) return v1::LeaseJobResponse();
+    if (!changed_.wait_until(lock, deadline, [&] { return change_counter_ != seen || stopping_.load(); }))
+      return v1::LeaseJobResponse();
   }
 }
 
