@@ -139,6 +139,15 @@ class Scheduler {
   Scheduler(std::unique_ptr<Db> db, std::unique_ptr<ObjectStore> storage, SchedulerConfig config);
 
   // All of these expect mu_ held (and most a transaction open).
+  struct AttemptRef {
+    std::string job_id;
+    int number = 0;
+    bool active = false;
+    v1::JobState job_state = v1::JOB_STATE_UNSPECIFIED;
+  };
+  // The attempt a fence names, if it is its job's current one: NOT_FOUND for
+  // an unknown fence, FAILED_PRECONDITION for a superseded attempt.
+  absl::StatusOr<AttemptRef> CurrentAttempt(int64_t fence);
   absl::StatusOr<v1::Job> LoadJob(const std::string& tenant, const std::string& id);
   absl::Status AppendEvent(const std::string& job_id, int attempt, v1::JobEvent event);
   absl::Status SetState(const std::string& job_id, v1::JobState from, v1::JobState to, const std::string& reason);

@@ -303,20 +303,29 @@ absl::StatusOr<v1::LeaseJobResponse> Scheduler::LeaseJob(const v1::LeaseJobReque
 
 // ---- reports and completion
 
+absl::StatusOr<Scheduler::AttemptRef> Scheduler::CurrentAttempt(int64_t fence) {
+  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
+      "SELECT a.job_id, a.number, a.active, j.current_fence, j.state FROM attempts a JOIN jobs j ON j.id = a.job_id "
+      "WHERE a.fence = ?"));
+  select.Bind(fence);
+  ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found) return absl::NotFoundError(absl::StrCat("no attempt has fence ", fence));
+  AttemptRef attempt{select.Text(0), static_cast<int>(select.Int(1)), select.Int(2) != 0,
+                     static_cast<v1::JobState>(select.Int(4))};
+  if (select.Int(3) != fence)
+    return absl::FailedPreconditionError(absl::StrCat("attempt ", attempt.number, " of job ", attempt.job_id,
+                                                      " was superseded by a newer attempt; its reports and results "
+                                                      "are discarded: stop it"));
+  return attempt;
+}
+
 absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(const v1::ReportEventsRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
-      "SELECT a.job_id, a.number, a.active, j.current_fence FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.fence = ?"));
-  select.Bind(request.fence());
-  ASSIGN_OR_RETURN(bool found, select.Step());
-  if (!found) return absl::NotFoundError(absl::StrCat("no attempt has fence ", request.fence()));
-  const std::string job_id = select.Text(0);
-  const int number = static_cast<int>(select.Int(1));
-  if (select.Int(3) != request.fence())
-    return absl::FailedPreconditionError(absl::StrCat("attempt ", number, " of job ", job_id,
-                                                      " was superseded by a newer attempt; stop it"));
+  ASSIGN_OR_RETURN(AttemptRef attempt, CurrentAttempt(request.fence()));
+  const std::string& job_id = attempt.job_id;
+  const int number = attempt.number;
   v1::ReportEventsResponse response;
-  if (select.Int(2) == 0) {
+  if (!attempt.active) {
     response.set_stop(true);
     return response;
   }
@@ -339,18 +348,10 @@ absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(const v1::Repor
 
 absl::Status Scheduler::CompleteAttempt(const v1::CompleteAttemptRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
-      "SELECT a.job_id, a.number, a.active, j.current_fence, j.state FROM attempts a JOIN jobs j ON j.id = a.job_id "
-      "WHERE a.fence = ?"));
-  select.Bind(request.fence());
-  ASSIGN_OR_RETURN(bool found, select.Step());
-  if (!found) return absl::NotFoundError(absl::StrCat("no attempt has fence ", request.fence()));
-  const std::string job_id = select.Text(0);
-  const int number = static_cast<int>(select.Int(1));
-  if (select.Int(3) != request.fence())
-    return absl::FailedPreconditionError(absl::StrCat("attempt ", number, " of job ", job_id,
-                                                      " was superseded; its results are discarded"));
-  if (select.Int(2) == 0) return absl::OkStatus();  // already ended (cancelled, or another rank failed it)
+  ASSIGN_OR_RETURN(AttemptRef attempt, CurrentAttempt(request.fence()));
+  const std::string& job_id = attempt.job_id;
+  const int number = attempt.number;
+  if (!attempt.active) return absl::OkStatus();  // already ended (cancelled, or another rank failed it)
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
   for (const std::string& line : request.stderr_tail()) {
     v1::JobEvent event;
@@ -379,7 +380,7 @@ absl::Status Scheduler::CompleteAttempt(const v1::CompleteAttemptRequest& reques
     }
     ASSIGN_OR_RETURN(Statement end, db_->Prepare("UPDATE attempts SET active = 0, ended_at = ? WHERE fence = ?"));
     RETURN_IF_ERROR(end.Bind(NowSeconds()).Bind(request.fence()).Run());
-    RETURN_IF_ERROR(SetState(job_id, static_cast<v1::JobState>(select.Int(4)), v1::JOB_STATE_SUCCEEDED,
+    RETURN_IF_ERROR(SetState(job_id, attempt.job_state, v1::JOB_STATE_SUCCEEDED,
                              absl::StrCat("attempt ", number, " stored ", request.artifacts_size(), " artifacts")));
   }
   RETURN_IF_ERROR(txn.Commit());

@@ -433,15 +433,17 @@ class Dockerfile:
             if not buffer:
                 start = number
             if line.rstrip().endswith("\\"):
-                buffer += line.rstrip()[:-1] + "\n"
+                buffer += line.rstrip() + "\n"  # kept: RUN text goes to shellcheck as written
                 continue
             buffer += line
             logical.append((start, buffer.strip()))
             buffer = ""
         for number, text in logical:
-            keyword, _, rest = text.partition(" ")
+            keyword, _, rest = re.sub(r"\\\n", " ", text).partition(" ")
             keyword = keyword.upper()
             rest = rest.strip()
+            if keyword == "RUN":
+                rest = text.split(None, 1)[1].strip()
             if keyword == "FROM":
                 words = [w for w in rest.split() if not w.startswith("--")]
                 base = substitute_args(words[0], self.global_args)
@@ -1440,8 +1442,25 @@ class ComposeTest(unittest.TestCase):
                   and v.split(":")[0].startswith(".")}
         aliases = self.aliases()
         problems = []
+
+        def in_container(path):
+            for target, source in mounts.items():
+                if path == source:
+                    return target
+                if source in path.parents:
+                    return f"{target.rstrip('/')}/{path.relative_to(source)}"
+            return None
         for path in sorted(provisioning.rglob("*.y*ml")):
             doc = yaml.safe_load(path.read_text()) or {}
+            for kind in ("providers", "datasources"):
+                if kind not in doc:
+                    continue
+                folder = "dashboards" if kind == "providers" else "datasources"
+                target = in_container(path.resolve())
+                if target is None or os.path.dirname(target) != f"/etc/grafana/provisioning/{folder}":
+                    problems.append(f"{path.relative_to(REPO)} ({kind}) must appear in "
+                                    f"/etc/grafana/provisioning/{folder}/ for Grafana to read it; compose.yaml "
+                                    f"puts it at {target}")
             for provider in doc.get("providers") or []:
                 folder = (provider.get("options") or {}).get("path")
                 if folder and not any(folder == m or folder.startswith(m.rstrip("/") + "/") for m in mounts):
