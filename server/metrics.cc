@@ -27,6 +27,11 @@ const char* CodeName(grpc::StatusCode code) {
   const int i = static_cast<int>(code);
   return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
 }
+// Seconds, from a quick job to a day-long one.
+prometheus::Histogram::BucketBoundaries JobTimeBuckets() {
+  return {1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600};
+}
+
 }  // namespace
 
 struct Metrics::Impl {
@@ -102,6 +107,8 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
   // Series that exist from the start, so dashboards and alerts see zeros
   // rather than nothing.
   for (const char* state : {"succeeded", "failed", "cancelled"}) impl->finished->Add({{"state", state}});
+  impl->queue_wait->Add({}, JobTimeBuckets());
+  impl->duration->Add({}, JobTimeBuckets());
   for (const char* code : {"non_finite", "out_of_memory", "failed", "bad_config", "interrupted"})
     impl->trainer_errors->Add({{"code", code}});
   impl->exposer->RegisterCollectable(impl->registry);
@@ -126,9 +133,8 @@ void Metrics::ObserveCall(const std::string& method, grpc::StatusCode code, doub
 }
 
 void Metrics::ObserveJobTimes(double queue_wait_s, double duration_s) {
-  const prometheus::Histogram::BucketBoundaries buckets{1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600};
-  if (queue_wait_s >= 0) impl_->queue_wait->Add({}, buckets).Observe(queue_wait_s);
-  if (duration_s >= 0) impl_->duration->Add({}, buckets).Observe(duration_s);
+  if (queue_wait_s >= 0) impl_->queue_wait->Add({}, JobTimeBuckets()).Observe(queue_wait_s);
+  if (duration_s >= 0) impl_->duration->Add({}, JobTimeBuckets()).Observe(duration_s);
 }
 
 void Metrics::Refresh(Scheduler& scheduler) {
