@@ -31,6 +31,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const RpcClientOption
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetMaxReceiveMessageSize(16 << 20);
+  // Reconnect within seconds when the scheduler comes back (a restart must
+  // not outlast a worker's lease): gRPC's default backoff grows to minutes.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 250);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   if (options.tls_ca.empty() && options.tls_cert.empty())
     return grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args);
   grpc::SslCredentialsOptions ssl;

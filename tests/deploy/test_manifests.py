@@ -780,7 +780,7 @@ class YamlFilesTest(unittest.TestCase):
     def test_yamllint(self):
         if shutil.which("yamllint") is None:
             self.skipTest("yamllint is not installed")
-        config = "{extends: relaxed, rules: {line-length: {max: 160}, document-start: disable}}"
+        config = "{extends: default, rules: {line-length: {max: 160}, document-start: disable}}"
         files = [str(p) for p in sorted(K8S.glob("*.yaml"))] + [str(COMPOSE)]
         run = subprocess.run(["yamllint", "-f", "parsable", "-d", config, *files], capture_output=True, text=True)
         errors = [l for l in run.stdout.splitlines() if "[error]" in l]
@@ -1401,11 +1401,10 @@ class ComposeTest(unittest.TestCase):
         self.assertEqual(len(prometheus), 1, "one prometheus service")
         service = self.services[prometheus[0]]
         mounts = {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes") or [] if isinstance(v, str)}
-        scheduler = [n for n in self.services
-                     if any(i.binary == "diablo-scheduler" and not i.path for i in self.service_invocations(n))
-                     ] if True else []
         metrics_ports = set()
-        for name in scheduler:
+        for name, s in self.services.items():
+            if not str(s.get("image", "")).startswith("diablo/"):
+                continue
             for inv in self.service_invocations(name):
                 if inv.binary == "diablo-scheduler" and not inv.path:
                     metrics_ports.add((name, port_of(inv.value("--metrics-listen"))))
@@ -1495,7 +1494,7 @@ class SystemdTest(unittest.TestCase):
 
     def test_units_exist_and_run_their_binary_with_flags_that_exist(self):
         example = env_file(ENV_EXAMPLE)
-        problems = []
+        problems, used = [], set()
         for unit_name, binary in self.UNITS.items():
             path = SYSTEMD / unit_name
             self.assertTrue(path.exists(), f"{path.relative_to(REPO)} is missing")
@@ -1503,18 +1502,21 @@ class SystemdTest(unittest.TestCase):
             env = {**unit_environment(unit), **example}
             starts = unit_values(unit, "Service", "ExecStart")
             self.assertEqual(len(starts), 1, f"{unit_name}: one ExecStart")
+            used.update(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", starts[0]))
             argv = systemd_argv(starts[0], env, unit_name, problems)
             self.assertEqual(os.path.basename(argv[0]), binary, f"{unit_name}: ExecStart runs {argv[0]}")
-            for inv in invocations(argv, unit_name):
+            found = invocations(argv, unit_name)
+            self.assertTrue(found, f"{unit_name}: ExecStart runs none of {BINARIES}")
+            for inv in found:
                 problems += inv.problems
-                for var in example:
-                    used = re.search(rf"\$\{{?{var}\b", starts[0])
-                    if var.startswith("DIABLO_") and not used and var not in inv.cli.env_names() and \
-                       var not in storage_variables() and not any(
-                           re.search(rf"\$\{{?{var}\b", unit_values(parse_unit(SYSTEMD / u), "Service",
-                                                                    "ExecStart")[0]) for u in self.UNITS) and \
-                       not any(var in cli(b).env_names() for b in self.UNITS.values()):
-                        problems.append(f"{ENV_EXAMPLE.name}: {var} is read by no unit or binary")
+        # Every DIABLO_* setting of the example reaches something: a unit's
+        # ExecStart, a binary's environment binding, or the S3 settings.
+        read = used | storage_variables()
+        for binary in self.UNITS.values():
+            read |= cli(binary).env_names()
+        for var in example:
+            if var.startswith("DIABLO_") and var not in read:
+                problems.append(f"{ENV_EXAMPLE.name}: {var} is read by no unit and no binary")
         self.assertFalse(problems, "\n".join(problems))
 
     def test_units_are_restarted_stopped_and_confined_sanely(self):
@@ -1552,6 +1554,47 @@ class SystemdTest(unittest.TestCase):
                     if re.search(r"Unknown (key|section)|Failed to parse|Invalid|Ignoring|not executable|"
                                  r"bad-setting|Missing '='", line):
                         problems.append(f"{unit_name}: {line}")
+        self.assertFalse(problems, "\n".join(problems))
+
+
+class DocsTest(unittest.TestCase):
+    DOCS = (REPO / "docs" / "deployment.md", DOCKER / "README.md")
+
+    def test_commands_in_the_deployment_docs_use_flags_that_exist(self):
+        """Shell blocks of the deployment docs: each command that starts one of
+        the binaries (first word, after sudo -u U, after `--` or `exec SERVICE`)."""
+        problems, checked = [], 0
+        for doc in self.DOCS:
+            self.assertTrue(doc.exists(), f"{doc.relative_to(REPO)} is missing")
+            for block in re.findall(r"^```(?:sh|bash|console)?\n(.*?)^```", doc.read_text(), re.M | re.S):
+                for words in commands_from_script(block):
+                    where = f"{doc.relative_to(REPO)}: {' '.join(words)}"
+                    if words[:2] == ["docker", "run"]:
+                        # docker run [options] IMAGE args: the image's entrypoint gets the args
+                        for i, word in enumerate(words):
+                            dockerfile = built_images().get(word.rpartition(":")[0])
+                            if dockerfile is not None:
+                                problems += image_problems(word, where)
+                                entry, _ = dockerfile.final.last("ENTRYPOINT")
+                                for found in invocations(parse_exec_or_shell(entry) + words[i + 1:], where):
+                                    problems += found.problems
+                                    checked += 1
+                                break
+                        continue
+                    start = 0
+                    if words and words[0] == "sudo":
+                        start = 1
+                        while start < len(words) and words[start].startswith("-"):
+                            start += 2 if words[start] in ("-u", "-g") else 1
+                    for i in range(start, len(words)):
+                        if os.path.basename(words[i]) in BINARIES and \
+                           (i == start or words[i - 1] == "--" or (i >= 2 and words[i - 2] == "exec")):
+                            argv = [os.path.basename(words[i])] + words[i + 1:]
+                            found = Invocation(argv, where)
+                            problems += found.problems
+                            checked += 1
+                            break
+        self.assertGreaterEqual(checked, 5, "found almost no commands in the deployment docs")
         self.assertFalse(problems, "\n".join(problems))
 
 
