@@ -234,13 +234,18 @@ int Workers(const Options& options) {
 }
 
 int Version(const Options& options) {
-  std::printf("client: diablo-ctl %s (%s)\n", kVersion, kGitCommit);
+  if (!options.json) std::printf("client: diablo-ctl %s (%s)\n", kVersion, kGitCommit);
   Clients clients = Connect(options);
   auto stub = v1::SystemService::NewStub(clients.channel);
   auto context = NewCallContext(options.rpc);
   v1::GetVersionResponse response;
   grpc::Status status = stub->GetVersion(context.get(), v1::GetVersionRequest(), &response);
   if (!status.ok()) return ReportRpcError(options, status);
+  if (options.json) {
+    std::printf("{\"client\":{\"version\":\"%s\",\"git_commit\":\"%s\"},\"server\":%s}\n", kVersion, kGitCommit,
+                ToJson(response).c_str());
+    return kOk;
+  }
   std::printf("server: diablo-scheduler %s (%s) at %s, up %llds, APIs:", response.version().c_str(),
               response.git_commit().c_str(), options.rpc.server.c_str(),
               static_cast<long long>(response.uptime_seconds()));

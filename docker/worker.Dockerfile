@@ -146,8 +146,10 @@ HEALTHCHECK --interval=5m --timeout=60s --start-period=2m --retries=2 \
 
 STOPSIGNAL SIGTERM
 # The scheduler address and the worker token come from DIABLO_SERVER and
-# DIABLO_TOKEN (never a --token flag: it would show in `ps`).  The CMD offers
-# one GPU; replace it with the node's --devices, --memory-gib (GPU memory per
-# rank) and --host (the address other nodes of a gang reach).
+# DIABLO_TOKEN (never a --token flag: it would show in `ps`).  The node's
+# GPUs, the memory of one GPU and the address other nodes of a gang reach come
+# from DIABLO_DEVICES (default 1 here), DIABLO_MEMORY_GIB (required: the
+# worker refuses to guess GPU memory) and DIABLO_WORKER_HOST, or from flags
+# appended to the command.
+ENV DIABLO_DEVICES=1
 ENTRYPOINT ["/usr/bin/tini", "--", "diablo-worker", "--work-dir", "/var/lib/diablo-worker"]
-CMD ["--devices", "1"]

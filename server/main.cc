@@ -89,11 +89,13 @@ int main(int argc, char** argv) {
       ->envname("DIABLO_DATA_DIR")
       ->capture_default_str();
   app.add_option("--listen", options.listen_address, "Address to serve on, host:port; port 0 picks a free port")
+      ->envname("DIABLO_LISTEN")
       ->capture_default_str();
   app.add_option("--storage", options.storage_uri,
                  "Object storage: file:///dir or s3://bucket[/prefix] (default file://<data-dir>/storage)")
       ->envname("DIABLO_STORAGE");
-  app.add_option("--metrics-listen", options.metrics_listen, "Serve Prometheus /metrics on host:port");
+  app.add_option("--metrics-listen", options.metrics_listen, "Serve Prometheus /metrics on host:port")
+      ->envname("DIABLO_METRICS_LISTEN");
   app.add_flag("--no-auth", no_auth,
                "Accept calls without a token (tenant \"default\"); for a single-user machine only");
   app.add_option("--tls-cert", options.tls_cert, "Server certificate (PEM); enables TLS");

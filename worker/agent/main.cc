@@ -47,15 +47,23 @@ int main(int argc, char** argv) {
       ->envname("DIABLO_SERVER")
       ->capture_default_str();
   app.add_option("--token", settings.rpc.token, "Worker (or admin) API token")->envname("DIABLO_TOKEN");
-  app.add_option("--name", settings.name, "Node name shown in `diablo-ctl workers` (default: host name)");
+  app.add_option("--name", settings.name, "Node name shown in `diablo-ctl workers` (default: host name)")
+      ->envname("DIABLO_WORKER_NAME");
   app.add_option("--host", settings.host, "Address other nodes of a multi-node job reach this one at")
+      ->envname("DIABLO_WORKER_HOST")
       ->capture_default_str();
   app.add_option("--devices", settings.devices, "GPUs to offer; 0 runs one CPU rank at a time")
+      ->envname("DIABLO_DEVICES")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
-  app.add_option("--memory-gib", memory_gib, "Memory per rank in GiB (default: this machine's RAM)")
+  app.add_option("--memory-gib", memory_gib,
+                 "Memory one rank may use, GiB: one GPU's memory on a GPU worker (required there), "
+                 "default this machine's RAM on a CPU worker")
+      ->envname("DIABLO_MEMORY_GIB")
       ->check(CLI::Range(0.0, 1e6));
-  app.add_option("--work-dir", work_dir, "Job directories and the input cache")->capture_default_str();
+  app.add_option("--work-dir", work_dir, "Job directories and the input cache")
+      ->envname("DIABLO_WORK_DIR")
+      ->capture_default_str();
   app.add_option("--diablo", settings.diablo_binary, "The `diablo` trainer binary (default: next to diablo-worker)");
   app.add_option("--storage", settings.storage_override, "Storage URI, instead of the one the scheduler announces");
   app.add_flag("--keep-job-dirs", settings.keep_job_dirs, "Keep job directories after attempts end");
@@ -72,6 +80,12 @@ int main(int argc, char** argv) {
 
   if (auto address = diablo::ParseHostPort(settings.rpc.server, "--server"); !address.ok()) {
     std::fprintf(stderr, "diablo-worker: %s\n", std::string(address.status().message()).c_str());
+    return 2;
+  }
+  if (settings.devices > 0 && memory_gib <= 0) {
+    // Host RAM says nothing about what fits on a GPU: placement would overcommit.
+    std::fprintf(stderr, "diablo-worker: --devices %d needs --memory-gib (the memory of one GPU, e.g. 80)\n",
+                 settings.devices);
     return 2;
   }
   settings.memory_bytes = memory_gib > 0 ? static_cast<int64_t>(memory_gib * (1 << 30))
