@@ -131,6 +131,9 @@ class ServiceTest(unittest.TestCase):
 
     def test_a_killed_scheduler_restarts_with_nothing_lost_and_the_job_completes(self):
         c = self.cluster
+        # The worker must check in within a lease timeout of the restart: keep
+        # it well above scheduling noise on a busy test machine.
+        c.lease_timeout = 15
         c.start_scheduler()
         c.start_worker("w1")
         job_id = c.submit(self.job_file("job", 24, save_every=6))
