@@ -12,19 +12,10 @@
 # ignore file named after the Dockerfile; a docker/.dockerignore would not be
 # used with the repository root as context).
 #
-# ---- LibTorch at configure time -------------------------------------------
-# CMakeLists.txt calls find_package(Torch REQUIRED) unconditionally: the only
-# plane switch is DIABLO_ENGINE_ONLY (compute plane alone); there is no
-# control-plane-only one.  Building just the targets diablo-scheduler and
-# diablo-ctl links no LibTorch, but *configuring* still needs one.  So the
-# build stage installs the CPU-only torch wheel (the version pinned in
-# scripts/requirements-test.txt, ~200 MB instead of several GB, and unlike
-# the CUDA wheel its CMake config does not demand a CUDA toolkit) into
-# /opt/libtorch with --no-deps, points CMAKE_PREFIX_PATH at it, and throws it
-# away with the stage.  Nothing of it reaches the runtime image.  Consequence:
-# the control-plane image build downloads a LibTorch it never uses and needs
-# python3-venv; once CMake guards find_package(Torch) for control-plane-only
-# builds, delete the two torch lines below and python3-venv.
+# ---- No LibTorch --------------------------------------------------------------
+# -DDIABLO_CONTROL_ONLY=ON configures and builds the control plane alone: the
+# scheduler, the worker agent and diablo-ctl link gRPC, SQLite and friends,
+# and CMake never looks for LibTorch.
 
 # ============================================================================
 FROM debian:12 AS build
@@ -32,8 +23,7 @@ FROM debian:12 AS build
 # Control-plane subset of scripts/debian-packages.txt: compiler and build
 # tools, gRPC/Protobuf/Abseil, SQLite, prometheus-cpp, libcurl/OpenSSL (S3),
 # CLI11, nlohmann-json, yaml-cpp (diablo-ctl and the scheduler read YAML job
-# files through the trainer's config parser).  python3-venv only for the
-# configure-time LibTorch (see above).  Not needed here: ccache, git (the
+# files through the trainer's config parser).  Not needed here: ccache, git (the
 # commit in `--version` reads "unknown" because .git is not in the build
 # context), clang (fuzzing), GoogleTest/benchmark (tests and benchmarks are
 # off), gloo/sentencepiece (compute plane only).
@@ -44,18 +34,11 @@ RUN apt-get update \
       libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libabsl-dev \
       libsqlite3-dev prometheus-cpp-dev libcurl4-openssl-dev libssl-dev \
       libcli11-dev nlohmann-json3-dev libyaml-cpp-dev \
-      python3-venv \
  && rm -rf /var/lib/apt/lists/*
 
-# Configure-time LibTorch only (see the header): CPU wheel, no dependencies.
-ARG TORCH_VERSION=2.11.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN python3 -m venv /opt/pip \
- && /opt/pip/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
-      --index-url "${TORCH_INDEX_URL}" --target /opt/libtorch "torch==${TORCH_VERSION}"
-
 WORKDIR /src
-# Every directory CMakeLists.txt adds (tests/ and bench/ are switched off).
+# The directories CMakeLists.txt names (tests/ and bench/ are switched off;
+# kernels/ is named though a control-plane-only build skips it).
 COPY CMakeLists.txt ./
 COPY cmake/ cmake/
 COPY kernels/ kernels/
@@ -68,8 +51,7 @@ COPY client/ client/
 ARG BUILD_JOBS=
 RUN cmake -S . -B build -G Ninja \
       -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_PREFIX_PATH=/opt/libtorch/torch/share/cmake \
-      -DDIABLO_BUILD_TESTS=OFF -DDIABLO_BUILD_BENCH=OFF -DDIABLO_CUDA=OFF \
+      -DDIABLO_CONTROL_ONLY=ON -DDIABLO_BUILD_TESTS=OFF -DDIABLO_BUILD_BENCH=OFF -DDIABLO_CUDA=OFF \
  && cmake --build build --parallel ${BUILD_JOBS:-$(nproc)} --target diablo-scheduler diablo-ctl \
  && strip build/bin/diablo-scheduler build/bin/diablo-ctl
 
