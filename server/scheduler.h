@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -172,6 +173,8 @@ class Scheduler {
   // Last heartbeat per worker id (memory only: after a restart every known
   // worker gets a full lease timeout to check in again).
   std::map<std::string, double> last_seen_;
+  // Workers that said they are shutting down: alive, but not placed on.
+  std::set<std::string> draining_;
   // Trainer error events by code since start (for the metrics).
   std::map<std::string, int64_t> trainer_errors_;
   double started_at_ = 0;

@@ -96,6 +96,7 @@ absl::StatusOr<v1::HeartbeatResponse> Scheduler::Heartbeat(const v1::HeartbeatRe
   }
   const double now = NowSeconds();
   last_seen_[request.worker_id()] = now;
+  if (request.draining()) draining_.insert(request.worker_id());
   response.set_known(true);
   std::set<int64_t> running(request.running_fences().begin(), request.running_fences().end());
   for (int64_t fence : running) {
@@ -164,7 +165,7 @@ absl::Status Scheduler::PlaceQueuedJobs() {
     while (true) {
       ASSIGN_OR_RETURN(bool row, select.Step());
       if (!row) break;
-      if (!WorkerAlive(select.Text(0), now)) continue;
+      if (!WorkerAlive(select.Text(0), now) || draining_.count(select.Text(0)) != 0) continue;
       workers.push_back({select.Text(0), select.Text(1), select.Text(2), select.Text(3),
                          Capacity(static_cast<int>(select.Int(4))), 0, select.Int(5)});
     }

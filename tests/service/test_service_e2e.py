@@ -129,6 +129,24 @@ class ServiceTest(unittest.TestCase):
         lost = [e for e in events if "state" in e and "heartbeat" in e["state"].get("reason", "")]
         self.assertTrue(lost, "the requeue names the lost heartbeat")
 
+    def test_a_stopped_worker_s_job_resumes_from_the_checkpoint_its_trainer_wrote_on_sigterm(self):
+        c = self.cluster
+        c.start_scheduler()
+        w1 = c.start_worker("w1")
+        job_id = c.submit(self.job_file("long", 40))  # no periodic checkpoints
+        c.start_worker("w2")
+        c.wait_for(lambda: int(c.job(job_id).get("step", 0)) >= 5, timeout=240, what="training to be under way")
+        w1.send_signal(signal.SIGTERM)
+        self.assertEqual(w1.wait(timeout=120), 0, "the worker exits cleanly after its trainer checkpointed")
+        job = c.wait_state(job_id, "JOB_STATE_SUCCEEDED", timeout=400)
+        events = c.events(job_id)
+        reasons = [e["state"].get("reason", "") for e in events if "state" in e]
+        self.assertEqual(job["attempts"], 2, reasons)
+        self.assertTrue(any("w1 is shutting down" in r for r in reasons), reasons)
+        resumed = [r for r in reasons if "resumed at step" in r]
+        self.assertEqual(len(resumed), 1, f"attempt 2 resumed from the SIGTERM checkpoint: {reasons}")
+        self.assertGreaterEqual(int(resumed[0].rsplit(" ", 1)[1]), 5)
+
     def test_a_killed_scheduler_restarts_with_nothing_lost_and_the_job_completes(self):
         c = self.cluster
         # The worker must check in within a lease timeout of the restart: keep

@@ -21,6 +21,21 @@ Agent::~Agent() {
 
 void Agent::Shutdown() {
   if (shutdown_.exchange(true)) return;
+  // First tell the scheduler to place nothing new here, so the attempts
+  // stopped below are retried on other workers.
+  v1::HeartbeatRequest request;
+  request.set_draining(true);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    request.set_worker_id(worker_id_);
+    for (const Running& r : running_)
+      if (!r.runner->done()) request.add_running_fences(r.runner->fence());
+  }
+  if (stub_ != nullptr && !request.worker_id().empty()) {
+    v1::HeartbeatResponse response;
+    auto context = NewCallContext(settings_.rpc, std::chrono::seconds(5));
+    (void)stub_->Heartbeat(context.get(), request, &response);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   for (Running& r : running_)
     if (!r.runner->done()) r.runner->Stop("worker " + settings_.name + " is shutting down", /*report=*/true);
@@ -39,7 +54,10 @@ absl::Status Agent::Register() {
     auto context = NewCallContext(settings_.rpc);
     grpc::Status status = stub_->RegisterWorker(context.get(), request, &response);
     if (status.ok()) {
-      worker_id_ = response.worker_id();
+      {
+        std::lock_guard<std::mutex> lock(mu_);  // Shutdown() reads it from the signal thread
+        worker_id_ = response.worker_id();
+      }
       heartbeat_interval_s_ = response.heartbeat_interval_s();
       const std::string storage_uri =
           settings_.storage_override.empty() ? response.storage_uri() : settings_.storage_override;
@@ -81,10 +99,20 @@ void Agent::ReapFinished() {
   }
 }
 
+bool Agent::AnyRunning() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const Running& r : running_)
+    if (!r.runner->done()) return true;
+  return false;
+}
+
 void Agent::HeartbeatLoop() {
-  while (!shutdown_) {
+  // Beyond a shutdown, too, while trainers still write their checkpoints and
+  // report: the lease must outlive them.
+  while (!shutdown_ || AnyRunning()) {
     v1::HeartbeatRequest request;
     request.set_worker_id(worker_id_);
+    request.set_draining(shutdown_);
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const Running& r : running_)
@@ -108,7 +136,8 @@ void Agent::HeartbeatLoop() {
       std::fprintf(stderr, "diablo-worker: heartbeat refused: %s\n", status.error_message().c_str());
     }
     const auto wait = std::chrono::milliseconds(static_cast<int64_t>(heartbeat_interval_s_ * 1000));
-    for (auto slept = std::chrono::milliseconds(0); slept < wait && !shutdown_; slept += std::chrono::milliseconds(50))
+    for (auto slept = std::chrono::milliseconds(0); slept < wait && (!shutdown_ || AnyRunning());
+         slept += std::chrono::milliseconds(50))
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
@@ -149,9 +178,9 @@ absl::Status Agent::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       running_.push_back({std::move(runner), std::thread([raw] { raw->Run(); })});
     }
-    heartbeats.join();
-    // Attempts of a worker that lost its lease are gone; wait for their trainers to exit.
-    while (!shutdown_) {
+    // Wait for the trainers (stopping after a shutdown or a lost lease) to
+    // exit and their attempts to be reported, heartbeating meanwhile.
+    while (true) {
       ReapFinished();
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -159,6 +188,7 @@ absl::Status Agent::Run() {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    heartbeats.join();
   }
   return absl::OkStatus();
 }

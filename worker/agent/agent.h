@@ -35,6 +35,7 @@ class Agent {
   absl::Status Register();
   void HeartbeatLoop();
   int FreeSlots();
+  bool AnyRunning();
   void ReapFinished();
 
   AgentSettings settings_;

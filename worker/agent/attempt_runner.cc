@@ -73,7 +73,7 @@ void AttemptRunner::Stop(const std::string& reason, bool report) {
                reason.c_str());
   for (pid_t pid : pids) kill(-pid, SIGTERM);
   // Escalate if the trainers do not leave within the grace period.
-  std::thread([pids, grace = settings_.kill_grace_s] {
+  std::thread([pids, grace = report ? settings_.shutdown_grace_s : settings_.kill_grace_s] {
     std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(grace * 1000)));
     for (pid_t pid : pids) kill(-pid, SIGKILL);
   }).detach();
@@ -323,7 +323,8 @@ void AttemptRunner::Run() {
                         prepared.code() == absl::StatusCode::kInvalidArgument;
   } else {
     outcome = Train(config_path);
-    if (outcome.succeeded && lease_.first_rank() == 0 && !stopped_) {
+    // A trainer that finished before a shutdown stopped it still counts.
+    if (outcome.succeeded && lease_.first_rank() == 0 && (!stopped_ || report_stop_)) {
       Log("uploading outputs");
       if (absl::Status uploaded = UploadOutputs(&artifacts); !uploaded.ok()) {
         outcome.succeeded = false;
@@ -332,7 +333,7 @@ void AttemptRunner::Run() {
     }
   }
   reporter_->Flush(30);
-  if (stopped_ && report_stop_) {
+  if (stopped_ && report_stop_ && !outcome.succeeded) {
     std::lock_guard<std::mutex> lock(mu_);
     outcome.succeeded = false;
     outcome.permanent = false;

@@ -67,7 +67,13 @@ int main(int argc, char** argv) {
   app.add_option("--diablo", settings.diablo_binary, "The `diablo` trainer binary (default: next to diablo-worker)");
   app.add_option("--storage", settings.storage_override, "Storage URI, instead of the one the scheduler announces");
   app.add_flag("--keep-job-dirs", settings.keep_job_dirs, "Keep job directories after attempts end");
-  app.add_option("--kill-grace", settings.kill_grace_s, "Seconds between SIGTERM and SIGKILL when stopping a trainer")
+  app.add_option("--shutdown-grace", settings.shutdown_grace_s,
+                 "When this worker stops (SIGTERM): seconds its trainers get to write a checkpoint "
+                 "before SIGKILL; their jobs then resume from it elsewhere")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--kill-grace", settings.kill_grace_s,
+                 "When a job is cancelled or moved: seconds between SIGTERM and SIGKILL of its trainer")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 600.0));
   app.add_option("--timeout", settings.rpc.timeout_s, "Deadline of each call to the scheduler, seconds")

@@ -46,6 +46,12 @@ absl::StatusOr<Process> Process::Start(const std::vector<std::string>& argv,
   const pid_t pid = fork();
   if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
   if (pid == 0) {
+    // The agent blocks SIGTERM/SIGINT in all its threads (one thread waits for
+    // them); a blocked mask survives exec, so the trainer must get it cleared
+    // or it would never see the SIGTERM that asks it to checkpoint and stop.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);  // the agent died before prctl took effect

@@ -20,7 +20,10 @@ struct AgentSettings {
   std::string storage_override;     // storage URI instead of the scheduler's
   bool keep_job_dirs = false;       // keep finished job directories (debugging)
   int lease_wait_ms = 10000;        // long-poll length
-  double kill_grace_s = 3;          // SIGTERM → SIGKILL when stopping a trainer
+  double kill_grace_s = 3;          // SIGTERM → SIGKILL when a job is cancelled or reassigned
+  // SIGTERM → SIGKILL when this worker stops: long enough for the trainer to
+  // write the checkpoint it writes on SIGTERM, so the retry loses no steps.
+  double shutdown_grace_s = 120;
 };
 
 }  // namespace diablo::agent
