@@ -196,9 +196,8 @@ absl::StatusOr<int64_t> EstimateBytes(const train::TrainConfig& config, const fs
   try {
     estimate::ModelSource source = ReadModelSourceCached(model);
     estimate::EstimateOptions options;
-    options.method = config.method.name == train::TrainMethod::kDiaBlo ? estimate::Method::kDiaBlo
-                     : config.method.name == train::TrainMethod::kLoRA ? estimate::Method::kLoRA
-                                                                       : estimate::Method::kFull;
+    // Both configs name methods and precisions alike ("lora", "bf16").
+    options.method = estimate::ParseMethod(train::TrainMethodName(config.method.name));
     options.blocks = config.method.blocks;
     options.rank = config.method.rank;
     options.target_modules = config.method.target_modules;
@@ -206,9 +205,7 @@ absl::StatusOr<int64_t> EstimateBytes(const train::TrainConfig& config, const fs
       options.precision = estimate::Precision::kStored;
       options.stored_weight_bytes = source.stored_weight_bytes;
     } else {
-      options.precision = config.precision == train::Precision::kBf16   ? estimate::Precision::kBFloat16
-                          : config.precision == train::Precision::kFp16 ? estimate::Precision::kFloat16
-                                                                        : estimate::Precision::kFloat32;
+      options.precision = estimate::ParsePrecision(train::PrecisionName(config.precision));
     }
     const train::OptimConfig& o = config.optim;
     options.micro_batch = o.micro_batch > 0 ? o.micro_batch : std::max<int64_t>(1, o.global_batch / std::max(ranks, 1));
