@@ -1,13 +1,17 @@
-// PackedLinear against a dense reference: the whole weight dequantised in one
-// call of the ggml decoders and run through at::linear, for the forward, the
-// input gradient, and DiaBlo and LoRA adapters wrapped around each.
+// PackedLinear and PackedEmbedding against a dense reference: the whole
+// weight dequantised in one call of the ggml decoders and run through
+// at::linear or a dense embedding, for the forward, the input gradient (whole
+// and chunked), row lookups, and DiaBlo and LoRA adapters wrapped around each.
 #include "worker/model/packed_linear.h"
+#include "worker/model/packed_embedding.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/embedding.h>
 
 #include <cstring>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -148,6 +152,95 @@ TEST(PackedLinear, Bf16ActivationsUseABf16Weight) {
   EXPECT_EQ(y.scalar_type(), at::kBFloat16);
   const at::Tensor ref = at::linear(x, DenseReference(blocks).to(at::kBFloat16));
   EXPECT_TRUE(at::allclose(y.to(at::kFloat), ref.to(at::kFloat), 1e-2, 1e-2));
+}
+
+// Lowers the chunk size for one test, so a small weight is rebuilt a few rows
+// at a time like a large one, and restores it afterwards.
+class SmallChunks {
+ public:
+  explicit SmallChunks(int64_t elements) : saved_(PackedChunkElements()) {
+    SetPackedChunkElements(elements);
+  }
+  ~SmallChunks() { SetPackedChunkElements(saved_); }
+
+ private:
+  int64_t saved_;
+};
+
+TEST_P(PackedLinearTest, ChunkedRebuildMatchesTheWholeWeightInBothDirections) {
+  // 5 rows of 64 per chunk: chunks of 5, 5, ... and a last one of 2 rows.
+  const SmallChunks chunks(5 * 64 + 7);
+  const PackedBlocks blocks = RandomBlocks(GetParam(), 37, 64, 11);
+  const at::Tensor w = DenseReference(blocks);
+  at::manual_seed(12);
+  const at::Tensor bias = at::randn({37});
+  for (const bool with_bias : {false, true}) {
+    at::Tensor x = at::randn({3, 4, 64}).requires_grad_(true);
+    at::Tensor x_ref = x.detach().clone().requires_grad_(true);
+    const std::optional<at::Tensor> b = with_bias ? std::optional<at::Tensor>(bias) : std::nullopt;
+    at::Tensor y = PackedMatmul(x, blocks, b);
+    at::Tensor y_ref = at::linear(x_ref, w, with_bias ? bias : at::Tensor());
+    ASSERT_EQ(y.sizes(), y_ref.sizes());
+    EXPECT_TRUE(at::allclose(y, y_ref, 1e-5, 1e-5)) << (y - y_ref).abs().max().item<float>();
+    const at::Tensor g = at::randn(y.sizes());
+    (y * g).sum().backward();
+    (y_ref * g).sum().backward();
+    EXPECT_TRUE(at::allclose(x.grad(), x_ref.grad(), 1e-5, 1e-5))
+        << (x.grad() - x_ref.grad()).abs().max().item<float>();
+  }
+}
+
+TEST(PackedLinear, ChunkedBf16MatchesTheBf16Weight) {
+  const SmallChunks chunks(8 * 64);
+  const PackedBlocks blocks = RandomBlocks(GgmlType::kQ4_0, 20, 64, 13);
+  const at::Tensor x = at::randn({6, 64}).to(at::kBFloat16);
+  const at::Tensor y = PackedMatmul(x, blocks);
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+  const at::Tensor ref = at::linear(x, DenseReference(blocks).to(at::kBFloat16));
+  EXPECT_TRUE(at::allclose(y.to(at::kFloat), ref.to(at::kFloat), 1e-2, 1e-2));
+}
+
+TEST(PackedLinear, ARowLookupDecodesExactlyTheRowsAskedFor) {
+  const PackedBlocks blocks = RandomBlocks(GgmlType::kQ8_0, 50, 96, 14);
+  const at::Tensor w = DenseReference(blocks);
+  const at::Tensor ids = at::tensor({3, 49, 0, 3, 17, 8}, at::kLong).view({2, 3});
+  const at::Tensor rows = DequantizeRows(blocks, ids, at::kFloat);
+  ASSERT_EQ(rows.sizes(), (std::vector<int64_t>{2, 3, 96}));
+  EXPECT_TRUE(at::equal(rows, w.index_select(0, ids.view({-1})).view({2, 3, 96})));
+  EXPECT_THROW(DequantizeRows(blocks, at::tensor({50}, at::kLong), at::kFloat), c10::Error);
+}
+
+TEST(PackedEmbedding, LookupAndTiedHeadMatchADenseTable) {
+  const PackedBlocks blocks = RandomBlocks(GgmlType::kQ4_1, 40, 64, 15);
+  const at::Tensor table = DenseReference(blocks);
+  PackedEmbedding packed(blocks, at::kFloat);
+  torch::nn::Embedding dense(torch::nn::EmbeddingOptions(40, 64)._weight(table));
+  const at::Tensor ids = at::tensor({1, 39, 7, 7, 0, 22}, at::kLong).view({2, 3});
+  EXPECT_TRUE(at::equal(packed->forward(ids), dense->forward(ids)));
+  // The head in chunks, as the trainer's LM head runs on a large vocabulary.
+  const SmallChunks chunks(9 * 64);
+  at::Tensor h = at::randn({2, 3, 64}).requires_grad_(true);
+  at::Tensor h_ref = h.detach().clone().requires_grad_(true);
+  at::Tensor logits = packed->project(h), logits_ref = at::linear(h_ref, table);
+  EXPECT_TRUE(at::allclose(logits, logits_ref, 1e-5, 1e-5));
+  logits.logsumexp(-1).sum().backward();
+  logits_ref.logsumexp(-1).sum().backward();
+  EXPECT_TRUE(at::allclose(h.grad(), h_ref.grad(), 1e-5, 1e-5));
+  // Frozen, and held only as blocks.
+  EXPECT_TRUE(packed->parameters().empty());
+  EXPECT_EQ(packed->packed().scalar_type(), at::kByte);
+  EXPECT_EQ(PackedWeightElements(*packed), 40 * 64);
+  packed->to(at::kBFloat16);
+  EXPECT_EQ(packed->forward(ids).scalar_type(), at::kBFloat16);
+  EXPECT_EQ(packed->packed().scalar_type(), at::kByte);
+}
+
+TEST(PackedEmbedding, RefusesATableThatCannotStayPacked) {
+  PackedBlocks f16 = RandomBlocks(GgmlType::kQ8_0, 8, 64, 16);
+  f16.type = GgmlType::kF16;
+  EXPECT_THROW(PackedEmbedding(f16, at::kFloat), std::invalid_argument);
+  EXPECT_THROW(PackedEmbedding(RandomBlocks(GgmlType::kQ8_0, 8, 64, 16), at::kLong),
+               std::invalid_argument);
 }
 
 TEST(PackedLinear, CastingTheModelKeepsTheBlocksPacked) {

@@ -28,9 +28,7 @@ std::vector<json> RunTrain(const fs::path& dir, const json& doc, const std::stri
   const fs::path config = dir / (name + ".json"), err = dir / (name + ".stderr");
   std::ofstream(config) << doc.dump(2);
   std::FILE* pipe =
-      // One malloc arena: glibc's per-thread arenas otherwise add a noisy
-      // hundred MiB or more of slack that depends on what else runs.
-      ::popen(("MALLOC_ARENA_MAX=1 " + kDiablo + " train " + config.string() + " 2>" + err.string()).c_str(), "r");
+      ::popen((kDiablo + " train " + config.string() + " 2>" + err.string()).c_str(), "r");
   std::vector<json> events;
   char line[1 << 16];
   while (pipe != nullptr && std::fgets(line, sizeof line, pipe) != nullptr) {
@@ -55,10 +53,12 @@ TEST(PackedBase, LoadsTheQuantisedProjectionsPackedWithTheSameLogits) {
   if (!HaveModel()) GTEST_SKIP() << "DIABLO_MODEL_GGUF not set (run scripts/setup.sh)";
   model::LoadedModel dense = model::LoadModel(DIABLO_MODEL_GGUF);
   model::LoadedModel packed = model::LoadModel(DIABLO_MODEL_GGUF, {.keep_quantized = true});
-  // 30 layers x 7 projections, all Q4_1 in this file (token_embd is Q8_0 but
-  // is an embedding, so it stays dense).
+  // 30 layers x 7 projections, all Q4_1 in this file, and the Q8_0 embedding
+  // table, which the tied LM head also runs against.
   EXPECT_EQ(packed.packed_layers, 210);
+  EXPECT_TRUE(packed.packed_embeddings);
   EXPECT_EQ(dense.packed_layers, 0);
+  EXPECT_FALSE(dense.packed_embeddings);
   const at::Tensor ids = at::tensor({1, 504, 3493, 314, 260, 1523, 30}, at::kLong).unsqueeze(0);
   at::NoGradGuard no_grad;
   const at::Tensor a = dense.model->forward(ids), b = packed.model->forward(ids);
@@ -111,13 +111,12 @@ TEST(PackedBase, TrainsWithTheSameLossesInLessMemory) {
             << Of(packed, "finished").at(0)["tokens_per_s"] << "\n";
   RecordProperty("dense_peak_rss_bytes", std::to_string(static_cast<int64_t>(dense_rss)));
   RecordProperty("packed_peak_rss_bytes", std::to_string(static_cast<int64_t>(packed_rss)));
-  // The dense run holds ~425 MB of fp32 projections that the packed run keeps
-  // as ~66 MB of Q4_1 blocks; the rest (LibTorch itself, embeddings,
-  // activations, allocator slack) is common to both, so the saving is judged
-  // in bytes (measured 190-330 MiB, below the ~360 MB ideal), with a ratio
-  // bound as a second check.
-  EXPECT_GT(dense_rss - packed_rss, 128.0 * 1048576);
-  EXPECT_LT(packed_rss, 0.9 * dense_rss);
+  // The dense run holds ~540 MB of fp32 weights that the packed run keeps as
+  // ~96 MB of Q4_1 and Q8_0 blocks; the rest (LibTorch itself, about 420 MiB
+  // before any model loads, activations, adapters and optimiser state) is
+  // common to both.  Measured: 995 vs 603 MiB (0.61x).
+  EXPECT_GT(dense_rss - packed_rss, 256.0 * 1048576);
+  EXPECT_LT(packed_rss, 0.75 * dense_rss);
 
   // The adapter is an ordinary DiaBlo adapter either way.
   EXPECT_TRUE(fs::exists(dir / "packed" / "adapter" / "adapter_model.safetensors"));

@@ -55,7 +55,7 @@ std::vector<Generation> Generate(LlamaForCausalLMImpl& model,
   }
   at::NoGradGuard no_grad;
   const int64_t batch = static_cast<int64_t>(prompts.size());
-  const at::Device device = model.model->embed_tokens->weight.device();
+  const at::Device device = model.device();
 
   // Left-pad so every prompt ends at the same column; padding uses token 0,
   // masked out of attention.

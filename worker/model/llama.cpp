@@ -158,6 +158,21 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) {
   norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
 
+at::Tensor LlamaModelImpl::embed(const at::Tensor& input_ids) {
+  return packed_embed_tokens ? packed_embed_tokens->forward(input_ids)
+                             : embed_tokens->forward(input_ids);
+}
+
+void LlamaModelImpl::use_packed_embeddings(PackedEmbedding packed) {
+  TORCH_CHECK(packed->num_embeddings() == embed_tokens->weight.size(0) &&
+                  packed->embedding_dim() == embed_tokens->weight.size(1),
+              "packed embeddings [", packed->num_embeddings(), ", ", packed->embedding_dim(),
+              "] do not match the model's table ", embed_tokens->weight.sizes());
+  packed_embed_tokens = packed;
+  replace_module("embed_tokens", packed_embed_tokens.ptr());
+  embed_tokens = nullptr;
+}
+
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config) : config_(config) {
   config_.Validate("model config");
   model = register_module("model", LlamaModel(config_));
@@ -211,7 +226,7 @@ at::Tensor LlamaForCausalLMImpl::forward_hidden(const at::Tensor& input_ids, KVC
   context.cos = emb.cos();
   context.sin = emb.sin();
 
-  at::Tensor h = model->embed_tokens->forward(input_ids);
+  at::Tensor h = model->embed(input_ids);
   for (size_t i = 0; i < model->layers->size(); ++i) {
     auto* layer = model->layers->ptr<LlamaDecoderLayerImpl>(i).get();
     if (gradient_checkpointing_ && cache == nullptr && at::GradMode::is_enabled())
@@ -224,6 +239,7 @@ at::Tensor LlamaForCausalLMImpl::forward_hidden(const at::Tensor& input_ids, KVC
 
 at::Tensor LlamaForCausalLMImpl::logits(const at::Tensor& hidden) {
   if (lm_head) return ApplyLinear(*this, "lm_head", hidden).to(at::kFloat);
+  if (model->packed_embed_tokens) return model->packed_embed_tokens->project(hidden).to(at::kFloat);
   return at::linear(hidden, model->embed_tokens->weight).to(at::kFloat);
 }
 

@@ -14,6 +14,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include "worker/model/llama_config.h"
+#include "worker/model/packed_embedding.h"
 
 namespace diablo::model {
 
@@ -77,7 +78,15 @@ TORCH_MODULE(LlamaDecoderLayer);
 class LlamaModelImpl : public torch::nn::Module {
  public:
   explicit LlamaModelImpl(const LlamaConfig& config);
-  torch::nn::Embedding embed_tokens{nullptr};
+  // Token ids [batch, seq] -> embeddings [batch, seq, hidden] from whichever
+  // table the model holds.
+  at::Tensor embed(const at::Tensor& input_ids);
+  // Replaces the dense table with its GGUF blocks (base_weights: packed); the
+  // packed table takes the name embed_tokens.
+  void use_packed_embeddings(PackedEmbedding packed);
+
+  torch::nn::Embedding embed_tokens{nullptr};  // null once packed
+  PackedEmbedding packed_embed_tokens{nullptr};  // set when packed
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};
 };
@@ -99,6 +108,8 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& input_ids);
 
   const LlamaConfig& config() const { return config_; }
+  // Where the model's tensors live (it moves as a whole).
+  at::Device device() const { return inv_freq_.device(); }
   // Divides the rotary frequencies by per-frequency factors [head_dim/2]: how
   // GGUF files (rope_freqs.weight) carry Llama 3.1's rope scaling.
   void ScaleRotaryFrequencies(const at::Tensor& factors);

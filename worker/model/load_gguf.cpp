@@ -97,12 +97,16 @@ std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const Ll
   return weights;
 }
 
-std::map<std::string, PackedBlocks> ReadGgufPackedProjections(const GgufFile& file,
-                                                              const LlamaConfig& config) {
+std::map<std::string, PackedBlocks> ReadGgufPackedWeights(const GgufFile& file,
+                                                          const LlamaConfig& config) {
   std::map<std::string, PackedBlocks> packed;
   for (const GgufTensorInfo& info : file.tensors()) {
     const std::string hf_name = HfNameForGguf(info.name);
-    if (!IsProjection(hf_name) || !CanKeepPacked(info.type) || info.dims.size() != 2) continue;
+    // A tied model's output.weight is a copy the model never uses.
+    const bool head = hf_name == "lm_head.weight" && !config.tie_word_embeddings;
+    const bool packable =
+        IsProjection(hf_name) || hf_name == "model.embed_tokens.weight" || head;
+    if (!packable || !CanKeepPacked(info.type) || info.dims.size() != 2) continue;
     const int64_t in = static_cast<int64_t>(info.dims[0]), out = static_cast<int64_t>(info.dims[1]);
     const std::span<const uint8_t> bytes = file.tensor_data(info);
     // A copy, not a view: the file mapping is released once loading ends.

@@ -26,13 +26,15 @@ std::string HfNameForGguf(const std::string& gguf_name);
 std::map<std::string, at::Tensor> ReadGgufWeights(const GgufFile& file, const LlamaConfig& config,
                                                   const std::set<std::string>& skip = {});
 
-// The projection weights (attention and MLP, not embeddings or lm_head) stored
-// as Q4_0, Q4_1 or Q8_0, copied out of the file in their blocks and keyed by
-// the HF module path ("model.layers.3.self_attn.q_proj").  Rows come in HF
-// order: the query/key permutation moves whole rows, and a row's blocks never
-// span two rows, so it applies to the bytes as it does to the values.
-std::map<std::string, PackedBlocks> ReadGgufPackedProjections(const GgufFile& file,
-                                                              const LlamaConfig& config);
+// The weights stored as Q4_0, Q4_1 or Q8_0 that can stay packed: the
+// projections (attention and MLP), the token embedding table, and an untied
+// lm_head.  Copied out of the file in their blocks and keyed by the HF module
+// path ("model.layers.3.self_attn.q_proj", "model.embed_tokens", "lm_head").
+// Rows come in HF order: the query/key permutation moves whole rows, and a
+// row's blocks never span two rows, so it applies to the bytes as it does to
+// the values.
+std::map<std::string, PackedBlocks> ReadGgufPackedWeights(const GgufFile& file,
+                                                          const LlamaConfig& config);
 
 // Llama 3.1's rope scaling as GGUF stores it: per-frequency divisors
 // (rope_freqs.weight, [head_dim/2]), or nullopt when the file has none.

@@ -23,26 +23,36 @@ std::string ShapeString(at::IntArrayRef shape) {
   return s + "]";
 }
 
+const char kEmbeddings[] = "model.embed_tokens";
+
 // Swaps each named Linear for a PackedLinear over its blocks, keeping the
-// Linear's bias parameter slot so AssignWeights fills it as before.
-int64_t ReplaceWithPacked(LlamaForCausalLMImpl& model, std::map<std::string, PackedBlocks> packed) {
+// Linear's bias parameter slot so AssignWeights fills it as before, and the
+// embedding table for a PackedEmbedding.  Returns the linears replaced.
+int64_t ReplaceWithPacked(LlamaForCausalLMImpl& model, std::map<std::string, PackedBlocks> packed,
+                          at::ScalarType dtype) {
+  if (auto table = packed.extract(kEmbeddings))
+    model.model->use_packed_embeddings(PackedEmbedding(std::move(table.mapped()), dtype));
   const auto modules = model.named_modules(/*name_prefix=*/"", /*include_self=*/false);
   int64_t replaced = 0;
   for (auto& [path, blocks] : packed) {
     const auto* linear = modules.find(path);
     const size_t dot = path.rfind('.');
-    const auto* parent = modules.find(path.substr(0, dot));
+    torch::nn::Module* parent = &model;  // lm_head is the model's own child
+    if (dot != std::string::npos) {
+      const auto* found = modules.find(path.substr(0, dot));
+      parent = found != nullptr ? found->get() : nullptr;
+    }
     auto* dense = linear ? dynamic_cast<torch::nn::LinearImpl*>(linear->get()) : nullptr;
     if (dense == nullptr || parent == nullptr) {
-      throw FormatError("GGUF projection '" + path + "' has no linear layer in the model");
+      throw FormatError("GGUF weight '" + path + "' has no linear layer in the model");
     }
     if (dense->weight.size(0) != blocks.out || dense->weight.size(1) != blocks.in) {
       throw FormatError("GGUF projection '" + path + "' has shape [" + std::to_string(blocks.out) +
                         ", " + std::to_string(blocks.in) + "], the config implies " +
                         ShapeString(dense->weight.sizes()));
     }
-    (*parent)->replace_module(path.substr(dot + 1),
-                              PackedLinear(std::move(blocks), dense->bias).ptr());
+    parent->replace_module(dot == std::string::npos ? path : path.substr(dot + 1),
+                           PackedLinear(std::move(blocks), dense->bias).ptr());
     ++replaced;
   }
   return replaced;
@@ -117,7 +127,7 @@ LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
     config = ConfigFromGguf(file, path);
     std::set<std::string> skip;
     if (options.keep_quantized) {
-      packed = ReadGgufPackedProjections(file, config);
+      packed = ReadGgufPackedWeights(file, config);
       for (const auto& item : packed) skip.insert(item.first + ".weight");
     }
     weights = ReadGgufWeights(file, config, skip);
@@ -127,7 +137,8 @@ LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
     DeferWeightAllocation defer;  // every weight is assigned or replaced below
     loaded.model = LlamaForCausalLM(config);
   }
-  loaded.packed_layers = ReplaceWithPacked(*loaded.model, std::move(packed));
+  loaded.packed_embeddings = packed.count(kEmbeddings) > 0;
+  loaded.packed_layers = ReplaceWithPacked(*loaded.model, std::move(packed), options.dtype);
   AssignWeights(*loaded.model, std::move(weights), path, options.dtype, kind);
   if (rope_factors.has_value()) loaded.model->ScaleRotaryFrequencies(*rope_factors);
   loaded.model->eval();

@@ -16,10 +16,11 @@ struct LoadOptions {
   // Dtype of the frozen weights in memory: kFloat, kBFloat16 or kHalf.
   // Quantised GGUF weights are dequantised to it.
   at::ScalarType dtype = at::kFloat;
-  // GGUF only: projections stored as Q4_0, Q4_1 or Q8_0 stay packed
-  // (PackedLinear, dequantised per use) instead of being expanded to `dtype`;
-  // embeddings, norms and other types are still dequantised.  Such a model
-  // can be fine-tuned with adapters but not merged or fully trained.
+  // GGUF only: projections, the embedding table and an untied lm_head stored
+  // as Q4_0, Q4_1 or Q8_0 stay packed (PackedLinear, PackedEmbedding,
+  // dequantised per use) instead of being expanded to `dtype`; norms and other
+  // types are still dequantised.  Such a model can be fine-tuned with
+  // adapters but not merged or fully trained.
   bool keep_quantized = false;
 };
 
@@ -27,7 +28,10 @@ struct LoadedModel {
   LlamaForCausalLM model{nullptr};
   std::string source;  // the path it came from
   std::string format;  // "gguf" or "hf"
-  int64_t packed_layers = 0;  // projections kept packed (LoadOptions::keep_quantized)
+  // What LoadOptions::keep_quantized kept packed: linear layers (projections
+  // and an untied lm_head), and whether the embedding table.
+  int64_t packed_layers = 0;
+  bool packed_embeddings = false;
 };
 
 // Loads the model at `path` (a .gguf file or a directory).  Throws FormatError

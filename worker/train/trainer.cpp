@@ -20,7 +20,7 @@
 
 #include "worker/model/chat_template.h"
 #include "worker/model/load_model.h"
-#include "worker/model/packed_linear.h"
+#include "worker/model/packed_embedding.h"
 #include "worker/model/safetensors.h"
 #include "worker/peft/adapter_files.h"
 #include "worker/peft/inject.h"
@@ -328,11 +328,8 @@ int Run::Execute() {
       if (p.requires_grad()) trainable += p.numel();
     }
     if (config_.method.name != TrainMethod::kFull) total -= trainable;  // adapters are not model weights
-    // Packed projections hold their weights as buffers of blocks, not parameters.
-    for (const auto& m : model.modules()) {
-      if (auto* p = dynamic_cast<::diablo::model::PackedLinearImpl*>(m.get()))
-        total += p->in_features() * p->out_features();
-    }
+    // Packed layers hold their weights as buffers of blocks, not parameters.
+    total += ::diablo::model::PackedWeightElements(model);
     sink_.Emit({{"event", "started"},
                 {"method", TrainMethodName(config_.method.name)},
                 {"model", config_.model},
