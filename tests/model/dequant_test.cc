@@ -1,6 +1,7 @@
 // Our ggml dequantisation equals the gguf package's (an independent
 // implementation) on the real SmolLM2 tensors and on blocks quantised by gguf.
 #include <cstring>
+#include <random>
 
 #include "tests/model/reference_io.h"
 #include "worker/model/ggml_dequant.h"
@@ -64,6 +65,45 @@ TEST(Dequantize, RefusesMismatchedSizesAndUnsupportedTypes) {
   EXPECT_THROW(DequantizeToFloat(GgmlType::kQ4_1, std::span(bytes).first(19), 32, out), FormatError);
   EXPECT_THROW(DequantizeToFloat(GgmlType::kQ4_K, bytes, 32, out), FormatError);
   EXPECT_NO_THROW(DequantizeToFloat(GgmlType::kQ4_1, bytes, 32, out));
+}
+
+// The block formulas written out value by value, the way ggml's reference
+// decoders state them, as the reference for whichever decoder this CPU runs
+// (the AVX2 one where it can).
+float Reference(GgmlType type, const uint8_t* block, int j) {
+  uint16_t d_bits, m_bits;
+  std::memcpy(&d_bits, block, 2);
+  std::memcpy(&m_bits, block + 2, 2);
+  const float d = HalfToFloat(d_bits);
+  if (type == GgmlType::kQ8_0) return d * static_cast<float>(static_cast<int8_t>(block[2 + j]));
+  const uint8_t byte = block[(type == GgmlType::kQ4_1 ? 4 : 2) + j % 16];
+  const int q = j < 16 ? byte & 0x0f : byte >> 4;
+  if (type == GgmlType::kQ4_0) return d * static_cast<float>(q - 8);
+  return d * static_cast<float>(q) + HalfToFloat(m_bits);
+}
+
+TEST(Dequantize, BlockDecodersEqualTheFormulasBitForBit) {
+  std::mt19937 rng(5);
+  for (const GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_1}) {
+    const GgmlTypeInfo& info = TypeInfo(type);
+    const int blocks = 67;  // not a multiple of any vector width
+    std::vector<uint8_t> bytes(blocks * info.block_bytes);
+    for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
+    for (int b = 0; b < blocks; ++b) {
+      // Finite scales of any sign and size, subnormals included.
+      for (int k = 0; k < (type == GgmlType::kQ4_1 ? 2 : 1); ++k) {
+        uint8_t* h = &bytes[b * info.block_bytes + 2 * k];
+        if ((h[1] & 0x7c) == 0x7c) h[1] &= 0xbb;  // no inf / nan exponent
+      }
+    }
+    std::vector<float> ours(blocks * 32);
+    DequantizeToFloat(type, bytes, ours.size(), ours);
+    for (int i = 0; i < blocks * 32; ++i) {
+      const float expected = Reference(type, &bytes[i / 32 * info.block_bytes], i % 32);
+      ASSERT_EQ(std::memcmp(&ours[i], &expected, 4), 0)
+          << info.name << "[" << i << "]: " << ours[i] << " vs " << expected;
+    }
+  }
 }
 
 TEST(HalfFloat, ConvertsSpecialValuesExactly) {
