@@ -42,6 +42,17 @@ std::vector<json> RunTrain(const fs::path& dir, const json& doc, const std::stri
   return events;
 }
 
+// Runs a command that must succeed and returns its stdout.
+std::string RunCommand(const std::string& command) {
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  std::string out;
+  char chunk[4096];
+  size_t n;
+  while (pipe != nullptr && (n = std::fread(chunk, 1, sizeof chunk, pipe)) > 0) out.append(chunk, n);
+  EXPECT_EQ(pipe != nullptr ? ::pclose(pipe) : -1, 0) << command;
+  return out;
+}
+
 std::vector<json> Of(const std::vector<json>& events, const std::string& kind) {
   std::vector<json> out;
   for (const json& e : events)
@@ -118,8 +129,18 @@ TEST(PackedBase, TrainsWithTheSameLossesInLessMemory) {
   EXPECT_GT(dense_rss - packed_rss, 256.0 * 1048576);
   EXPECT_LT(packed_rss, 0.75 * dense_rss);
 
-  // The adapter is an ordinary DiaBlo adapter either way.
-  EXPECT_TRUE(fs::exists(dir / "packed" / "adapter" / "adapter_model.safetensors"));
+  // The adapter is an ordinary DiaBlo adapter either way, and `diablo eval`
+  // scores it on the packed base as on the dense one.
+  const fs::path adapter = dir / "packed" / "adapter";
+  EXPECT_TRUE(fs::exists(adapter / "adapter_model.safetensors"));
+  auto eval_loss = [&](const std::string& base_weights) {
+    const std::string out = RunCommand(kDiablo + " eval --json --task loss --template chatml --model " +
+                                       DIABLO_MODEL_GGUF + " --adapter " + adapter.string() +
+                                       " --data " + (dir / "train.jsonl").string() +
+                                       " --base-weights " + base_weights);
+    return json::parse(out).at("loss").get<double>();
+  };
+  EXPECT_NEAR(eval_loss("packed"), eval_loss("dense"), 1e-4);
   fs::remove_all(dir);
 }
 

@@ -17,6 +17,11 @@ void AddModelOptions(CLI::App& cmd, ModelOptions& options) {
   cmd.add_option("--dtype", options.dtype, "Dtype of the frozen weights in memory")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}))
       ->capture_default_str();
+  cmd.add_option("--base-weights", options.base_weights,
+                 "packed keeps a GGUF model's Q4_0/Q4_1/Q8_0 weights in their blocks and "
+                 "dequantises them per use: less memory, slower (as base_weights in training)")
+      ->check(CLI::IsMember({"dense", "packed"}))
+      ->capture_default_str();
 }
 
 ModelSession OpenModel(const ModelOptions& options) {
@@ -24,8 +29,14 @@ ModelSession OpenModel(const ModelOptions& options) {
   load.dtype = options.dtype == "bfloat16"  ? at::kBFloat16
                : options.dtype == "float16" ? at::kHalf
                                             : at::kFloat;
+  load.keep_quantized = options.base_weights == "packed";
   ModelSession session;
   session.loaded = model::LoadModel(options.model, load);
+  if (load.keep_quantized && session.loaded.packed_layers == 0 && !session.loaded.packed_embeddings) {
+    throw std::invalid_argument(options.model +
+                                ": --base-weights packed, but the file has no Q4_0, Q4_1 or Q8_0 "
+                                "weights to keep packed; leave --base-weights at dense");
+  }
   session.tokenizer = model::LoadTokenizer(options.model);
   if (!options.adapter.empty()) {
     peft::LoadAdapter(*session.loaded.model, options.adapter);

@@ -15,9 +15,10 @@ struct ModelOptions {
   std::string model;    // .gguf file or HF directory
   std::string adapter;  // adapter directory, optional
   std::string dtype = "float32";
+  std::string base_weights = "dense";  // or "packed": GGUF blocks stay packed
 };
 
-// Adds --model, --adapter and --dtype to `cmd`.
+// Adds --model, --adapter, --dtype and --base-weights to `cmd`.
 void AddModelOptions(CLI::App& cmd, ModelOptions& options);
 
 struct ModelSession {
