@@ -20,4 +20,11 @@ void BackwardInputInto(at::Tensor& dx, const at::Tensor& dy, const at::Tensor& A
 at::Tensor BackwardWeight(const at::Tensor& x, const at::Tensor& dy, const BlockLayout& layout,
                           Path path = Path::kAuto);
 
+// Packed GGUF weights (worker/model/packed_linear.h): decodes `packed`, uint8
+// [rows, row_bytes] of blocks of `format` (0 = Q8_0, 1 = Q4_0, 2 = Q4_1),
+// contiguous on a CUDA device, into `out`, contiguous [rows, in] fp32, bf16 or
+// fp16 on the same device, on the current stream.  Values equal the CPU
+// decoders' before the cast to out's dtype.
+void DequantizePackedInto(at::Tensor& out, const at::Tensor& packed, int format);
+
 }  // namespace diablo::kernels::cuda

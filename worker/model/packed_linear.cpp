@@ -17,6 +17,10 @@
 
 #include "worker/model/ggml_dequant.h"
 
+#ifdef DIABLO_WITH_CUDA
+#include "kernels/cuda_dispatch.h"
+#endif
+
 namespace diablo::model {
 namespace {
 
@@ -32,13 +36,30 @@ int64_t RowBytes(GgmlType type, int64_t in) {
   return in / info.block_elements * info.block_bytes;
 }
 
-void CheckCpu(const PackedBlocks& blocks) {
-  if (!blocks.data.device().is_cpu()) {
-    throw std::runtime_error(
-        "PackedLinear: dequantising packed weights on " + blocks.data.device().str() +
-        " is not implemented yet; train on device: cpu, or use base_weights: dense");
+void CheckDevice(const PackedBlocks& blocks) {
+  const at::Device device = blocks.data.device();
+#ifdef DIABLO_WITH_CUDA
+  if (device.is_cpu() || device.is_cuda()) return;
+#else
+  if (device.is_cpu()) return;
+#endif
+  throw std::runtime_error("PackedLinear: this build cannot dequantise packed weights on " +
+                           device.str() + " (it has the CPU" +
+#ifdef DIABLO_WITH_CUDA
+                           std::string(" and CUDA") +
+#endif
+                           " decoders); use base_weights: dense there");
+}
+
+#ifdef DIABLO_WITH_CUDA
+int CudaFormat(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ8_0: return 0;
+    case GgmlType::kQ4_0: return 1;
+    default: return 2;  // kQ4_1: CanKeepPacked admits nothing else
   }
 }
+#endif
 
 void CheckActivation(const at::Tensor& x, int64_t in) {
   const auto t = x.scalar_type();
@@ -65,15 +86,17 @@ void DecodeRows(GgmlType type, int64_t in, const uint8_t* src, int64_t rows, flo
   });
 }
 
-// A per-thread buffer of at least `elements` values of `dtype`, grown but
-// never shrunk.  Packed matmuls decode into it instead of allocating: a fresh
-// multi-MiB tensor per matmul costs page faults and, under glibc's adaptive
-// mmap threshold, leaves the heap fragmented and larger than any live data.
-at::Tensor ThreadBuffer(int slot, int64_t elements, at::ScalarType dtype) {
+// A per-thread buffer of at least `elements` values of `dtype` on `device`,
+// grown but never shrunk.  Packed matmuls decode into it instead of
+// allocating: a fresh multi-MiB tensor per matmul costs page faults and, under
+// glibc's adaptive mmap threshold, leaves the heap fragmented and larger than
+// any live data.  On CUDA, reuse is ordered by the stream: the next decode is
+// queued behind the matmul that read the buffer.
+at::Tensor ThreadBuffer(int slot, int64_t elements, at::ScalarType dtype, at::Device device) {
   thread_local at::Tensor buffers[2];
   at::Tensor& b = buffers[slot];
-  if (!b.defined() || b.scalar_type() != dtype || b.numel() < elements)
-    b = at::empty({elements}, at::TensorOptions().dtype(dtype));
+  if (!b.defined() || b.scalar_type() != dtype || b.device() != device || b.numel() < elements)
+    b = at::empty({elements}, at::TensorOptions().dtype(dtype).device(device));
   return b.narrow(0, 0, elements);
 }
 
@@ -82,11 +105,20 @@ at::Tensor ThreadBuffer(int slot, int64_t elements, at::ScalarType dtype) {
 at::Tensor WeightChunk(const PackedBlocks& blocks, int64_t first, int64_t rows,
                        at::ScalarType dtype) {
   const int64_t in = blocks.in;
-  at::Tensor w = ThreadBuffer(0, rows * in, at::kFloat).view({rows, in});
+  const at::Device device = blocks.data.device();
+#ifdef DIABLO_WITH_CUDA
+  if (device.is_cuda()) {
+    at::Tensor w = ThreadBuffer(1, rows * in, dtype, device).view({rows, in});
+    kernels::cuda::DequantizePackedInto(w, blocks.data.narrow(0, first, rows),
+                                        CudaFormat(blocks.type));
+    return w;
+  }
+#endif
+  at::Tensor w = ThreadBuffer(0, rows * in, at::kFloat, device).view({rows, in});
   DecodeRows(blocks.type, in, blocks.data.data_ptr<uint8_t>() + first * RowBytes(blocks.type, in),
              rows, w.data_ptr<float>());
   if (dtype == at::kFloat) return w;
-  return ThreadBuffer(1, rows * in, dtype).view({rows, in}).copy_(w);
+  return ThreadBuffer(1, rows * in, dtype, device).view({rows, in}).copy_(w);
 }
 
 int64_t RowsPerChunk(const PackedBlocks& blocks) {
@@ -167,7 +199,14 @@ void SetPackedChunkElements(int64_t elements) {
 }
 
 at::Tensor DequantizeBlocks(const PackedBlocks& blocks, at::ScalarType dtype) {
-  CheckCpu(blocks);
+  CheckDevice(blocks);
+#ifdef DIABLO_WITH_CUDA
+  if (blocks.data.is_cuda()) {
+    at::Tensor w = at::empty({blocks.out, blocks.in}, blocks.data.options().dtype(dtype));
+    kernels::cuda::DequantizePackedInto(w, blocks.data, CudaFormat(blocks.type));
+    return w;
+  }
+#endif
   at::Tensor w = at::empty({blocks.out, blocks.in}, at::kFloat);
   DecodeRows(blocks.type, blocks.in, blocks.data.data_ptr<uint8_t>(), blocks.out,
              w.data_ptr<float>());
@@ -176,7 +215,7 @@ at::Tensor DequantizeBlocks(const PackedBlocks& blocks, at::ScalarType dtype) {
 
 at::Tensor DequantizeRows(const PackedBlocks& blocks, const at::Tensor& rows,
                           at::ScalarType dtype) {
-  CheckCpu(blocks);
+  CheckDevice(blocks);
   // index_select checks the indices against the table (an out-of-range token
   // id is an error, never a read past the end).
   const at::Tensor picked = blocks.data.index_select(0, rows.reshape({-1}).to(at::kLong));
@@ -188,7 +227,11 @@ at::Tensor DequantizeRows(const PackedBlocks& blocks, const at::Tensor& rows,
 at::Tensor PackedMatmul(const at::Tensor& x, const PackedBlocks& blocks,
                         const std::optional<at::Tensor>& bias) {
   CheckActivation(x, blocks.in);
-  CheckCpu(blocks);
+  CheckDevice(blocks);
+  if (x.device() != blocks.data.device()) {
+    throw std::invalid_argument("PackedLinear: input on " + x.device().str() +
+                                " but the packed weight on " + blocks.data.device().str());
+  }
   return PackedLinearFunction::apply(x, blocks.data, bias, static_cast<int64_t>(blocks.type),
                                      blocks.in, blocks.out);
 }

@@ -35,7 +35,8 @@ bool CanKeepPacked(GgmlType type);
 void ValidatePackedBlocks(const PackedBlocks& blocks, const std::string& what);
 
 // The dense [out, in] weight in `dtype` (fp32, bf16 or fp16), on the blocks'
-// device.  Throws std::runtime_error on CUDA (not implemented yet).
+// device (the CPU decoders, or the CUDA kernels of kernels/cuda in a CUDA
+// build).  Throws std::runtime_error on a device the build cannot decode on.
 at::Tensor DequantizeBlocks(const PackedBlocks& blocks, at::ScalarType dtype);
 
 // The dense rows `rows` (int64 indices of output rows, any shape) as

@@ -107,11 +107,6 @@ void Run::Setup() {
     throw std::invalid_argument("method full trains every weight in fp32: set precision: fp32");
 
   const bool packed = config_.base_weights == BaseWeights::kPacked;
-  if (packed && device_.is_cuda()) {
-    throw std::invalid_argument(
-        "base_weights: packed is not implemented on CUDA yet (dequantisation runs on the CPU); "
-        "set device: cpu, or use base_weights: dense");
-  }
   loaded_ = model::LoadModel(config_.model,
                              {.dtype = WeightDtype(config_.precision), .keep_quantized = packed});
   if (packed && loaded_.packed_layers == 0) {
