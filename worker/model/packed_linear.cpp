@@ -36,19 +36,19 @@ int64_t RowBytes(GgmlType type, int64_t in) {
   return in / info.block_elements * info.block_bytes;
 }
 
+#ifdef DIABLO_WITH_CUDA
+constexpr bool kHaveCudaDecoder = true;
+#else
+constexpr bool kHaveCudaDecoder = false;
+#endif
+
 void CheckDevice(const PackedBlocks& blocks) {
   const at::Device device = blocks.data.device();
-#ifdef DIABLO_WITH_CUDA
-  if (device.is_cpu() || device.is_cuda()) return;
-#else
-  if (device.is_cpu()) return;
-#endif
+  if (device.is_cpu() || (device.is_cuda() && kHaveCudaDecoder)) return;
   throw std::runtime_error("PackedLinear: this build cannot dequantise packed weights on " +
-                           device.str() + " (it has the CPU" +
-#ifdef DIABLO_WITH_CUDA
-                           std::string(" and CUDA") +
-#endif
-                           " decoders); use base_weights: dense there");
+                           device.str() +
+                           (device.is_cuda() ? " (it was built without CUDA)" : std::string()) +
+                           "; use base_weights: dense there");
 }
 
 #ifdef DIABLO_WITH_CUDA
