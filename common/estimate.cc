@@ -176,18 +176,6 @@ uint64_t ActivationBytes(const model::LlamaConfig& c, const EstimateOptions& o) 
 
 }  // namespace
 
-const char* MethodName(Method method) {
-  switch (method) {
-    case Method::kDiaBlo:
-      return "diablo";
-    case Method::kLoRA:
-      return "lora";
-    case Method::kFull:
-      return "full";
-  }
-  return "unknown";
-}
-
 const char* PrecisionName(Precision precision) {
   switch (precision) {
     case Precision::kFloat32:
@@ -200,14 +188,6 @@ const char* PrecisionName(Precision precision) {
       return "gguf";
   }
   return "unknown";
-}
-
-Method ParseMethod(const std::string& name) {
-  if (name == "diablo") return Method::kDiaBlo;
-  if (name == "lora") return Method::kLoRA;
-  if (name == "full") return Method::kFull;
-  throw std::invalid_argument("unknown method '" + name +
-                              "' (expected \"diablo\", \"lora\" or \"full\")");
 }
 
 Precision ParsePrecision(const std::string& name) {

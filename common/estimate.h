@@ -7,21 +7,20 @@
 #include <string>
 #include <vector>
 
+#include "common/fine_tune_method.h"
 #include "worker/model/llama_config.h"
 
 namespace diablo::estimate {
 
-enum class Method { kDiaBlo, kLoRA, kFull };
+using Method = FineTuneMethod;
 
 // How the frozen weights are held in memory.  kStored keeps them as the GGUF
 // file stores them (quantised); it needs EstimateOptions::stored_weight_bytes.
 enum class Precision { kFloat32, kBFloat16, kFloat16, kStored };
 
-const char* MethodName(Method method);           // "diablo" | "lora" | "full"
 const char* PrecisionName(Precision precision);  // "float32" | "bfloat16" | "float16" | "gguf"
-// Inverses of the two above; also accept "fp32", "bf16", "fp16".  Throw
+// The inverse; also accepts "fp32", "bf16", "fp16".  Throws
 // std::invalid_argument listing the accepted names.
-Method ParseMethod(const std::string& name);
 Precision ParsePrecision(const std::string& name);
 
 struct EstimateOptions {

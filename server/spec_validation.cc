@@ -197,7 +197,7 @@ absl::StatusOr<int64_t> EstimateBytes(const train::TrainConfig& config, const fs
     estimate::ModelSource source = ReadModelSourceCached(model);
     estimate::EstimateOptions options;
     // Both configs name methods and precisions alike ("lora", "bf16").
-    options.method = estimate::ParseMethod(train::TrainMethodName(config.method.name));
+    options.method = config.method.name;
     options.blocks = config.method.blocks;
     options.rank = config.method.rank;
     options.target_modules = config.method.target_modules;

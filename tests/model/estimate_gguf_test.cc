@@ -74,12 +74,12 @@ TEST_F(EstimateGguf, AdapterCountsMatchTheStoredProjectionShapes) {
     options.blocks = kBlocks;
     options.rank = kRank;
     const Estimate e = EstimateTraining(source.config, options);
-    const nlohmann::json& counts = reference[MethodName(method)];
-    ASSERT_EQ(e.targets.size(), counts.size()) << MethodName(method);
+    const nlohmann::json& counts = reference[FineTuneMethodName(method)];
+    ASSERT_EQ(e.targets.size(), counts.size()) << FineTuneMethodName(method);
     int64_t sum = 0;
     for (const TargetCount& t : e.targets) {
       EXPECT_EQ(t.parameters, counts.value(t.module, int64_t{-1}))
-          << MethodName(method) << " " << t.module;
+          << FineTuneMethodName(method) << " " << t.module;
       EXPECT_EQ(t.layers, reference["layers"].value(t.module, int64_t{-1})) << t.module;
       sum += t.parameters;
     }

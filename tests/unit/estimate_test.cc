@@ -167,7 +167,7 @@ TEST(Estimate, ErrorsNameTheProblem) {
   o.label_tokens = 4096;
   o.seq_len = 2048;
   EXPECT_THAT(message(o), HasSubstr("label_tokens must be between 0"));
-  EXPECT_THROW(ParseMethod("dora"), std::invalid_argument);
+  EXPECT_THROW(ParseFineTuneMethod("dora"), std::invalid_argument);
   EXPECT_EQ(ParsePrecision("bf16"), Precision::kBFloat16);
 }
 

@@ -89,7 +89,7 @@ nlohmann::json ToJson(const estimate::ModelSource& source, const estimate::Estim
   j["model"] = source.path;
   j["format"] = source.format;
   j["architecture"] = source.config.architecture;
-  j["method"] = estimate::MethodName(o.method);
+  j["method"] = FineTuneMethodName(o.method);
   if (o.method == estimate::Method::kDiaBlo) j["blocks"] = o.blocks;
   if (o.method == estimate::Method::kLoRA) j["rank"] = o.rank;
   if (o.method != estimate::Method::kFull) j["target_modules"] = o.target_modules;
@@ -206,7 +206,7 @@ Runner RegisterEstimate(CLI::App& app) {
   return [f] {
     const estimate::ModelSource source = estimate::ReadModelSource(f->model);
     estimate::EstimateOptions options = f->options;
-    options.method = estimate::ParseMethod(f->method);
+    options.method = ParseFineTuneMethod(f->method);
     options.precision = estimate::ParsePrecision(f->dtype);
     if (options.precision == estimate::Precision::kStored && source.format != "gguf") {
       throw std::invalid_argument("--dtype gguf keeps weights as a GGUF file stores them, but " +

@@ -297,15 +297,6 @@ TrainConfig LoadTrainConfig(const std::string& path, const std::vector<std::stri
   return ConfigFromJson(ReadConfigDocument(path, overrides), path);
 }
 
-const char* TrainMethodName(TrainMethod method) {
-  switch (method) {
-    case TrainMethod::kDiaBlo: return "diablo";
-    case TrainMethod::kLoRA: return "lora";
-    case TrainMethod::kFull: return "full";
-  }
-  return "?";
-}
-
 const char* BaseWeightsName(BaseWeights base_weights) {
   return base_weights == BaseWeights::kPacked ? "packed" : "dense";
 }
@@ -326,7 +317,7 @@ json ConfigToJson(const TrainConfig& c) {
   return json{
       {"model", c.model},
       {"method",
-       {{"name", TrainMethodName(c.method.name)}, {"blocks", c.method.blocks}, {"rank", c.method.rank},
+       {{"name", FineTuneMethodName(c.method.name)}, {"blocks", c.method.blocks}, {"rank", c.method.rank},
         {"alpha", c.method.alpha}, {"dropout", c.method.dropout}, {"init", c.method.init},
         {"target_modules", c.method.target_modules}}},
       {"data",

@@ -10,11 +10,12 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "common/fine_tune_method.h"
 #include "worker/peft/adapter_config.h"
 
 namespace diablo::train {
 
-enum class TrainMethod { kDiaBlo, kLoRA, kFull };
+using TrainMethod = FineTuneMethod;
 enum class DataFormat { kAuto, kAlpaca, kChat, kText };
 enum class Truncation { kRight, kDrop };  // cut the end of a long example, or skip it
 enum class Schedule { kConstant, kLinear, kCosine };
@@ -102,7 +103,6 @@ nlohmann::json ConfigToJson(const TrainConfig& config);
 // The adapter settings of a diablo/lora run (throws for method full).
 peft::AdapterConfig ToAdapterConfig(const TrainConfig& config);
 
-const char* TrainMethodName(TrainMethod method);
 const char* PrecisionName(Precision precision);
 const char* BaseWeightsName(BaseWeights base_weights);
 

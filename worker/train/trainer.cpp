@@ -326,7 +326,7 @@ int Run::Execute() {
     // Packed layers hold their weights as buffers of blocks, not parameters.
     total += ::diablo::model::PackedWeightElements(model);
     sink_.Emit({{"event", "started"},
-                {"method", TrainMethodName(config_.method.name)},
+                {"method", FineTuneMethodName(config_.method.name)},
                 {"model", config_.model},
                 {"config", options_.config_path},
                 {"output_dir", config_.output_dir},
