@@ -1,9 +1,6 @@
 // diablo: fine-tune, inspect and run language models with DiaBlo adapters on
 // one machine, without the service.
-#include <malloc.h>
-
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <string>
 #include <utility>
@@ -11,22 +8,7 @@
 
 #include "worker/cli/commands.h"
 
-namespace {
-
-// Sends every allocation of 1 MiB or more straight to mmap, so a freed tensor
-// goes back to the system at once.  glibc's default raises its mmap threshold
-// each time a large block is freed; later activations then come from the heap,
-// which grows to hold them and rarely shrinks.  On a SmolLM2 training run that
-// heap slack was about 180 MiB of a 1.2 GiB peak.  MALLOC_MMAP_THRESHOLD_ in
-// the environment still wins.
-void KeepLargeAllocationsOutOfTheHeap() {
-  if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) mallopt(M_MMAP_THRESHOLD, 1 << 20);
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  KeepLargeAllocationsOutOfTheHeap();
   CLI::App app{
       "diablo: fine-tune large language models with DiaBlo (diagonal-block adapters).\n"
       "Runs on one machine without the service; the service's workers run the same\n"
