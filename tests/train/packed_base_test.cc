@@ -28,7 +28,9 @@ std::vector<json> RunTrain(const fs::path& dir, const json& doc, const std::stri
   const fs::path config = dir / (name + ".json"), err = dir / (name + ".stderr");
   std::ofstream(config) << doc.dump(2);
   std::FILE* pipe =
-      ::popen((kDiablo + " train " + config.string() + " 2>" + err.string()).c_str(), "r");
+      // One malloc arena: glibc's per-thread arenas otherwise add a noisy
+      // hundred MiB or more of slack that depends on what else runs.
+      ::popen(("MALLOC_ARENA_MAX=1 " + kDiablo + " train " + config.string() + " 2>" + err.string()).c_str(), "r");
   std::vector<json> events;
   char line[1 << 16];
   while (pipe != nullptr && std::fgets(line, sizeof line, pipe) != nullptr) {
