@@ -151,8 +151,12 @@ at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const AttentionCo
 }
 
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) {
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
-  MaybeDefer(embed_tokens->weight);
+  torch::nn::EmbeddingOptions options(c.vocab_size, c.hidden_size);
+  // Deferred: a one-element placeholder of the table's shape instead of a
+  // randomly initialised vocab x hidden table (113 MB for SmolLM2) that the
+  // loader would replace at once.
+  if (deferred_allocation > 0) options._weight(at::empty({}).expand({c.vocab_size, c.hidden_size}));
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(options));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(c));
   norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
