@@ -32,11 +32,6 @@ ModelSession OpenModel(const ModelOptions& options) {
   load.keep_quantized = options.base_weights == "packed";
   ModelSession session;
   session.loaded = model::LoadModel(options.model, load);
-  if (load.keep_quantized && session.loaded.packed_layers == 0 && !session.loaded.packed_embeddings) {
-    throw std::invalid_argument(options.model +
-                                ": --base-weights packed, but the file has no Q4_0, Q4_1 or Q8_0 "
-                                "weights to keep packed; leave --base-weights at dense");
-  }
   session.tokenizer = model::LoadTokenizer(options.model);
   if (!options.adapter.empty()) {
     peft::LoadAdapter(*session.loaded.model, options.adapter);

@@ -128,6 +128,12 @@ LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
     std::set<std::string> skip;
     if (options.keep_quantized) {
       packed = ReadGgufPackedWeights(file, config);
+      // Checked here, before the dense weights are read, for every caller.
+      if (packed.empty()) {
+        throw std::invalid_argument(path + ": packed base weights asked for, but the file has no "
+                                    "Q4_0, Q4_1 or Q8_0 weights to keep packed; load it dense "
+                                    "(base_weights: dense, --base-weights dense)");
+      }
       for (const auto& item : packed) skip.insert(item.first + ".weight");
     }
     weights = ReadGgufWeights(file, config, skip);

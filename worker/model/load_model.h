@@ -20,7 +20,8 @@ struct LoadOptions {
   // as Q4_0, Q4_1 or Q8_0 stay packed (PackedLinear, PackedEmbedding,
   // dequantised per use) instead of being expanded to `dtype`; norms and other
   // types are still dequantised.  Such a model can be fine-tuned with
-  // adapters but not merged or fully trained.
+  // adapters but not merged or fully trained.  A file with nothing to keep
+  // packed is refused (std::invalid_argument) before any weight is read.
   bool keep_quantized = false;
 };
 

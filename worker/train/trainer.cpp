@@ -109,11 +109,6 @@ void Run::Setup() {
   const bool packed = config_.base_weights == BaseWeights::kPacked;
   loaded_ = model::LoadModel(config_.model,
                              {.dtype = WeightDtype(config_.precision), .keep_quantized = packed});
-  if (packed && loaded_.packed_layers == 0) {
-    throw std::invalid_argument(config_.model +
-                                ": base_weights: packed, but the file has no Q4_0, Q4_1 or Q8_0 "
-                                "projection weights to keep packed; use base_weights: dense");
-  }
   auto& model = *loaded_.model;
   std::unique_ptr<model::Tokenizer> tokenizer = model::LoadTokenizer(config_.model);
   pad_id_ = tokenizer->eos_id().value_or(0);
