@@ -17,7 +17,7 @@
 #include "client/ctl.h"
 #include "diablo/build_info.h"
 #include "diablo/v1/system.grpc.pb.h"
-#include "worker/train/train_config.h"
+#include "spec/train_config.h"
 
 namespace diablo::ctl {
 namespace {

@@ -18,10 +18,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/ascii.h"
-#include "common/estimate.h"
-#include "common/model_source.h"
+#include "spec/estimate.h"
+#include "spec/model_source.h"
 #include "common/status_macros.h"
-#include "worker/train/train_config.h"
+#include "spec/train_config.h"
 
 namespace diablo::server {
 namespace {

@@ -14,8 +14,8 @@
 
 #include "tests/adapters/test_util.h"
 #include "tests/adapters/tiny_model.h"
-#include "worker/model/gguf.h"
-#include "worker/model/safetensors.h"
+#include "formats/gguf.h"
+#include "formats/safetensors.h"
 #include "worker/peft/diablo_linear.h"
 #include "worker/peft/inject.h"
 #include "worker/peft/lora_linear.h"

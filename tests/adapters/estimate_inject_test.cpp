@@ -1,4 +1,4 @@
-// The estimator (common/estimate.h, config only) against what injection
+// The estimator (spec/estimate.h, config only) against what injection
 // really produces: the module tree of the real LlamaForCausalLM and of the
 // tiny test model, with sizes that no block count divides evenly, counted by
 // peft::CountTrainableParameters and by summing the model's tensors.
@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "common/estimate.h"
-#include "common/model_shape.h"
+#include "spec/estimate.h"
+#include "spec/model_shape.h"
 #include "tests/adapters/tiny_model.h"
 #include "worker/model/llama.h"
-#include "worker/peft/adapter_config.h"
+#include "spec/adapter_config.h"
 #include "worker/peft/inject.h"
 
 namespace diablo {

@@ -14,7 +14,7 @@
 
 #include "tests/adapters/test_util.h"
 #include "tests/adapters/tiny_model.h"
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 #include "worker/peft/diablo_linear.h"
 #include "worker/peft/inject.h"
 #include "worker/peft/tensor_io.h"

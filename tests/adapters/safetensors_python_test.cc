@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/adapters/test_util.h"
-#include "worker/model/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace diablo::model {
 namespace {

@@ -1,7 +1,7 @@
 // The safetensors reader and writer without LibTorch: round trips, the
 // writer's guarantees (deterministic, aligned, atomic), and rejection of
 // deliberately broken files with a message that says what is wrong.
-#include "worker/model/safetensors.h"
+#include "formats/safetensors.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

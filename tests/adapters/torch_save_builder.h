@@ -1,7 +1,7 @@
 // Builds torch.save-shaped bytes by hand for tests and fuzz seeds: pickles
 // opcode by opcode (including hostile ones Python would happily run) and zip
 // archives of stored entries.  Layouts as documented in
-// worker/peft/torch_save_reader.h and worker/peft/zip_reader.h.
+// formats/torch_save_reader.h and formats/zip_reader.h.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "worker/peft/zip_reader.h"
+#include "formats/zip_reader.h"
 
 namespace diablo::testing {
 

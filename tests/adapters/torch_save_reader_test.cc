@@ -2,7 +2,7 @@
 // bytes: what a state dict needs is accepted (including strided and offset
 // views), and code execution, unknown opcodes and inconsistent archives are
 // refused with a message that names the problem.
-#include "worker/peft/torch_save_reader.h"
+#include "formats/torch_save_reader.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -11,7 +11,7 @@
 #include <functional>
 
 #include "tests/adapters/torch_save_builder.h"
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 namespace diablo::peft {
 namespace {

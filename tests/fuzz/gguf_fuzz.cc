@@ -1,10 +1,10 @@
-// libFuzzer target for the GGUF reader (worker/model/gguf.h).  Any exception
+// libFuzzer target for the GGUF reader (formats/gguf.h).  Any exception
 // other than FormatError, any crash or sanitizer report is a bug in the parser.
 #include <cstddef>
 #include <cstdint>
 #include <span>
 
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

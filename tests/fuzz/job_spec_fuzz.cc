@@ -1,4 +1,4 @@
-// libFuzzer target for the job configuration (worker/train/train_config.h):
+// libFuzzer target for the job configuration (spec/train_config.h):
 // what `diablo train` reads from a file and the scheduler from every
 // CreateJob.  Any exception other than std::invalid_argument, any crash or
 // sanitizer report is a bug; so is a config that parses but whose own JSON
@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/train/train_config.h"
+#include "spec/train_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

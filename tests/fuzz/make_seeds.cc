@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "tests/adapters/torch_save_builder.h"
-#include "worker/model/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace {
 

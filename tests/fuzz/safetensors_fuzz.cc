@@ -1,11 +1,11 @@
-// libFuzzer target for the safetensors reader (worker/model/safetensors.h).
+// libFuzzer target for the safetensors reader (formats/safetensors.h).
 // Any exception other than FormatError, any crash or sanitizer report is a
 // bug in the parser.
 #include <cstddef>
 #include <cstdint>
 #include <span>
 
-#include "worker/model/safetensors.h"
+#include "formats/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -1,4 +1,4 @@
-// libFuzzer target for the torch.save reader (worker/peft/torch_save_reader.h):
+// libFuzzer target for the torch.save reader (formats/torch_save_reader.h):
 // the same input is tried as a bare pickle (the restricted interpreter) and as
 // a whole archive (zip reader, storages, view bounds).  Any exception other
 // than FormatError, any crash or sanitizer report is a bug in the reader.
@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <span>
 
-#include "worker/model/gguf.h"
-#include "worker/peft/torch_save_reader.h"
+#include "formats/gguf.h"
+#include "formats/torch_save_reader.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::span<const uint8_t> bytes(data, size);

@@ -11,7 +11,7 @@
 #include "tests/merge/merge_test_util.h"
 #include "worker/model/hf_config_json.h"
 #include "worker/model/load_model.h"
-#include "worker/model/staged_directory.h"
+#include "formats/staged_directory.h"
 
 namespace diablo::model {
 namespace {

@@ -4,8 +4,8 @@
 #include <random>
 
 #include "tests/model/reference_io.h"
-#include "worker/model/ggml_dequant.h"
-#include "worker/model/gguf.h"
+#include "formats/ggml_dequant.h"
+#include "formats/gguf.h"
 
 namespace diablo::model {
 namespace {

@@ -5,11 +5,11 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "common/estimate.h"
-#include "common/model_source.h"
+#include "spec/estimate.h"
+#include "spec/model_source.h"
 #include "gtest/gtest.h"
 #include "tests/model/reference_io.h"
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 namespace diablo::estimate {
 namespace {

@@ -1,7 +1,7 @@
 // GGUF parsing: a small well-formed file parses to the right metadata and
 // tensor directory, and each kind of corrupt or hostile header is refused with
 // a FormatError that says what is wrong (never a crash or a huge allocation).
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 #include <cstring>
 #include <string>

@@ -5,7 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "tests/model/reference_io.h"
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 #include "worker/model/load_model.h"
 
 namespace diablo::model {

@@ -15,7 +15,7 @@
 #include <random>
 #include <vector>
 
-#include "worker/model/ggml_dequant.h"
+#include "formats/ggml_dequant.h"
 #include "worker/peft/diablo_linear.h"
 #include "worker/peft/inject.h"
 #include "worker/peft/lora_linear.h"

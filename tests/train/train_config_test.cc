@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/train/train_config.h"
+#include "spec/train_config.h"
 
 namespace diablo::train {
 namespace {

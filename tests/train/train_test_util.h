@@ -12,7 +12,7 @@
 
 #include "tests/train/tiny_llm.h"
 #include "worker/train/events.h"
-#include "worker/train/train_config.h"
+#include "spec/train_config.h"
 
 namespace diablo::testing {
 

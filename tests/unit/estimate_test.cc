@@ -1,6 +1,6 @@
 // The estimator's counts against the paper and against the closed-form
 // formulas, its errors, and the memory model's documented behaviour.
-#include "common/estimate.h"
+#include "spec/estimate.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "common/model_source.h"
+#include "spec/model_source.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

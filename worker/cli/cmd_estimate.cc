@@ -1,6 +1,6 @@
 // `diablo estimate`: trainable parameters and training memory of a DiaBlo,
 // LoRA or full fine-tune, from config.json or GGUF metadata alone (no weights
-// are loaded); the numbers come from common/estimate.h, as the scheduler's do.
+// are loaded); the numbers come from spec/estimate.h, as the scheduler's do.
 #include <charconv>
 #include <cstdio>
 #include <memory>
@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "common/estimate.h"
-#include "common/model_source.h"
+#include "spec/estimate.h"
+#include "spec/model_source.h"
 #include "worker/cli/commands.h"
 
 namespace diablo::cli {

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/cli/commands.h"
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 namespace diablo::cli {
 namespace {

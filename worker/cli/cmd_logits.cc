@@ -8,7 +8,7 @@
 
 #include "worker/cli/commands.h"
 #include "worker/cli/model_session.h"
-#include "worker/model/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace diablo::cli {
 

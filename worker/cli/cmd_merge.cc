@@ -12,7 +12,7 @@
 #include "worker/model/hf_export.h"
 #include "worker/model/load_model.h"
 #include "worker/model/save_hf.h"
-#include "worker/model/staged_directory.h"
+#include "formats/staged_directory.h"
 #include "worker/peft/adapter_files.h"
 #include "worker/peft/inject.h"
 #include "worker/peft/merge.h"

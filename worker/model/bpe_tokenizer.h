@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 #include "worker/model/pre_tokenizer.h"
 #include "worker/model/tokenizer.h"
 

@@ -9,7 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 #include "worker/model/unicode_classes.h"
 
 namespace diablo::model {

@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/model/llama_config.h"
+#include "formats/llama_config.h"
 
 namespace diablo::model {
 

@@ -8,7 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 #include "worker/model/hf_config_json.h"
 #include "worker/model/tokenizer_export.h"
 

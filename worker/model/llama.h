@@ -13,7 +13,7 @@
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 
-#include "worker/model/llama_config.h"
+#include "formats/llama_config.h"
 #include "worker/model/packed_embedding.h"
 
 namespace diablo::model {

@@ -5,7 +5,7 @@
 
 #include <ATen/ATen.h>
 
-#include "worker/model/ggml_dequant.h"
+#include "formats/ggml_dequant.h"
 
 namespace diablo::model {
 

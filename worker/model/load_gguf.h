@@ -10,8 +10,8 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "worker/model/gguf.h"
-#include "worker/model/llama_config.h"
+#include "formats/gguf.h"
+#include "formats/llama_config.h"
 #include "worker/model/packed_linear.h"
 
 namespace diablo::model {

@@ -10,7 +10,7 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
-#include "worker/model/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace diablo::model {
 namespace {

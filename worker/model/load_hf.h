@@ -8,7 +8,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "worker/model/llama_config.h"
+#include "formats/llama_config.h"
 
 namespace diablo::model {
 

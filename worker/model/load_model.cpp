@@ -9,7 +9,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 #include "worker/model/load_gguf.h"
 #include "worker/model/load_hf.h"
 #include "worker/model/packed_linear.h"

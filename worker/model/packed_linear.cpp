@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/model/ggml_dequant.h"
+#include "formats/ggml_dequant.h"
 
 #ifdef DIABLO_WITH_CUDA
 #include "kernels/cuda_dispatch.h"

@@ -14,7 +14,7 @@
 #include <ostream>
 #include <string>
 
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 #include "worker/model/linear_layer.h"
 
 namespace diablo::model {

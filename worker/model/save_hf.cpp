@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "worker/model/safetensors.h"
-#include "worker/model/staged_directory.h"
+#include "formats/safetensors.h"
+#include "formats/staged_directory.h"
 
 namespace diablo::model {
 namespace {

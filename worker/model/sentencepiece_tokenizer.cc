@@ -12,7 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 namespace diablo::model {
 namespace {

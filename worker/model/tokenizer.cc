@@ -6,7 +6,7 @@
 #include <stdexcept>
 
 #include "worker/model/bpe_tokenizer.h"
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 #ifdef DIABLO_WITH_SENTENCEPIECE
 #include "worker/model/sentencepiece_tokenizer.h"
 #endif

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "worker/model/bpe_tokenizer.h"
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 namespace diablo::model {
 

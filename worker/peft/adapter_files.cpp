@@ -17,8 +17,8 @@
 #include <stdexcept>
 
 #include "diablo/build_info.h"
-#include "worker/model/gguf.h"  // FormatError
-#include "worker/model/safetensors.h"
+#include "formats/gguf.h"  // FormatError
+#include "formats/safetensors.h"
 #include "worker/peft/adapter_layer.h"
 #include "worker/peft/diablo_linear.h"
 #include "worker/peft/inject.h"

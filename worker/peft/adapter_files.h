@@ -27,7 +27,7 @@
 #include <string>
 #include <string_view>
 
-#include "worker/peft/adapter_config.h"
+#include "spec/adapter_config.h"
 
 namespace diablo::peft {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "worker/model/linear_layer.h"
-#include "worker/peft/adapter_config.h"
+#include "spec/adapter_config.h"
 
 namespace diablo::peft {
 

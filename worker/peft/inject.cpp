@@ -7,7 +7,7 @@
 
 #include <stdexcept>
 
-#include "common/target_modules.h"
+#include "spec/target_modules.h"
 #include "worker/peft/adapter_layer.h"
 #include "worker/peft/diablo_linear.h"
 #include "worker/peft/lora_linear.h"

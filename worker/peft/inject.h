@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/peft/adapter_config.h"
+#include "spec/adapter_config.h"
 
 namespace diablo::peft {
 

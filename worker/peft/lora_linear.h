@@ -13,7 +13,7 @@
 #include <ostream>
 #include <vector>
 
-#include "worker/peft/adapter_config.h"
+#include "spec/adapter_config.h"
 #include "worker/peft/adapter_layer.h"
 
 namespace diablo::peft {

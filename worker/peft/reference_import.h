@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "worker/peft/adapter_config.h"
+#include "spec/adapter_config.h"
 
 namespace diablo::peft {
 

@@ -1,7 +1,7 @@
 // The LibTorch side of safetensors files: entries of a parsed file become
 // at::Tensors (copied, or zero-copy views that keep the mapping alive), and
 // at::Tensors become a written file.  The format itself is parsed in plain
-// C++ by worker/model/safetensors.h.
+// C++ by formats/safetensors.h.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -10,7 +10,7 @@
 #include <map>
 #include <string>
 
-#include "worker/model/safetensors.h"
+#include "formats/safetensors.h"
 
 namespace diablo::peft {
 

@@ -13,7 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "worker/model/safetensors.h"
+#include "formats/safetensors.h"
 #include "worker/peft/adapter_files.h"
 #include "worker/peft/tensor_io.h"
 

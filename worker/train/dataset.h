@@ -11,7 +11,7 @@
 
 #include "worker/model/chat_template.h"
 #include "worker/model/tokenizer.h"
-#include "worker/train/train_config.h"
+#include "spec/train_config.h"
 
 namespace diablo::train {
 

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "worker/train/train_config.h"
+#include "spec/train_config.h"
 
 namespace diablo::train {
 

@@ -21,7 +21,7 @@
 #include "worker/model/chat_template.h"
 #include "worker/model/load_model.h"
 #include "worker/model/packed_embedding.h"
-#include "worker/model/safetensors.h"
+#include "formats/safetensors.h"
 #include "worker/peft/adapter_files.h"
 #include "worker/peft/inject.h"
 #include "worker/train/batch_plan.h"

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "worker/train/events.h"
-#include "worker/train/train_config.h"
+#include "spec/train_config.h"
 
 namespace diablo::train {
 

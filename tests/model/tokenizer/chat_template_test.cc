@@ -13,7 +13,7 @@
 
 #include "tests/model/tokenizer/test_util.h"
 #include "worker/model/bpe_tokenizer.h"
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 #include "worker/model/unicode_classes.h"
 
 namespace diablo::model {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "tests/model/tokenizer/test_util.h"
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 #include "worker/model/tokenizer.h"
 #ifdef DIABLO_WITH_SENTENCEPIECE
 #include <sentencepiece_trainer.h>

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "tests/model/tokenizer/test_util.h"
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 #include "worker/model/tokenizer.h"
 #include "worker/model/tokenizer_export.h"
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "worker/model/llama_config.h"
+#include "formats/llama_config.h"
 
 namespace diablo::estimate {
 

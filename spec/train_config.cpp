@@ -1,7 +1,7 @@
 // Parsing and validation of the training configuration.  A small reader
 // walks each section, takes the keys it knows and refuses the rest, so a
 // misspelt key fails instead of silently training with a default.
-#include "worker/train/train_config.h"
+#include "spec/train_config.h"
 
 #include <fstream>
 #include <set>
@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/train/yaml_json.h"
+#include "spec/yaml_json.h"
 
 namespace diablo::train {
 namespace {

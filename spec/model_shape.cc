@@ -1,7 +1,7 @@
 // LlamaModules: the module tree of worker/model/llama.cpp written out from the
 // config.  The order and names must follow that file's register_module calls,
 // which tests/adapters/estimate_inject_test.cpp checks against the real model.
-#include "common/model_shape.h"
+#include "spec/model_shape.h"
 
 namespace diablo::estimate {
 

@@ -1,10 +1,10 @@
 // Each function carries its own target attribute, so the file builds for the
 // baseline x86-64 and the caller checks the CPU at run time.
-#include "worker/model/ggml_dequant_avx2.h"
+#include "formats/ggml_dequant_avx2.h"
 
 #include <cstring>
 
-#include "worker/model/ggml_dequant.h"
+#include "formats/ggml_dequant.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>

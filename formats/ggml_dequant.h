@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <span>
 
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 namespace diablo::model {
 

@@ -31,8 +31,8 @@
 #include <string>
 #include <vector>
 
-#include "worker/model/safetensors.h"  // SafetensorsDtype
-#include "worker/peft/zip_reader.h"
+#include "formats/safetensors.h"  // SafetensorsDtype
+#include "formats/zip_reader.h"
 
 namespace diablo::peft {
 

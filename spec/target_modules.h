@@ -1,7 +1,7 @@
 // Which modules an adapter targets: a plain name matches a module whose last
 // path component equals it ("q_proj"); "re:<regex>" is matched against the
 // whole dotted path.  Plain C++, shared by injection (worker/peft) and the
-// estimator (common/estimate.h) so both pick exactly the same modules.
+// estimator (spec/estimate.h) so both pick exactly the same modules.
 #pragma once
 
 #include <regex>

@@ -1,12 +1,12 @@
 // Reading LlamaConfig from the two places users' models describe themselves.
-#include "worker/model/llama_config.h"
+#include "formats/llama_config.h"
 
 #include <set>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 namespace diablo::model {
 namespace {

@@ -1,4 +1,4 @@
-#include "worker/model/mapped_file.h"
+#include "formats/mapped_file.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "worker/model/gguf.h"  // FormatError
+#include "formats/gguf.h"  // FormatError
 
 namespace diablo::model {
 

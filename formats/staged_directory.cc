@@ -1,5 +1,5 @@
 // StagedDirectory: sibling staging directories and the rename protocol.
-#include "worker/model/staged_directory.h"
+#include "formats/staged_directory.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

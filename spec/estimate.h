@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "common/fine_tune_method.h"
-#include "worker/model/llama_config.h"
+#include "spec/fine_tune_method.h"
+#include "formats/llama_config.h"
 
 namespace diablo::estimate {
 

@@ -10,8 +10,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-#include "common/fine_tune_method.h"
-#include "worker/peft/adapter_config.h"
+#include "spec/fine_tune_method.h"
+#include "spec/adapter_config.h"
 
 namespace diablo::train {
 

@@ -2,7 +2,7 @@
 // against the bytes that remain (and for overflow) before it is used, so a
 // truncated or hostile file ends in FormatError, never in a crash or a huge
 // allocation.
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -10,7 +10,7 @@
 #include <limits>
 #include <set>
 
-#include "worker/model/mapped_file.h"
+#include "formats/mapped_file.h"
 
 namespace diablo::model {
 namespace {

@@ -1,5 +1,5 @@
 // EstimateTraining: parameter counts by matching targets against the module
-// tree of common/model_shape.h, and a memory model of one training step.
+// tree of spec/model_shape.h, and a memory model of one training step.
 //
 // Memory, in bytes (documented for users in docs/cli.md, "diablo estimate"):
 //   frozen weights  norms in fp32 (the runtime keeps them fp32), every other
@@ -28,14 +28,14 @@
 //                log-softmax the loss keeps, label positions only)
 //   Not counted: the CUDA context and allocator slack (plan about 1 GiB),
 //   LoRA's rank-r intermediates and dropout masks (small next to the above).
-#include "common/estimate.h"
+#include "spec/estimate.h"
 
-#include "common/target_modules.h"
+#include "spec/target_modules.h"
 
 #include <algorithm>
 #include <stdexcept>
 
-#include "common/model_shape.h"
+#include "spec/model_shape.h"
 
 namespace diablo::estimate {
 namespace {

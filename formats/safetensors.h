@@ -29,7 +29,7 @@
 #include <string_view>
 #include <vector>
 
-#include "worker/model/gguf.h"  // FormatError
+#include "formats/gguf.h"  // FormatError
 
 namespace diablo::model {
 

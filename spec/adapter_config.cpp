@@ -1,7 +1,7 @@
 // Names and range checks for AdapterConfig, shared by injection, adapter files
 // and the training config so every entry point rejects the same mistakes with
 // the same words.
-#include "worker/peft/adapter_config.h"
+#include "spec/adapter_config.h"
 
 #include <cmath>
 #include <stdexcept>

@@ -1,5 +1,5 @@
 // YAML → JSON through yaml-cpp when the build has it.
-#include "worker/train/yaml_json.h"
+#include "spec/yaml_json.h"
 
 #include <cmath>
 #include <stdexcept>

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/model/llama_config.h"
+#include "formats/llama_config.h"
 
 namespace diablo::estimate {
 

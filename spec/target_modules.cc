@@ -1,4 +1,4 @@
-#include "common/target_modules.h"
+#include "spec/target_modules.h"
 
 #include <stdexcept>
 

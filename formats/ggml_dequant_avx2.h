@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 namespace diablo::model {
 

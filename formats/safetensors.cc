@@ -2,7 +2,7 @@
 // that refuses duplicate keys and nesting deeper than the format needs, then
 // every tensor entry is checked (dtype, shape, offsets, size) and the entries
 // together must tile the data section exactly.
-#include "worker/model/safetensors.h"
+#include "formats/safetensors.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -17,7 +17,7 @@
 #include <set>
 #include <stdexcept>
 
-#include "worker/model/mapped_file.h"
+#include "formats/mapped_file.h"
 
 namespace diablo::model {
 namespace {

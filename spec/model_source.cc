@@ -1,13 +1,13 @@
 // ReadModelSource: picks the reader by what the path is, and reads only the
 // metadata (the GGUF tensor directory is parsed, tensor data is not touched).
-#include "common/model_source.h"
+#include "spec/model_source.h"
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "worker/model/gguf.h"
+#include "formats/gguf.h"
 
 namespace diablo::estimate {
 namespace {

@@ -4,9 +4,9 @@
 //   Q4_1: f16 scale d, f16 min m, 16 bytes    -> d * q + m
 // In the 4-bit formats byte j holds value j in its low nibble and value j+16
 // in its high nibble.
-#include "worker/model/ggml_dequant.h"
+#include "formats/ggml_dequant.h"
 
-#include "worker/model/ggml_dequant_avx2.h"
+#include "formats/ggml_dequant_avx2.h"
 
 #include <bit>
 #include <cstring>

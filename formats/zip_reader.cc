@@ -1,14 +1,14 @@
 // Zip parsing: the end record is found by scanning back over at most one
 // maximal comment, then the central directory is walked with every field
 // checked against the bytes that remain.  Only stored entries can be read.
-#include "worker/peft/zip_reader.h"
+#include "formats/zip_reader.h"
 
 #include <array>
 #include <cerrno>
 #include <cstring>
 
-#include "worker/model/mapped_file.h"
-#include "worker/model/gguf.h"  // FormatError
+#include "formats/mapped_file.h"
+#include "formats/gguf.h"  // FormatError
 
 namespace diablo::peft {
 namespace {

@@ -2,7 +2,7 @@
 // in one arena and refer to each other by index, so hostile pickles (cycles
 // through the memo, deep nesting) cannot leak or overflow the stack, and the
 // arena's size is capped.
-#include "worker/peft/torch_save_reader.h"
+#include "formats/torch_save_reader.h"
 
 #include <bit>
 #include <cstdio>

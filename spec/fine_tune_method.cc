@@ -1,4 +1,4 @@
-#include "common/fine_tune_method.h"
+#include "spec/fine_tune_method.h"
 
 #include <stdexcept>
 
