@@ -26,7 +26,7 @@ demo: build
 	@bash scripts/demo.sh
 
 format:
-	@git ls-files '*.h' '*.cc' '*.cpp' '*.cu' '*.cuh' | xargs clang-format -i
+	@git ls-files '*.h' '*.cc' '*.cu' '*.cuh' | xargs clang-format -i
 
 clean:
 	rm -rf $(BUILD_DIR)

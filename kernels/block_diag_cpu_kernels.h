@@ -1,5 +1,5 @@
 // Internal to kernels/: the hand-vectorised fp32 CPU kernels behind
-// block_diag_cpu.cpp, and the switch that picks them or the BLAS path.
+// block_diag_cpu.cc, and the switch that picks them or the BLAS path.
 //
 // Why hand-written: a DiaBlo block is a GEMM with a tiny inner dimension
 // (b_in = 9 for a 576-wide layer, 64 for 4096 with N = 64), where BLAS spends

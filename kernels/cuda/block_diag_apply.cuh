@@ -1,6 +1,6 @@
 // Launchers of the hand-written small-block kernel that serves both the forward
 // pass and the input gradient of the block-diagonal adapter.  Raw device
-// pointers, row strides and a stream only (no LibTorch); dispatch.cpp checks
+// pointers, row strides and a stream only (no LibTorch); dispatch.cc checks
 // the tensors and calls these.
 #pragma once
 

@@ -1,7 +1,7 @@
 // Host-side vocabulary shared by the CUDA launchers and their LibTorch glue:
 // the element types the kernels accept, the adapter's block geometry, and the
 // check macro that turns a CUDA error into an exception naming file and line.
-// Plain C++ (no device code, no LibTorch) so dispatch.cpp can include it.
+// Plain C++ (no device code, no LibTorch) so dispatch.cc can include it.
 #pragma once
 
 #include <cuda_runtime_api.h>
