@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Control-plane benchmark: job submit throughput and submit→RUNNING latency.
 
-Starts real diablo-scheduler processes on loopback (tests/service/cluster.py,
+Starts real diablo-scheduler processes on loopback (tests/e2e/cluster.py,
 rate limits and queue caps lifted) and drives them through the Python SDK
 (client/python/diablo_client).  Three measurements:
 

@@ -46,7 +46,7 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // DiaBlo's layout (DESIGN.md, "The method"): N_eff * b_in * b_out.  Written
 // out again here rather than shared with kernels/ (which is LibTorch);
-// tests/adapters/estimate_inject_test.cc checks the two agree.
+// tests/spec/estimate_inject_test.cc checks the two agree.
 int64_t DiaBloParameters(int64_t in, int64_t out, int64_t blocks) {
   const int64_t block_in = CeilDiv(in, blocks), block_out = CeilDiv(out, blocks);
   const int64_t n_eff = std::max(CeilDiv(in, block_in), CeilDiv(out, block_out));

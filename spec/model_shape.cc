@@ -1,6 +1,6 @@
 // LlamaModules: the module tree of worker/model/llama.cc written out from the
 // config.  The order and names must follow that file's register_module calls,
-// which tests/adapters/estimate_inject_test.cc checks against the real model.
+// which tests/spec/estimate_inject_test.cc checks against the real model.
 #include "spec/model_shape.h"
 
 namespace diablo::estimate {

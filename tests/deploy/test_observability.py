@@ -44,7 +44,7 @@ ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARDS = {name: DEPLOY / "grafana" / "dashboards" / f"{name}.json" for name in ("fleet", "job")}
 PROVISIONING = DEPLOY / "grafana" / "provisioning"
 
-sys.path.insert(0, str(REPO / "tests" / "service"))
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
 from cluster import Cluster, write_job  # noqa: E402
 
 BIN = None

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/adapters/torch_save_builder.h"
+#include "tests/formats/torch_save_builder.h"
 #include "formats/safetensors.h"
 
 namespace {
