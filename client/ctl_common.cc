@@ -1,9 +1,9 @@
 // Shared plumbing of diablo-ctl.
+#include <google/protobuf/util/json_util.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
@@ -35,8 +35,8 @@ int ReportRpcError(const Options& options, const grpc::Status& status) {
     default:
       break;
   }
-  std::fprintf(stderr, "diablo-ctl: %s: %s%s\n", options.rpc.server.c_str(), status.error_message().c_str(),
-               hint.c_str());
+  std::fprintf(stderr, "diablo-ctl: %s: %s%s\n", options.rpc.server.c_str(),
+               status.error_message().c_str(), hint.c_str());
   return kRpcFailed;
 }
 

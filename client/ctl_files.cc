@@ -19,8 +19,8 @@ constexpr size_t kChunk = 1 << 20;
 
 }  // namespace
 
-std::string UploadFile(const Options& options, Clients& clients, const std::string& path, const std::string& name,
-                       int* exit_code) {
+std::string UploadFile(const Options& options, Clients& clients, const std::string& path,
+                       const std::string& name, int* exit_code) {
   absl::StatusOr<std::string> digest = Sha256OfFile(path);
   if (!digest.ok()) {
     *exit_code = UsageError(std::string(digest.status().message()));
@@ -33,7 +33,8 @@ std::string UploadFile(const Options& options, Clients& clients, const std::stri
     auto context = NewCallContext(options.rpc);
     grpc::Status status = clients.files->FindFile(context.get(), find, &existing);
     if (status.ok()) {
-      std::fprintf(stderr, "diablo-ctl: %s is already uploaded as %s\n", path.c_str(), existing.id().c_str());
+      std::fprintf(stderr, "diablo-ctl: %s is already uploaded as %s\n", path.c_str(),
+                   existing.id().c_str());
       return existing.id();
     }
     if (status.error_code() != grpc::StatusCode::NOT_FOUND) {
@@ -66,7 +67,9 @@ std::string UploadFile(const Options& options, Clients& clients, const std::stri
     message.set_data(buffer.data(), static_cast<size_t>(in.gcount()));
     ok = writer->Write(message);
     sent += in.gcount();
-    if (tty) std::fprintf(stderr, "\r\033[Kuploading %s: %.0f%%", name.c_str(), 100.0 * sent / std::max<int64_t>(size, 1));
+    if (tty)
+      std::fprintf(stderr, "\r\033[Kuploading %s: %.0f%%", name.c_str(),
+                   100.0 * sent / std::max<int64_t>(size, 1));
   }
   if (tty) std::fprintf(stderr, "\r\033[K");
   writer->WritesDone();
@@ -75,15 +78,16 @@ std::string UploadFile(const Options& options, Clients& clients, const std::stri
     *exit_code = ReportRpcError(options, status);
     return "";
   }
-  std::fprintf(stderr, "diablo-ctl: uploaded %s as %s (%s bytes)\n", path.c_str(), file.id().c_str(),
-               std::to_string(size).c_str());
+  std::fprintf(stderr, "diablo-ctl: uploaded %s as %s (%s bytes)\n", path.c_str(),
+               file.id().c_str(), std::to_string(size).c_str());
   return file.id();
 }
 
 int FilesUpload(const Options& options, const std::string& path, const std::string& name) {
   Clients clients = Connect(options);
   int code = kOk;
-  const std::string id = UploadFile(options, clients, path, name.empty() ? fs::path(path).filename().string() : name, &code);
+  const std::string id = UploadFile(
+      options, clients, path, name.empty() ? fs::path(path).filename().string() : name, &code);
   if (id.empty()) return code;
   std::printf("upload://%s\n", id.c_str());
   return kOk;
@@ -107,8 +111,8 @@ int FilesList(const Options& options) {
   }
   std::printf("%-20s %-32s %12s  %s\n", "ID", "NAME", "BYTES", "SHA256");
   for (const v1::File& f : all.files())
-    std::printf("%-20s %-32s %12lld  %s\n", f.id().c_str(), f.name().c_str(), static_cast<long long>(f.size_bytes()),
-                f.sha256().substr(0, 16).c_str());
+    std::printf("%-20s %-32s %12lld  %s\n", f.id().c_str(), f.name().c_str(),
+                static_cast<long long>(f.size_bytes()), f.sha256().substr(0, 16).c_str());
   return kOk;
 }
 
@@ -124,7 +128,8 @@ int FilesRemove(const Options& options, const std::string& id) {
   return kOk;
 }
 
-int Download(const Options& options, const std::string& id, const std::string& out_dir, const std::string& only) {
+int Download(const Options& options, const std::string& id, const std::string& out_dir,
+             const std::string& only) {
   Clients clients = Connect(options);
   v1::ListArtifactsRequest list;
   list.set_job_id(id);
@@ -135,18 +140,21 @@ int Download(const Options& options, const std::string& id, const std::string& o
     if (!status.ok()) return ReportRpcError(options, status);
   }
   if (artifacts.artifacts().empty())
-    return UsageError(absl::StrCat("job ", id, " has no artifacts yet (they appear when it succeeds)"));
+    return UsageError(
+        absl::StrCat("job ", id, " has no artifacts yet (they appear when it succeeds)"));
   const fs::path root = out_dir.empty() ? fs::path(id) : fs::path(out_dir);
   int downloaded = 0;
   for (const v1::Artifact& artifact : artifacts.artifacts()) {
-    if (!only.empty() && artifact.name() != only && artifact.name().rfind(only + "/", 0) != 0) continue;
+    if (!only.empty() && artifact.name() != only && artifact.name().rfind(only + "/", 0) != 0)
+      continue;
     const fs::path target = root / artifact.name();
     const fs::path partial = target.string() + ".partial";
     fs::create_directories(target.parent_path());
     v1::DownloadArtifactRequest request;
     request.set_job_id(id);
     request.set_name(artifact.name());
-    auto context = NewCallContext(options.rpc, std::chrono::seconds(600 + artifact.size_bytes() / (1 << 20)));
+    auto context =
+        NewCallContext(options.rpc, std::chrono::seconds(600 + artifact.size_bytes() / (1 << 20)));
     auto reader = clients.jobs->DownloadArtifact(context.get(), request);
     std::ofstream out(partial, std::ios::binary | std::ios::trunc);
     Sha256 sha;
@@ -163,14 +171,16 @@ int Download(const Options& options, const std::string& id, const std::string& o
     }
     if (const std::string digest = sha.HexDigest(); digest != artifact.sha256()) {
       fs::remove(partial);
-      std::fprintf(stderr, "diablo-ctl: %s: SHA-256 %s does not match the job's record %s; nothing kept\n",
+      std::fprintf(stderr,
+                   "diablo-ctl: %s: SHA-256 %s does not match the job's record %s; nothing kept\n",
                    artifact.name().c_str(), digest.c_str(), artifact.sha256().c_str());
       return kChecksum;
     }
     fs::rename(partial, target);
     ++downloaded;
-    std::fprintf(stderr, "%s  %s (%lld bytes, sha256 ok)\n", artifact.sha256().substr(0, 16).c_str(),
-                 target.c_str(), static_cast<long long>(artifact.size_bytes()));
+    std::fprintf(stderr, "%s  %s (%lld bytes, sha256 ok)\n",
+                 artifact.sha256().substr(0, 16).c_str(), target.c_str(),
+                 static_cast<long long>(artifact.size_bytes()));
   }
   if (downloaded == 0) return UsageError(absl::StrCat("job ", id, " has no artifact named ", only));
   std::printf("%s\n", root.c_str());

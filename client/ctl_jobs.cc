@@ -1,15 +1,14 @@
 // diablo-ctl submit, list, get, cancel, workers and version.
+#include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <stdexcept>
 #include <thread>
-
-#include <google/protobuf/util/json_util.h>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -51,13 +50,15 @@ int UploadLocalInputs(const Options& options, Clients& clients, const fs::path& 
     std::error_code ec;
     if (fs::is_regular_file(path, ec)) {
       int code = kOk;
-      const std::string id = UploadFile(options, clients, path.string(), path.filename().string(), &code);
+      const std::string id =
+          UploadFile(options, clients, path.string(), path.filename().string(), &code);
       if (id.empty()) return code;
       (*node)[field] = "upload://" + id;
     } else if (!fs::path(value).is_absolute()) {
-      return UsageError(absl::StrCat(key != nullptr ? absl::StrCat(section, ".", key) : section, ": ", value,
-                                     " is not a file here (relative paths are uploaded; directories must be on "
-                                     "storage the workers share, given as an absolute path or an s3:// URI)"));
+      return UsageError(
+          absl::StrCat(key != nullptr ? absl::StrCat(section, ".", key) : section, ": ", value,
+                       " is not a file here (relative paths are uploaded; directories must be on "
+                       "storage the workers share, given as an absolute path or an s3:// URI)"));
     }
   }
   return kOk;
@@ -71,16 +72,22 @@ void PrintJob(const v1::Job& job) {
   std::printf("attempts:    %d (max retries %d)\n", job.attempts(), job.max_retries());
   if (job.total_steps() > 0)
     std::printf("progress:    step %lld/%lld, loss %.4f, %.0f tokens/s, ETA %s\n",
-                static_cast<long long>(job.step()), static_cast<long long>(job.total_steps()), job.loss(),
-                job.tokens_per_s(), Duration(job.eta_s()).c_str());
-  if (job.checkpoint_step() > 0) std::printf("checkpoint:  step %lld\n", static_cast<long long>(job.checkpoint_step()));
-  std::printf("placement:   %d node(s) x %d device(s), priority %d", job.nodes(), job.devices_per_node(), job.priority());
-  for (int i = 0; i < job.workers_size(); ++i) std::printf("%s%s", i == 0 ? ", on " : ", ", job.workers(i).c_str());
+                static_cast<long long>(job.step()), static_cast<long long>(job.total_steps()),
+                job.loss(), job.tokens_per_s(), Duration(job.eta_s()).c_str());
+  if (job.checkpoint_step() > 0)
+    std::printf("checkpoint:  step %lld\n", static_cast<long long>(job.checkpoint_step()));
+  std::printf("placement:   %d node(s) x %d device(s), priority %d", job.nodes(),
+              job.devices_per_node(), job.priority());
+  for (int i = 0; i < job.workers_size(); ++i)
+    std::printf("%s%s", i == 0 ? ", on " : ", ", job.workers(i).c_str());
   std::printf("\n");
-  std::printf("estimate:    %.2f GiB per rank\n", static_cast<double>(job.estimated_bytes()) / (1 << 30));
-  for (const auto& [key, value] : job.labels()) std::printf("label:       %s=%s\n", key.c_str(), value.c_str());
+  std::printf("estimate:    %.2f GiB per rank\n",
+              static_cast<double>(job.estimated_bytes()) / (1 << 30));
+  for (const auto& [key, value] : job.labels())
+    std::printf("label:       %s=%s\n", key.c_str(), value.c_str());
   std::printf("model:       %s\n", job.spec().model().c_str());
-  std::printf("method:      %s\n", job.spec().method().has_name() ? job.spec().method().name().c_str() : "diablo");
+  std::printf("method:      %s\n",
+              job.spec().method().has_name() ? job.spec().method().name().c_str() : "diablo");
 }
 
 }  // namespace
@@ -93,23 +100,29 @@ int Submit(const Options& options, const SubmitArgs& args) {
     return UsageError(e.what());
   }
   if (doc.contains("output_dir")) {
-    std::fprintf(stderr, "diablo-ctl: note: output_dir is ignored by the service (download the adapter instead)\n");
+    std::fprintf(
+        stderr,
+        "diablo-ctl: note: output_dir is ignored by the service (download the adapter instead)\n");
     doc.erase("output_dir");
   }
   Clients clients = Connect(options);
   if (!args.no_upload) {
-    if (int code = UploadLocalInputs(options, clients, fs::path(args.config_path).parent_path(), doc); code != kOk)
+    if (int code =
+            UploadLocalInputs(options, clients, fs::path(args.config_path).parent_path(), doc);
+        code != kOk)
       return code;
   }
   v1::CreateJobRequest request;
   google::protobuf::util::JsonParseOptions parse;
-  if (auto status = google::protobuf::util::JsonStringToMessage(doc.dump(), request.mutable_spec(), parse);
+  if (auto status =
+          google::protobuf::util::JsonStringToMessage(doc.dump(), request.mutable_spec(), parse);
       !status.ok())
     return UsageError(absl::StrCat(args.config_path, ": ", std::string(status.message())));
   request.set_name(args.name.empty() ? fs::path(args.config_path).stem().string() : args.name);
   for (const std::string& label : args.labels) {
     const size_t eq = label.find('=');
-    if (eq == std::string::npos || eq == 0) return UsageError(absl::StrCat("--label ", label, ": expected key=value"));
+    if (eq == std::string::npos || eq == 0)
+      return UsageError(absl::StrCat("--label ", label, ": expected key=value"));
     (*request.mutable_labels())[label.substr(0, eq)] = label.substr(eq + 1);
   }
   request.set_priority(args.priority);
@@ -132,25 +145,28 @@ int Submit(const Options& options, const SubmitArgs& args) {
     std::printf("%s\n", ToJson(job).c_str());
   } else {
     std::printf("%s\n", job.id().c_str());
-    std::fprintf(stderr, "submitted %s (%s): %s\n", job.id().c_str(), job.name().c_str(), job.reason().c_str());
+    std::fprintf(stderr, "submitted %s (%s): %s\n", job.id().c_str(), job.name().c_str(),
+                 job.reason().c_str());
   }
   std::fflush(stdout);
   return args.wait ? Watch(options, job.id(), false) : kOk;
 }
 
-int List(const Options& options, const std::vector<std::string>& states, const std::vector<std::string>& labels,
-         int limit) {
+int List(const Options& options, const std::vector<std::string>& states,
+         const std::vector<std::string>& labels, int limit) {
   v1::ListJobsRequest request;
   for (const std::string& state : states) {
     v1::JobState value;
     if (!v1::JobState_Parse("JOB_STATE_" + absl::AsciiStrToUpper(state), &value) || value == 0)
-      return UsageError(absl::StrCat("--state ", state,
-                                     ": expected queued, assigned, running, succeeded, failed or cancelled"));
+      return UsageError(
+          absl::StrCat("--state ", state,
+                       ": expected queued, assigned, running, succeeded, failed or cancelled"));
     request.add_states(value);
   }
   for (const std::string& label : labels) {
     const size_t eq = label.find('=');
-    if (eq == std::string::npos) return UsageError(absl::StrCat("--label ", label, ": expected key=value"));
+    if (eq == std::string::npos)
+      return UsageError(absl::StrCat("--label ", label, ": expected key=value"));
     (*request.mutable_labels())[label.substr(0, eq)] = label.substr(eq + 1);
   }
   Clients clients = Connect(options);
@@ -171,11 +187,12 @@ int List(const Options& options, const std::vector<std::string>& states, const s
   std::printf("%-20s %-24s %-10s %-12s %-8s %s\n", "ID", "NAME", "STATE", "STEP", "LOSS", "AGE");
   const double now = static_cast<double>(std::time(nullptr));
   for (const v1::Job& job : all.jobs()) {
-    const std::string step = job.total_steps() > 0 ? absl::StrCat(job.step(), "/", job.total_steps()) : "-";
+    const std::string step =
+        job.total_steps() > 0 ? absl::StrCat(job.step(), "/", job.total_steps()) : "-";
     const std::string loss = job.step() > 0 ? absl::StrFormat("%.4f", job.loss()) : "-";
-    std::printf("%-20s %-24s %-10s %-12s %-8s %s\n", job.id().c_str(), job.name().substr(0, 24).c_str(),
-                StateName(job.state()).c_str(), step.c_str(), loss.c_str(),
-                Duration(now - static_cast<double>(job.created_at())).c_str());
+    std::printf("%-20s %-24s %-10s %-12s %-8s %s\n", job.id().c_str(),
+                job.name().substr(0, 24).c_str(), StateName(job.state()).c_str(), step.c_str(),
+                loss.c_str(), Duration(now - static_cast<double>(job.created_at())).c_str());
   }
   return kOk;
 }
@@ -208,7 +225,8 @@ int Cancel(const Options& options, const std::string& id, const std::string& rea
   if (options.json) {
     std::printf("%s\n", ToJson(job).c_str());
   } else {
-    std::printf("%s %s: %s\n", job.id().c_str(), StateName(job.state()).c_str(), job.reason().c_str());
+    std::printf("%s %s: %s\n", job.id().c_str(), StateName(job.state()).c_str(),
+                job.reason().c_str());
   }
   return kOk;
 }
@@ -217,18 +235,22 @@ int Workers(const Options& options) {
   Clients clients = Connect(options);
   v1::ListWorkersResponse response;
   auto context = NewCallContext(options.rpc);
-  grpc::Status status = clients.fleet->ListWorkers(context.get(), v1::ListWorkersRequest(), &response);
+  grpc::Status status =
+      clients.fleet->ListWorkers(context.get(), v1::ListWorkersRequest(), &response);
   if (!status.ok()) return ReportRpcError(options, status);
   if (options.json) {
     std::printf("%s\n", ToJson(response).c_str());
     return kOk;
   }
-  std::printf("%-20s %-16s %-16s %-6s %-8s %-10s %s\n", "ID", "NAME", "HOST", "KIND", "DEVICES", "STATUS", "JOBS");
+  std::printf("%-20s %-16s %-16s %-6s %-8s %-10s %s\n", "ID", "NAME", "HOST", "KIND", "DEVICES",
+              "STATUS", "JOBS");
   for (const v1::WorkerInfo& w : response.workers()) {
     std::string jobs;
-    for (const std::string& job : w.running_jobs()) absl::StrAppend(&jobs, jobs.empty() ? "" : ",", job);
-    std::printf("%-20s %-16s %-16s %-6s %-8d %-10s %s\n", w.id().c_str(), w.name().c_str(), w.host().c_str(),
-                w.device_kind().c_str(), w.devices(), w.status().c_str(), jobs.empty() ? "-" : jobs.c_str());
+    for (const std::string& job : w.running_jobs())
+      absl::StrAppend(&jobs, jobs.empty() ? "" : ",", job);
+    std::printf("%-20s %-16s %-16s %-6s %-8d %-10s %s\n", w.id().c_str(), w.name().c_str(),
+                w.host().c_str(), w.device_kind().c_str(), w.devices(), w.status().c_str(),
+                jobs.empty() ? "-" : jobs.c_str());
   }
   return kOk;
 }
@@ -242,8 +264,8 @@ int Version(const Options& options) {
   grpc::Status status = stub->GetVersion(context.get(), v1::GetVersionRequest(), &response);
   if (!status.ok()) return ReportRpcError(options, status);
   if (options.json) {
-    std::printf("{\"client\":{\"version\":\"%s\",\"git_commit\":\"%s\"},\"server\":%s}\n", kVersion, kGitCommit,
-                ToJson(response).c_str());
+    std::printf("{\"client\":{\"version\":\"%s\",\"git_commit\":\"%s\"},\"server\":%s}\n", kVersion,
+                kGitCommit, ToJson(response).c_str());
     return kOk;
   }
   std::printf("server: diablo-scheduler %s (%s) at %s, up %llds, APIs:", response.version().c_str(),

@@ -18,13 +18,16 @@ class ProgressBar {
   ~ProgressBar() { Clear(); }
 
   void Update(const v1::StepMetrics& m) {
-    const double fraction = m.total_steps() > 0 ? static_cast<double>(m.step()) / static_cast<double>(m.total_steps()) : 0;
+    const double fraction =
+        m.total_steps() > 0 ? static_cast<double>(m.step()) / static_cast<double>(m.total_steps())
+                            : 0;
     const int width = 30, filled = static_cast<int>(fraction * width);
     std::string bar(static_cast<size_t>(filled), '=');
     if (filled < width) bar += '>';
     bar.resize(width, ' ');
-    line_ = absl::StrFormat("[%s] step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %s", bar, m.step(), m.total_steps(),
-                            m.loss(), m.lr(), m.tokens_per_s(), Duration(m.eta_s()));
+    line_ =
+        absl::StrFormat("[%s] step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %s", bar, m.step(),
+                        m.total_steps(), m.loss(), m.lr(), m.tokens_per_s(), Duration(m.eta_s()));
     if (tty_) {
       std::fprintf(stderr, "\r\033[K%s", line_.c_str());
     } else if (m.step() == m.total_steps() || m.step() % 10 == 0) {
@@ -52,12 +55,14 @@ std::string Describe(const v1::JobEvent& event) {
   switch (event.kind_case()) {
     case v1::JobEvent::kState:
       if (event.state().from() == v1::JOB_STATE_UNSPECIFIED)
-        return absl::StrFormat("state: %s  (%s)", StateName(event.state().to()), event.state().reason());
-      return absl::StrFormat("state: %s -> %s  (%s)", StateName(event.state().from()), StateName(event.state().to()),
-                             event.state().reason());
+        return absl::StrFormat("state: %s  (%s)", StateName(event.state().to()),
+                               event.state().reason());
+      return absl::StrFormat("state: %s -> %s  (%s)", StateName(event.state().from()),
+                             StateName(event.state().to()), event.state().reason());
     case v1::JobEvent::kEval:
-      return absl::StrFormat("eval at step %d: loss %.4f, perplexity %.2f (%d examples)", event.eval().step(),
-                             event.eval().loss(), event.eval().perplexity(), event.eval().examples());
+      return absl::StrFormat("eval at step %d: loss %.4f, perplexity %.2f (%d examples)",
+                             event.eval().step(), event.eval().loss(), event.eval().perplexity(),
+                             event.eval().examples());
     case v1::JobEvent::kCheckpoint:
       return absl::StrFormat("checkpoint at step %d stored%s", event.checkpoint().step(),
                              event.checkpoint().final() ? " (final)" : "");
@@ -70,8 +75,8 @@ std::string Describe(const v1::JobEvent& event) {
 
 // Streams events after `*after_seq` to `handle` until the stream ends;
 // reconnects (from the last event seen) when it breaks, for up to a minute.
-grpc::Status Stream(const Options& options, Clients& clients, const std::string& id, bool follow, int64_t* after_seq,
-                    const std::function<void(const v1::JobEvent&)>& handle) {
+grpc::Status Stream(const Options& options, Clients& clients, const std::string& id, bool follow,
+                    int64_t* after_seq, const std::function<void(const v1::JobEvent&)>& handle) {
   int failures = 0;
   while (true) {
     v1::WatchJobRequest request;
@@ -122,14 +127,15 @@ int Watch(const Options& options, const std::string& id, bool) {
 int Logs(const Options& options, const std::string& id, bool follow) {
   Clients clients = Connect(options);
   int64_t after = 0;
-  grpc::Status status = Stream(options, clients, id, follow, &after, [&](const v1::JobEvent& event) {
-    if (options.json) {
-      std::printf("%s\n", ToJson(event).c_str());
-    } else if (!event.has_step()) {
-      std::printf("%s\n", Describe(event).c_str());
-    }
-    std::fflush(stdout);
-  });
+  grpc::Status status =
+      Stream(options, clients, id, follow, &after, [&](const v1::JobEvent& event) {
+        if (options.json) {
+          std::printf("%s\n", ToJson(event).c_str());
+        } else if (!event.has_step()) {
+          std::printf("%s\n", Describe(event).c_str());
+        }
+        std::fflush(stdout);
+      });
   if (!status.ok()) return ReportRpcError(options, status);
   return kOk;
 }

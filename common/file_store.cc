@@ -33,10 +33,13 @@ fs::path TempNameFor(const fs::path& target) {
 
 // Writes `data` (or the content of `source` when non-empty) to a temporary
 // file, fsyncs it and renames it to `target`.
-absl::Status WriteAtomically(const fs::path& target, std::string_view data, const fs::path* source) {
+absl::Status WriteAtomically(const fs::path& target, std::string_view data,
+                             const fs::path* source) {
   std::error_code ec;
   fs::create_directories(target.parent_path(), ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", target.parent_path().string(), ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("cannot create ", target.parent_path().string(), ": ", ec.message()));
   const fs::path temp = TempNameFor(target);
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot create", temp);
@@ -102,10 +105,12 @@ class FileStore final : public ObjectStore {
     ASSIGN_OR_RETURN(fs::path source, ExistingPathOf(key));
     return ReadRange(key, 0, static_cast<int64_t>(fs::file_size(source)));
   }
-  absl::StatusOr<std::string> ReadRange(std::string_view key, int64_t offset, int64_t length) override {
+  absl::StatusOr<std::string> ReadRange(std::string_view key, int64_t offset,
+                                        int64_t length) override {
     ASSIGN_OR_RETURN(fs::path source, ExistingPathOf(key));
     std::ifstream in(source, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat("object ", AbslView(key), " cannot be opened"));
+    if (!in)
+      return absl::NotFoundError(absl::StrCat("object ", AbslView(key), " cannot be opened"));
     in.seekg(offset);
     std::string data(static_cast<size_t>(std::max<int64_t>(length, 0)), '\0');
     in.read(data.data(), static_cast<std::streamsize>(data.size()));
@@ -122,8 +127,8 @@ class FileStore final : public ObjectStore {
     std::vector<ObjectInfo> objects;
     std::error_code ec;
     if (!fs::exists(root_, ec)) return objects;
-    for (auto it = fs::recursive_directory_iterator(root_, ec); !ec && it != fs::recursive_directory_iterator();
-         it.increment(ec)) {
+    for (auto it = fs::recursive_directory_iterator(root_, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       if (!it->is_regular_file()) continue;
       std::string key = fs::relative(it->path(), root_).generic_string();
       if (key.rfind(prefix, 0) != 0) continue;
@@ -133,8 +138,10 @@ class FileStore final : public ObjectStore {
         continue;
       objects.push_back({key, static_cast<int64_t>(it->file_size())});
     }
-    if (ec) return absl::InternalError(absl::StrCat("cannot list ", root_.string(), ": ", ec.message()));
-    std::sort(objects.begin(), objects.end(), [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
+    if (ec)
+      return absl::InternalError(absl::StrCat("cannot list ", root_.string(), ": ", ec.message()));
+    std::sort(objects.begin(), objects.end(),
+              [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
     return objects;
   }
 
@@ -142,7 +149,9 @@ class FileStore final : public ObjectStore {
     ASSIGN_OR_RETURN(fs::path target, PathOf(key));
     std::error_code ec;
     fs::remove(target, ec);
-    if (ec) return absl::InternalError(absl::StrCat("cannot delete ", target.string(), ": ", ec.message()));
+    if (ec)
+      return absl::InternalError(
+          absl::StrCat("cannot delete ", target.string(), ": ", ec.message()));
     return absl::OkStatus();
   }
 
@@ -166,10 +175,13 @@ class FileStore final : public ObjectStore {
 
 absl::StatusOr<std::unique_ptr<ObjectStore>> OpenFileStore(const fs::path& root) {
   if (!root.is_absolute())
-    return absl::InvalidArgumentError(absl::StrCat("file storage root must be an absolute path, got ", root.string()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("file storage root must be an absolute path, got ", root.string()));
   std::error_code ec;
   fs::create_directories(root, ec);
-  if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot create storage directory ", root.string(), ": ", ec.message()));
+  if (ec)
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot create storage directory ", root.string(), ": ", ec.message()));
   return std::unique_ptr<ObjectStore>(std::make_unique<FileStore>(root));
 }
 

@@ -8,9 +8,9 @@ namespace diablo {
 namespace {
 
 absl::Status Invalid(absl::string_view what, absl::string_view text, absl::string_view why) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      what, ": '", text, "' is not a valid address (", why,
-      "); expected host:port, [ipv6]:port or :port, e.g. 127.0.0.1:50051"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, ": '", text, "' is not a valid address (", why,
+                   "); expected host:port, [ipv6]:port or :port, e.g. 127.0.0.1:50051"));
 }
 
 }  // namespace
@@ -34,7 +34,8 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view text, absl::string_view
   uint32_t port = 0;
   const uint32_t lowest = port_zero == PortZero::kAllowed ? 0 : 1;
   if (!absl::SimpleAtoi(port_text, &port) || port < lowest || port > 65535) {
-    return Invalid(what, text, absl::StrCat("the port must be a number from ", lowest, " to 65535"));
+    return Invalid(what, text,
+                   absl::StrCat("the port must be a number from ", lowest, " to 65535"));
   }
   HostPort out;
   out.host = host.empty() ? "0.0.0.0" : std::string(host);

@@ -29,7 +29,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const RpcClientOption
 std::unique_ptr<grpc::ClientContext> NewCallContext(const RpcClientOptions& options,
                                                     std::chrono::milliseconds timeout);
 inline std::unique_ptr<grpc::ClientContext> NewCallContext(const RpcClientOptions& options) {
-  return NewCallContext(options, std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000)));
+  return NewCallContext(options,
+                        std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000)));
 }
 
 // Worth retrying after a pause: the server is restarting or briefly overloaded.

@@ -1,10 +1,10 @@
 // SHA-256 over OpenSSL's EVP interface.
 #include "common/sha256.h"
 
+#include <openssl/evp.h>
+
 #include <cstdio>
 #include <fstream>
-
-#include <openssl/evp.h>
 
 #include "absl/status/status.h"
 
@@ -21,7 +21,9 @@ Sha256::Sha256() : state_(std::make_unique<State>()) {
 
 Sha256::~Sha256() { EVP_MD_CTX_free(state_->ctx); }
 
-void Sha256::Update(std::string_view data) { EVP_DigestUpdate(state_->ctx, data.data(), data.size()); }
+void Sha256::Update(std::string_view data) {
+  EVP_DigestUpdate(state_->ctx, data.data(), data.size());
+}
 
 std::string Sha256::HexDigest() {
   unsigned char digest[EVP_MAX_MD_SIZE];

@@ -10,9 +10,9 @@
 
 // Evaluates `expr` (an absl::Status) and returns it from the enclosing
 // function when it is not OK.
-#define RETURN_IF_ERROR(expr)                  \
-  do {                                         \
-    ::absl::Status diablo_status_ = (expr);    \
+#define RETURN_IF_ERROR(expr)                        \
+  do {                                               \
+    ::absl::Status diablo_status_ = (expr);          \
     if (!diablo_status_.ok()) return diablo_status_; \
   } while (false)
 

@@ -6,11 +6,11 @@
 // in its high nibble.
 #include "formats/ggml_dequant.h"
 
-#include "formats/ggml_dequant_avx2.h"
-
 #include <bit>
 #include <cstring>
 #include <string>
+
+#include "formats/ggml_dequant_avx2.h"
 
 namespace diablo::model {
 namespace {
@@ -49,8 +49,12 @@ float BFloat16ToFloat(uint16_t b) { return std::bit_cast<float>(static_cast<uint
 
 bool CanDequantize(GgmlType type) {
   switch (type) {
-    case GgmlType::kF32: case GgmlType::kF16: case GgmlType::kBF16:
-    case GgmlType::kQ8_0: case GgmlType::kQ4_0: case GgmlType::kQ4_1:
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+    case GgmlType::kQ8_0:
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
       return true;
     default:
       return false;

@@ -83,10 +83,17 @@ bool HaveAvx2Decoders() {
 
 bool DecodeBlocksAvx2(GgmlType type, const uint8_t* p, uint64_t blocks, float* y) {
   switch (type) {
-    case GgmlType::kQ8_0: DecodeQ8_0(p, blocks, y); return true;
-    case GgmlType::kQ4_0: DecodeNibbles<Format::kQ4_0>(p, blocks, y); return true;
-    case GgmlType::kQ4_1: DecodeNibbles<Format::kQ4_1>(p, blocks, y); return true;
-    default: return false;
+    case GgmlType::kQ8_0:
+      DecodeQ8_0(p, blocks, y);
+      return true;
+    case GgmlType::kQ4_0:
+      DecodeNibbles<Format::kQ4_0>(p, blocks, y);
+      return true;
+    case GgmlType::kQ4_1:
+      DecodeNibbles<Format::kQ4_1>(p, blocks, y);
+      return true;
+    default:
+      return false;
   }
 }
 

@@ -20,18 +20,41 @@ constexpr uint32_t kMaxDims = 4;         // ggml tensors have at most 4 dimensio
 constexpr uint64_t kMaxArrayElements = uint64_t{1} << 24;
 
 enum ValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 
 // Bytes a value of scalar type `t` occupies, or 0 for string/array/unknown.
 size_t ScalarSize(uint32_t t) {
   switch (t) {
-    case kU8: case kI8: case kBool: return 1;
-    case kU16: case kI16: return 2;
-    case kU32: case kI32: case kF32: return 4;
-    case kU64: case kI64: case kF64: return 8;
-    default: return 0;
+    case kU8:
+    case kI8:
+    case kBool:
+      return 1;
+    case kU16:
+    case kI16:
+      return 2;
+    case kU32:
+    case kI32:
+    case kF32:
+      return 4;
+    case kU64:
+    case kI64:
+    case kF64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -71,22 +94,33 @@ class Reader {
   // Reads one scalar or string value of type `t` into the array-element variant.
   GgufArray::value_type ReadScalar(uint32_t t, const std::string& key) {
     switch (t) {
-      case kU8: return uint64_t{Read<uint8_t>("u8 value")};
-      case kI8: return int64_t{Read<int8_t>("i8 value")};
-      case kU16: return uint64_t{Read<uint16_t>("u16 value")};
-      case kI16: return int64_t{Read<int16_t>("i16 value")};
-      case kU32: return uint64_t{Read<uint32_t>("u32 value")};
-      case kI32: return int64_t{Read<int32_t>("i32 value")};
-      case kF32: return double{Read<float>("f32 value")};
-      case kU64: return Read<uint64_t>("u64 value");
-      case kI64: return Read<int64_t>("i64 value");
-      case kF64: return Read<double>("f64 value");
+      case kU8:
+        return uint64_t{Read<uint8_t>("u8 value")};
+      case kI8:
+        return int64_t{Read<int8_t>("i8 value")};
+      case kU16:
+        return uint64_t{Read<uint16_t>("u16 value")};
+      case kI16:
+        return int64_t{Read<int16_t>("i16 value")};
+      case kU32:
+        return uint64_t{Read<uint32_t>("u32 value")};
+      case kI32:
+        return int64_t{Read<int32_t>("i32 value")};
+      case kF32:
+        return double{Read<float>("f32 value")};
+      case kU64:
+        return Read<uint64_t>("u64 value");
+      case kI64:
+        return Read<int64_t>("i64 value");
+      case kF64:
+        return Read<double>("f64 value");
       case kBool: {
         uint8_t b = Read<uint8_t>("bool value");
         if (b > 1) Fail("metadata '" + key + "' has a bool that is neither 0 nor 1");
         return b == 1;
       }
-      case kString: return ReadString("string value");
+      case kString:
+        return ReadString("string value");
       default:
         Fail("metadata '" + key + "' has unknown value type " + std::to_string(t));
     }
@@ -102,8 +136,7 @@ class Reader {
     // count larger than the bytes left is a lie; refuse before reserving.
     size_t min_size = element_type == kString ? 8 : ScalarSize(element_type);
     if (min_size == 0) {
-      Fail("metadata '" + key + "' has unknown array element type " +
-           std::to_string(element_type));
+      Fail("metadata '" + key + "' has unknown array element type " + std::to_string(element_type));
     }
     if (count > remaining() / min_size) {
       Fail("metadata '" + key + "' claims " + std::to_string(count) +
@@ -129,10 +162,21 @@ class Reader {
 
 bool KnownType(uint32_t t) {
   switch (static_cast<GgmlType>(t)) {
-    case GgmlType::kF32: case GgmlType::kF16: case GgmlType::kQ4_0: case GgmlType::kQ4_1:
-    case GgmlType::kQ5_0: case GgmlType::kQ5_1: case GgmlType::kQ8_0: case GgmlType::kQ8_1:
-    case GgmlType::kQ2_K: case GgmlType::kQ3_K: case GgmlType::kQ4_K: case GgmlType::kQ5_K:
-    case GgmlType::kQ6_K: case GgmlType::kQ8_K: case GgmlType::kBF16:
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ5_1:
+    case GgmlType::kQ8_0:
+    case GgmlType::kQ8_1:
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+    case GgmlType::kQ8_K:
+    case GgmlType::kBF16:
       return true;
   }
   return false;
@@ -175,14 +219,17 @@ GgufFile GgufFile::Parse(std::span<const uint8_t> bytes, const std::string& sour
   uint64_t kv_count = r.Read<uint64_t>("metadata count");
   // Smallest possible entries: a kv is 8 (key length) + 4 (type) + 1 byte; a
   // tensor info is 8 + 4 + 4 + 8 bytes.  Larger counts cannot fit in the file.
-  if (kv_count > r.remaining() / 13) r.Fail("metadata count " + std::to_string(kv_count) + " exceeds the file");
-  if (tensor_count > r.remaining() / 24) r.Fail("tensor count " + std::to_string(tensor_count) + " exceeds the file");
+  if (kv_count > r.remaining() / 13)
+    r.Fail("metadata count " + std::to_string(kv_count) + " exceeds the file");
+  if (tensor_count > r.remaining() / 24)
+    r.Fail("tensor count " + std::to_string(tensor_count) + " exceeds the file");
 
   for (uint64_t i = 0; i < kv_count; ++i) {
     std::string key = r.ReadString("metadata key");
     uint32_t type = r.Read<uint32_t>("metadata value type");
     GgufValue value = r.ReadValue(type, key);
-    if (!file.metadata_.emplace(key, std::move(value)).second) r.Fail("duplicate metadata key '" + key + "'");
+    if (!file.metadata_.emplace(key, std::move(value)).second)
+      r.Fail("duplicate metadata key '" + key + "'");
   }
   if (auto it = file.metadata_.find("general.alignment"); it != file.metadata_.end()) {
     const uint64_t* a = std::get_if<uint64_t>(&it->second);
@@ -199,7 +246,8 @@ GgufFile GgufFile::Parse(std::span<const uint8_t> bytes, const std::string& sour
     if (!names.insert(t.name).second) r.Fail("duplicate tensor '" + t.name + "'");
     uint32_t n_dims = r.Read<uint32_t>("tensor dimension count");
     if (n_dims == 0 || n_dims > kMaxDims) {
-      r.Fail("tensor '" + t.name + "' has " + std::to_string(n_dims) + " dimensions (1 to 4 allowed)");
+      r.Fail("tensor '" + t.name + "' has " + std::to_string(n_dims) +
+             " dimensions (1 to 4 allowed)");
     }
     uint64_t elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
@@ -212,7 +260,8 @@ GgufFile GgufFile::Parse(std::span<const uint8_t> bytes, const std::string& sour
       t.dims.push_back(dim);
     }
     uint32_t type = r.Read<uint32_t>("tensor type");
-    if (!KnownType(type)) r.Fail("tensor '" + t.name + "' has unknown ggml type " + std::to_string(type));
+    if (!KnownType(type))
+      r.Fail("tensor '" + t.name + "' has unknown ggml type " + std::to_string(type));
     t.type = static_cast<GgmlType>(type);
     const GgmlTypeInfo& info = TypeInfo(t.type);
     if (t.dims[0] % info.block_elements != 0) {
@@ -268,7 +317,8 @@ std::span<const uint8_t> GgufFile::tensor_data(const GgufTensorInfo& info) const
 }
 
 namespace {
-[[noreturn]] void MetadataError(const std::string& source, const std::string& key, const char* what) {
+[[noreturn]] void MetadataError(const std::string& source, const std::string& key,
+                                const char* what) {
   throw FormatError(source + ": metadata '" + key + "' " + what);
 }
 }  // namespace

@@ -33,8 +33,21 @@ class FormatError : public std::runtime_error {
 
 // ggml tensor types this reader knows the size of (values as in the format).
 enum class GgmlType : uint32_t {
-  kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8, kQ8_1 = 9,
-  kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kQ8_K = 15, kBF16 = 30,
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
+  kQ8_0 = 8,
+  kQ8_1 = 9,
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kQ8_K = 15,
+  kBF16 = 30,
 };
 
 struct GgmlTypeInfo {
@@ -53,8 +66,8 @@ struct GgufTensorInfo {
   std::string name;
   std::vector<uint64_t> dims;  // GGUF order: dims[0] innermost
   GgmlType type;
-  uint64_t offset = 0;      // from the start of the data section
-  uint64_t byte_size = 0;   // validated to lie inside the file
+  uint64_t offset = 0;     // from the start of the data section
+  uint64_t byte_size = 0;  // validated to lie inside the file
   uint64_t elements() const;
 };
 

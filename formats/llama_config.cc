@@ -1,10 +1,9 @@
 // Reading LlamaConfig from the two places users' models describe themselves.
 #include "formats/llama_config.h"
 
+#include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
-
-#include <nlohmann/json.hpp>
 
 #include "formats/gguf.h"
 
@@ -40,8 +39,9 @@ int64_t FirstId(const nlohmann::json& j, const char* key) {
 
 // Reads a rope scaling object; leaves `out` alone for the default rope.
 void ReadRopeScaling(const nlohmann::json& j, const std::string& source, RopeScaling& out) {
-  const std::string type = j.contains("rope_type") ? Optional<std::string>(j, "rope_type", "", source)
-                                                   : Optional<std::string>(j, "type", "", source);
+  const std::string type = j.contains("rope_type")
+                               ? Optional<std::string>(j, "rope_type", "", source)
+                               : Optional<std::string>(j, "type", "", source);
   if (type.empty() || type == "default") return;
   out.type = type;
   out.factor = Optional<double>(j, "factor", 1.0, source);
@@ -57,9 +57,10 @@ void LlamaConfig::Validate(const std::string& source) const {
   static const std::set<std::string> kSupported = {"LlamaForCausalLM", "MistralForCausalLM",
                                                    "Qwen2ForCausalLM"};
   if (!kSupported.count(architecture)) {
-    Bad(source, "architectures", "'" + architecture +
-                                     "' is not supported (supported: LlamaForCausalLM, "
-                                     "MistralForCausalLM, Qwen2ForCausalLM)");
+    Bad(source, "architectures",
+        "'" + architecture +
+            "' is not supported (supported: LlamaForCausalLM, "
+            "MistralForCausalLM, Qwen2ForCausalLM)");
   }
   auto positive = [&](int64_t v, const char* name) {
     if (v <= 0) Bad(source, name, "must be positive, got " + std::to_string(v));
@@ -87,7 +88,7 @@ LlamaConfig ConfigFromHfJson(const nlohmann::json& j, const std::string& source)
     c.architecture = j["architectures"][0].get<std::string>();
   } else {
     std::string type = Optional<std::string>(j, "model_type", "llama", source);
-    c.architecture = type == "qwen2" ? "Qwen2ForCausalLM"
+    c.architecture = type == "qwen2"     ? "Qwen2ForCausalLM"
                      : type == "mistral" ? "MistralForCausalLM"
                                          : "LlamaForCausalLM";
   }
@@ -96,7 +97,8 @@ LlamaConfig ConfigFromHfJson(const nlohmann::json& j, const std::string& source)
   c.intermediate_size = Required<int64_t>(j, "intermediate_size", source);
   c.num_hidden_layers = Required<int64_t>(j, "num_hidden_layers", source);
   c.num_attention_heads = Required<int64_t>(j, "num_attention_heads", source);
-  c.num_key_value_heads = Optional<int64_t>(j, "num_key_value_heads", c.num_attention_heads, source);
+  c.num_key_value_heads =
+      Optional<int64_t>(j, "num_key_value_heads", c.num_attention_heads, source);
   c.head_dim = c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0;
   c.head_dim = Optional<int64_t>(j, "head_dim", c.head_dim, source);
   c.max_position_embeddings = Optional<int64_t>(j, "max_position_embeddings", 2048, source);

@@ -7,8 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "formats/mapped_file.h"
 #include "formats/gguf.h"  // FormatError
+#include "formats/mapped_file.h"
 
 namespace diablo::peft {
 namespace {

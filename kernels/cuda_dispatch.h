@@ -13,8 +13,8 @@ namespace diablo::kernels::cuda {
 // hand-written kernels for small blocks, strided-batched GEMM for large ones.
 enum class Path { kAuto, kSmallBlockKernel, kGemm };
 
-void ForwardInto(at::Tensor& y, const at::Tensor& x, const at::Tensor& A,
-                 const BlockLayout& layout, Path path = Path::kAuto);
+void ForwardInto(at::Tensor& y, const at::Tensor& x, const at::Tensor& A, const BlockLayout& layout,
+                 Path path = Path::kAuto);
 void BackwardInputInto(at::Tensor& dx, const at::Tensor& dy, const at::Tensor& A,
                        const BlockLayout& layout, Path path = Path::kAuto);
 at::Tensor BackwardWeight(const at::Tensor& x, const at::Tensor& dy, const BlockLayout& layout,

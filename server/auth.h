@@ -44,7 +44,8 @@ struct TokenInfo {
 class Authenticator {
  public:
   // Uses its own connection to the store's database file.
-  static absl::StatusOr<std::unique_ptr<Authenticator>> Open(const std::string& db_path, AuthOptions options);
+  static absl::StatusOr<std::unique_ptr<Authenticator>> Open(const std::string& db_path,
+                                                             AuthOptions options);
 
   // Checks the call's "authorization: Bearer <token>" metadata and that the
   // token's role may call an API for `needed`.  UNAUTHENTICATED (missing,
@@ -53,7 +54,8 @@ class Authenticator {
   absl::StatusOr<Principal> Authenticate(const grpc::ServerContext& context, Role needed);
 
  private:
-  Authenticator(std::unique_ptr<Db> db, AuthOptions options) : db_(std::move(db)), options_(options) {}
+  Authenticator(std::unique_ptr<Db> db, AuthOptions options)
+      : db_(std::move(db)), options_(options) {}
 
   struct Bucket {
     double tokens = 0;
@@ -68,8 +70,8 @@ class Authenticator {
 
 // Token administration on the database file (the `token` subcommands).
 // CreateToken returns the secret, which is not stored and cannot be shown again.
-absl::StatusOr<std::string> CreateToken(Db& db, const std::string& tenant, Role role, const std::string& name,
-                                        std::string* id);
+absl::StatusOr<std::string> CreateToken(Db& db, const std::string& tenant, Role role,
+                                        const std::string& name, std::string* id);
 absl::StatusOr<std::vector<TokenInfo>> ListTokens(Db& db);
 absl::Status RevokeToken(Db& db, const std::string& id);
 

@@ -7,8 +7,9 @@ namespace diablo::server {
 
 absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path) {
   sqlite3* handle = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &handle,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &handle,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string message = handle ? sqlite3_errmsg(handle) : sqlite3_errstr(rc);
     sqlite3_close(handle);
@@ -16,7 +17,8 @@ absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path) {
   }
   std::unique_ptr<Db> db(new Db(handle));
   sqlite3_busy_timeout(handle, 5000);
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
+  for (const char* pragma :
+       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
     absl::Status status = db->Exec(pragma);
     if (!status.ok()) return absl::UnavailableError(absl::StrCat(path, ": ", status.message()));
   }
@@ -31,14 +33,16 @@ absl::Status Db::Exec(std::string_view sql) {
   if (rc == SQLITE_OK) return absl::OkStatus();
   std::string message = error ? error : sqlite3_errstr(rc);
   sqlite3_free(error);
-  return absl::InternalError(absl::StrCat("sqlite: ", message, " in: ", std::string(sql.substr(0, 120))));
+  return absl::InternalError(
+      absl::StrCat("sqlite: ", message, " in: ", std::string(sql.substr(0, 120))));
 }
 
 absl::StatusOr<Statement> Db::Prepare(std::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
   if (rc != SQLITE_OK)
-    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_), " preparing: ", std::string(sql.substr(0, 120))));
+    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_),
+                                            " preparing: ", std::string(sql.substr(0, 120))));
   return Statement(db_, stmt);
 }
 
@@ -55,8 +59,8 @@ Statement& Statement::Bind(double value) {
   return *this;
 }
 Statement& Statement::Bind(std::string_view value) {
-  if (sqlite3_bind_text(stmt_, next_index_++, value.data(), static_cast<int>(value.size()), SQLITE_TRANSIENT) !=
-      SQLITE_OK)
+  if (sqlite3_bind_text(stmt_, next_index_++, value.data(), static_cast<int>(value.size()),
+                        SQLITE_TRANSIENT) != SQLITE_OK)
     bind_status_ = Error("bind");
   return *this;
 }
@@ -83,14 +87,18 @@ int64_t Statement::Int(int column) const { return sqlite3_column_int64(stmt_, co
 double Statement::Double(int column) const { return sqlite3_column_double(stmt_, column); }
 std::string Statement::Text(int column) const {
   const unsigned char* text = sqlite3_column_text(stmt_, column);
-  return text ? std::string(reinterpret_cast<const char*>(text), sqlite3_column_bytes(stmt_, column)) : "";
+  return text
+             ? std::string(reinterpret_cast<const char*>(text), sqlite3_column_bytes(stmt_, column))
+             : "";
 }
-bool Statement::IsNull(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+bool Statement::IsNull(int column) const {
+  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
+}
 
 absl::Status Statement::Error(std::string_view what) const {
   const int code = sqlite3_errcode(db_);
-  std::string message = absl::StrCat("sqlite ", std::string(what), ": ", sqlite3_errmsg(db_), " in: ",
-                                     std::string(sqlite3_sql(stmt_)).substr(0, 120));
+  std::string message = absl::StrCat("sqlite ", std::string(what), ": ", sqlite3_errmsg(db_),
+                                     " in: ", std::string(sqlite3_sql(stmt_)).substr(0, 120));
   if (code == SQLITE_CONSTRAINT) return absl::AlreadyExistsError(message);
   if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return absl::UnavailableError(message);
   return absl::InternalError(message);

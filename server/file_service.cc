@@ -11,26 +11,34 @@
 namespace diablo::server {
 namespace {
 
-grpc::Status Error(grpc::StatusCode code, std::string message) { return grpc::Status(code, std::move(message)); }
+grpc::Status Error(grpc::StatusCode code, std::string message) {
+  return grpc::Status(code, std::move(message));
+}
 
 }  // namespace
 
 grpc::Status FileServiceImpl::UploadFile(grpc::ServerContext* context,
-                                         grpc::ServerReader<v1::UploadFileRequest>* reader, v1::File* response) {
+                                         grpc::ServerReader<v1::UploadFileRequest>* reader,
+                                         v1::File* response) {
   CallTimer timer(ctx_.metrics, "UploadFile");
   absl::StatusOr<Principal> who = ctx_.auth->Authenticate(*context, Role::kUser);
   if (!who.ok()) return timer.Done(ToGrpc(who.status()));
   v1::UploadFileRequest message;
   if (!reader->Read(&message) || !message.has_header())
-    return timer.Done(Error(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be the upload header"));
+    return timer.Done(
+        Error(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be the upload header"));
   const v1::UploadHeader header = message.header();
-  if (header.name().empty() || header.name().size() > 255 || header.name().find('/') != std::string::npos)
-    return timer.Done(Error(grpc::StatusCode::INVALID_ARGUMENT, "header.name: a file name (no '/'), 1-255 characters"));
-  if (header.size_bytes() < 0 || header.size_bytes() > ctx_.max_upload_bytes)
+  if (header.name().empty() || header.name().size() > 255 ||
+      header.name().find('/') != std::string::npos)
     return timer.Done(Error(grpc::StatusCode::INVALID_ARGUMENT,
-                            absl::StrCat("header.size_bytes: must be in [0, ", ctx_.max_upload_bytes, "]")));
+                            "header.name: a file name (no '/'), 1-255 characters"));
+  if (header.size_bytes() < 0 || header.size_bytes() > ctx_.max_upload_bytes)
+    return timer.Done(
+        Error(grpc::StatusCode::INVALID_ARGUMENT,
+              absl::StrCat("header.size_bytes: must be in [0, ", ctx_.max_upload_bytes, "]")));
   if (header.sha256().size() != 64)
-    return timer.Done(Error(grpc::StatusCode::INVALID_ARGUMENT, "header.sha256: 64 lower-case hex digits"));
+    return timer.Done(
+        Error(grpc::StatusCode::INVALID_ARGUMENT, "header.sha256: 64 lower-case hex digits"));
 
   // The content goes to a scratch file first; nothing reaches storage or the
   // store until its size and checksum match the header.
@@ -46,24 +54,31 @@ grpc::Status FileServiceImpl::UploadFile(grpc::ServerContext* context,
   int64_t received = 0;
   while (reader->Read(&message)) {
     if (!message.has_data())
-      return timer.Done(Error(grpc::StatusCode::INVALID_ARGUMENT, "only data messages may follow the header"));
+      return timer.Done(
+          Error(grpc::StatusCode::INVALID_ARGUMENT, "only data messages may follow the header"));
     received += static_cast<int64_t>(message.data().size());
     if (received > header.size_bytes())
-      return timer.Done(Error(grpc::StatusCode::INVALID_ARGUMENT,
-                              absl::StrCat("more data than header.size_bytes (", header.size_bytes(), ")")));
+      return timer.Done(
+          Error(grpc::StatusCode::INVALID_ARGUMENT,
+                absl::StrCat("more data than header.size_bytes (", header.size_bytes(), ")")));
     sha.Update(message.data());
     out.write(message.data().data(), static_cast<std::streamsize>(message.data().size()));
   }
   out.close();
-  if (context->IsCancelled()) return timer.Done(Error(grpc::StatusCode::CANCELLED, "upload cancelled"));
-  if (!out) return timer.Done(Error(grpc::StatusCode::INTERNAL, "cannot write the upload to scratch space"));
+  if (context->IsCancelled())
+    return timer.Done(Error(grpc::StatusCode::CANCELLED, "upload cancelled"));
+  if (!out)
+    return timer.Done(
+        Error(grpc::StatusCode::INTERNAL, "cannot write the upload to scratch space"));
   if (received != header.size_bytes())
-    return timer.Done(Error(grpc::StatusCode::DATA_LOSS,
-                            absl::StrCat("received ", received, " bytes, the header said ", header.size_bytes())));
+    return timer.Done(Error(
+        grpc::StatusCode::DATA_LOSS,
+        absl::StrCat("received ", received, " bytes, the header said ", header.size_bytes())));
   if (const std::string digest = sha.HexDigest(); digest != header.sha256())
-    return timer.Done(Error(grpc::StatusCode::DATA_LOSS,
-                            absl::StrCat("SHA-256 mismatch: received content hashes to ", digest, ", the header said ",
-                                         header.sha256(), "; nothing was stored")));
+    return timer.Done(
+        Error(grpc::StatusCode::DATA_LOSS,
+              absl::StrCat("SHA-256 mismatch: received content hashes to ", digest,
+                           ", the header said ", header.sha256(), "; nothing was stored")));
   const std::string key = absl::StrCat("files/", id);
   if (absl::Status stored = ctx_.scheduler->storage().PutFile(key, scratch); !stored.ok())
     return timer.Done(ToGrpc(stored));
@@ -76,19 +91,23 @@ grpc::Status FileServiceImpl::UploadFile(grpc::ServerContext* context,
   return timer.Done(grpc::Status::OK);
 }
 
-grpc::Status FileServiceImpl::FindFile(grpc::ServerContext* context, const v1::FindFileRequest* request,
-                                       v1::File* response) {
-  return Serve(ctx_, context, "FindFile", Role::kUser, response,
-               [&](const Principal& who) { return ctx_.scheduler->FindFile(who.tenant, request->sha256()); });
+grpc::Status FileServiceImpl::FindFile(grpc::ServerContext* context,
+                                       const v1::FindFileRequest* request, v1::File* response) {
+  return Serve(ctx_, context, "FindFile", Role::kUser, response, [&](const Principal& who) {
+    return ctx_.scheduler->FindFile(who.tenant, request->sha256());
+  });
 }
 
-grpc::Status FileServiceImpl::ListFiles(grpc::ServerContext* context, const v1::ListFilesRequest* request,
+grpc::Status FileServiceImpl::ListFiles(grpc::ServerContext* context,
+                                        const v1::ListFilesRequest* request,
                                         v1::ListFilesResponse* response) {
-  return Serve(ctx_, context, "ListFiles", Role::kUser, response,
-               [&](const Principal& who) { return ctx_.scheduler->ListFiles(who.tenant, *request); });
+  return Serve(ctx_, context, "ListFiles", Role::kUser, response, [&](const Principal& who) {
+    return ctx_.scheduler->ListFiles(who.tenant, *request);
+  });
 }
 
-grpc::Status FileServiceImpl::DeleteFile(grpc::ServerContext* context, const v1::DeleteFileRequest* request,
+grpc::Status FileServiceImpl::DeleteFile(grpc::ServerContext* context,
+                                         const v1::DeleteFileRequest* request,
                                          v1::DeleteFileResponse* response) {
   return Serve(ctx_, context, "DeleteFile", Role::kUser, response, [&](const Principal& who) {
     return Empty<v1::DeleteFileResponse>(ctx_.scheduler->DeleteFile(who.tenant, request->id()));

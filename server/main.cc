@@ -1,9 +1,10 @@
 // diablo-scheduler: serves the DiaBlo job API until SIGINT or SIGTERM; the
 // `token` subcommands manage API tokens in the same database.
+#include <pthread.h>
+
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <pthread.h>
 
 #include "CLI/CLI.hpp"
 #include "diablo/build_info.h"
@@ -44,8 +45,8 @@ int RunToken(const std::string& data_dir, const std::string& verb, const TokenAr
     auto secret = diablo::server::CreateToken(**db, args.tenant, *role, args.name, &id);
     if (!secret.ok()) return Fail(secret.status());
     // The secret alone on stdout, so scripts can capture it; the rest on stderr.
-    std::fprintf(stderr, "created token %s (tenant %s, role %s); the secret is shown only once:\n", id.c_str(),
-                 args.tenant.c_str(), args.role.c_str());
+    std::fprintf(stderr, "created token %s (tenant %s, role %s); the secret is shown only once:\n",
+                 id.c_str(), args.tenant.c_str(), args.role.c_str());
     std::printf("%s\n", secret->c_str());
     return 0;
   }
@@ -54,8 +55,9 @@ int RunToken(const std::string& data_dir, const std::string& verb, const TokenAr
     if (!tokens.ok()) return Fail(tokens.status());
     std::printf("%-20s %-16s %-7s %-8s %s\n", "ID", "TENANT", "ROLE", "STATUS", "NAME");
     for (const auto& t : *tokens)
-      std::printf("%-20s %-16s %-7s %-8s %s\n", t.id.c_str(), t.tenant.c_str(), diablo::server::RoleName(t.role),
-                  t.revoked ? "revoked" : "active", t.name.c_str());
+      std::printf("%-20s %-16s %-7s %-8s %s\n", t.id.c_str(), t.tenant.c_str(),
+                  diablo::server::RoleName(t.role), t.revoked ? "revoked" : "active",
+                  t.name.c_str());
     return 0;
   }
   absl::Status revoked = diablo::server::RevokeToken(**db, args.id);
@@ -81,20 +83,25 @@ int main(int argc, char** argv) {
       "Example:\n"
       "  diablo-scheduler --data-dir /var/lib/diablo token create --tenant ml-team\n"
       "  diablo-scheduler --data-dir /var/lib/diablo token create --tenant ml-team --role worker\n"
-      "  diablo-scheduler --data-dir /var/lib/diablo --listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:9464\n"
+      "  diablo-scheduler --data-dir /var/lib/diablo --listen 0.0.0.0:50051 --metrics-listen "
+      "0.0.0.0:9464\n"
       "  DIABLO_TOKEN=<user token> diablo-ctl --server 127.0.0.1:50051 version"};
   app.set_version_flag("--version", std::string("diablo-scheduler ") + diablo::kVersion + " (" +
                                         diablo::kGitCommit + ")");
-  app.add_option("--data-dir", options.data_dir, "Directory for scheduler.db, scratch space and caches")
+  app.add_option("--data-dir", options.data_dir,
+                 "Directory for scheduler.db, scratch space and caches")
       ->envname("DIABLO_DATA_DIR")
       ->capture_default_str();
-  app.add_option("--listen", options.listen_address, "Address to serve on, host:port; port 0 picks a free port")
+  app.add_option("--listen", options.listen_address,
+                 "Address to serve on, host:port; port 0 picks a free port")
       ->envname("DIABLO_LISTEN")
       ->capture_default_str();
-  app.add_option("--storage", options.storage_uri,
-                 "Object storage: file:///dir or s3://bucket[/prefix] (default file://<data-dir>/storage)")
+  app.add_option(
+         "--storage", options.storage_uri,
+         "Object storage: file:///dir or s3://bucket[/prefix] (default file://<data-dir>/storage)")
       ->envname("DIABLO_STORAGE");
-  app.add_option("--metrics-listen", options.metrics_listen, "Serve Prometheus /metrics on host:port")
+  app.add_option("--metrics-listen", options.metrics_listen,
+                 "Serve Prometheus /metrics on host:port")
       ->envname("DIABLO_METRICS_LISTEN");
   app.add_flag("--no-auth", no_auth,
                "Accept calls without a token (tenant \"default\"); for a single-user machine only");
@@ -118,7 +125,8 @@ int main(int argc, char** argv) {
                  "Queued jobs allowed per tenant")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
-  app.add_option("--rate-limit", options.auth.requests_per_second, "API requests per second per token")
+  app.add_option("--rate-limit", options.auth.requests_per_second,
+                 "API requests per second per token")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 1e6));
   app.add_option("--rate-burst", options.auth.burst, "Requests a token may burst above the rate")
@@ -128,23 +136,28 @@ int main(int argc, char** argv) {
                  "First port handed to multi-node gangs for their rendezvous")
       ->capture_default_str()
       ->check(CLI::Range(1024, 64535));
-  app.add_option("--max-receive-bytes", options.max_receive_message_bytes, "Largest request message accepted, in bytes")
+  app.add_option("--max-receive-bytes", options.max_receive_message_bytes,
+                 "Largest request message accepted, in bytes")
       ->capture_default_str()
       ->check(CLI::Range(1024, 1 << 30));
   app.add_option("--max-concurrent-streams", options.max_concurrent_streams,
                  "Concurrent calls allowed on one client connection")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
-  app.add_option("--shutdown-grace", grace_seconds, "Seconds to let running calls finish after SIGTERM")
+  app.add_option("--shutdown-grace", grace_seconds,
+                 "Seconds to let running calls finish after SIGTERM")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
 
   TokenArgs token_args;
   auto* token = app.add_subcommand("token", "Manage API tokens (in <data-dir>/scheduler.db)");
   token->require_subcommand(1);
-  auto* create = token->add_subcommand("create", "Create a token and print its secret (once) on stdout");
-  create->add_option("--tenant", token_args.tenant, "Tenant the token's jobs belong to")->capture_default_str();
-  create->add_option("--role", token_args.role, "user (jobs, files), worker (agents) or admin (both)")
+  auto* create =
+      token->add_subcommand("create", "Create a token and print its secret (once) on stdout");
+  create->add_option("--tenant", token_args.tenant, "Tenant the token's jobs belong to")
+      ->capture_default_str();
+  create
+      ->add_option("--role", token_args.role, "user (jobs, files), worker (agents) or admin (both)")
       ->capture_default_str()
       ->check(CLI::IsMember({"user", "worker", "admin"}));
   create->add_option("--name", token_args.name, "A note to recognise the token by");
@@ -159,7 +172,8 @@ int main(int argc, char** argv) {
   }
   options.auth.enabled = !no_auth;
   if (options.scheduler.lease_timeout_s <= options.scheduler.heartbeat_interval_s) {
-    std::fprintf(stderr, "diablo-scheduler: --lease-timeout must be longer than --heartbeat-interval\n");
+    std::fprintf(stderr,
+                 "diablo-scheduler: --lease-timeout must be longer than --heartbeat-interval\n");
     return 2;
   }
 
@@ -167,14 +181,16 @@ int main(int argc, char** argv) {
   auto server = diablo::SchedulerServer::BuildAndStart(options);
   if (!server.ok()) return Fail(server.status());
   // Tests and scripts read this line to learn the port when --listen asked for 0.
-  std::fprintf(stderr, "diablo-scheduler %s listening on port %d\n", diablo::kVersion, (*server)->port());
+  std::fprintf(stderr, "diablo-scheduler %s listening on port %d\n", diablo::kVersion,
+               (*server)->port());
   if ((*server)->metrics_port() != 0)
     std::fprintf(stderr, "diablo-scheduler metrics on port %d\n", (*server)->metrics_port());
   std::fflush(stderr);
 
   int received = 0;
   sigwait(&signals, &received);
-  std::fprintf(stderr, "diablo-scheduler: received %s, shutting down\n", received == SIGINT ? "SIGINT" : "SIGTERM");
+  std::fprintf(stderr, "diablo-scheduler: received %s, shutting down\n",
+               received == SIGINT ? "SIGINT" : "SIGTERM");
   (*server)->Shutdown(absl::Milliseconds(grace_seconds * 1000));
   (*server)->Wait();
   return 0;

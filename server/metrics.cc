@@ -1,16 +1,15 @@
 // prometheus-cpp registry and exposer for the scheduler.
 #include "server/metrics.h"
 
-#include <sys/statvfs.h>
-
-#include <map>
-#include <set>
-
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <sys/statvfs.h>
+
+#include <map>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -20,10 +19,23 @@ namespace diablo::server {
 
 namespace {
 const char* CodeName(grpc::StatusCode code) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  static const char* kNames[] = {"OK",
+                                 "CANCELLED",
+                                 "UNKNOWN",
+                                 "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND",
+                                 "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED",
+                                 "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION",
+                                 "ABORTED",
+                                 "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED",
+                                 "INTERNAL",
+                                 "UNAVAILABLE",
+                                 "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
   const int i = static_cast<int>(code);
   return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
 }
@@ -62,10 +74,12 @@ struct Metrics::Impl {
   double last_refresh = 0;
 };
 
-absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen, const std::string& data_dir) {
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen,
+                                                        const std::string& data_dir) {
   auto impl = std::make_unique<Impl>();
   impl->data_dir = data_dir;
-  impl->last_refresh = NowSeconds();  // jobs that finished before this process are not counted again
+  impl->last_refresh =
+      NowSeconds();  // jobs that finished before this process are not counted again
   try {
     impl->exposer = std::make_unique<prometheus::Exposer>(listen);
   } catch (const std::exception& e) {
@@ -73,40 +87,78 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
   }
   using prometheus::BuildCounter, prometheus::BuildGauge, prometheus::BuildHistogram;
   auto& r = *impl->registry;
-  impl->requests = &BuildCounter().Name("diablo_api_requests_total")
-                        .Help("API calls by method and gRPC status code").Register(r);
-  impl->latency = &BuildHistogram().Name("diablo_api_request_seconds")
-                       .Help("API call latency by method").Register(r);
+  impl->requests = &BuildCounter()
+                        .Name("diablo_api_requests_total")
+                        .Help("API calls by method and gRPC status code")
+                        .Register(r);
+  impl->latency = &BuildHistogram()
+                       .Name("diablo_api_request_seconds")
+                       .Help("API call latency by method")
+                       .Register(r);
   impl->jobs = &BuildGauge().Name("diablo_jobs").Help("Jobs by state").Register(r);
-  impl->workers = &BuildGauge().Name("diablo_workers_alive").Help("Workers with a live lease").Register(r);
-  impl->queue_wait = &BuildHistogram().Name("diablo_job_queue_wait_seconds")
-                          .Help("Submit to first start of finished jobs").Register(r);
-  impl->duration = &BuildHistogram().Name("diablo_job_duration_seconds")
-                        .Help("First start to final state of finished jobs").Register(r);
-  impl->job_loss = &BuildGauge().Name("diablo_job_loss").Help("Latest training loss of a running job").Register(r);
-  impl->job_step = &BuildGauge().Name("diablo_job_step").Help("Latest completed step of a running job").Register(r);
-  impl->job_progress = &BuildGauge().Name("diablo_job_progress_ratio")
-                            .Help("step / total_steps of a running job").Register(r);
-  impl->job_tokens = &BuildGauge().Name("diablo_job_tokens_per_second")
-                          .Help("Training throughput of a running job").Register(r);
-  impl->job_lr = &BuildGauge().Name("diablo_job_learning_rate").Help("Latest learning rate of a running job").Register(r);
-  impl->job_eval_loss = &BuildGauge().Name("diablo_job_eval_loss")
-                             .Help("Latest evaluation loss of a running job (0 before the first)").Register(r);
-  impl->job_rss = &BuildGauge().Name("diablo_job_peak_rss_bytes")
-                       .Help("Peak resident memory of a running job's trainer (rank 0)").Register(r);
-  impl->finished = &BuildCounter().Name("diablo_jobs_finished_total")
-                        .Help("Jobs that reached a final state, by state").Register(r);
-  impl->trainer_errors = &BuildCounter().Name("diablo_trainer_errors_total")
-                              .Help("Error events trainers reported, by code (non_finite: NaN/Inf loss)").Register(r);
-  impl->oldest_queued = &BuildGauge().Name("diablo_queue_oldest_wait_seconds")
-                             .Help("How long the oldest queued job has waited").Register(r);
-  impl->disk_free = &BuildGauge().Name("diablo_data_dir_free_bytes")
-                         .Help("Free bytes on the filesystem of the scheduler's data directory").Register(r);
-  impl->disk_capacity = &BuildGauge().Name("diablo_data_dir_capacity_bytes")
-                             .Help("Size of the filesystem of the scheduler's data directory").Register(r);
+  impl->workers =
+      &BuildGauge().Name("diablo_workers_alive").Help("Workers with a live lease").Register(r);
+  impl->queue_wait = &BuildHistogram()
+                          .Name("diablo_job_queue_wait_seconds")
+                          .Help("Submit to first start of finished jobs")
+                          .Register(r);
+  impl->duration = &BuildHistogram()
+                        .Name("diablo_job_duration_seconds")
+                        .Help("First start to final state of finished jobs")
+                        .Register(r);
+  impl->job_loss = &BuildGauge()
+                        .Name("diablo_job_loss")
+                        .Help("Latest training loss of a running job")
+                        .Register(r);
+  impl->job_step = &BuildGauge()
+                        .Name("diablo_job_step")
+                        .Help("Latest completed step of a running job")
+                        .Register(r);
+  impl->job_progress = &BuildGauge()
+                            .Name("diablo_job_progress_ratio")
+                            .Help("step / total_steps of a running job")
+                            .Register(r);
+  impl->job_tokens = &BuildGauge()
+                          .Name("diablo_job_tokens_per_second")
+                          .Help("Training throughput of a running job")
+                          .Register(r);
+  impl->job_lr = &BuildGauge()
+                      .Name("diablo_job_learning_rate")
+                      .Help("Latest learning rate of a running job")
+                      .Register(r);
+  impl->job_eval_loss = &BuildGauge()
+                             .Name("diablo_job_eval_loss")
+                             .Help("Latest evaluation loss of a running job (0 before the first)")
+                             .Register(r);
+  impl->job_rss = &BuildGauge()
+                       .Name("diablo_job_peak_rss_bytes")
+                       .Help("Peak resident memory of a running job's trainer (rank 0)")
+                       .Register(r);
+  impl->finished = &BuildCounter()
+                        .Name("diablo_jobs_finished_total")
+                        .Help("Jobs that reached a final state, by state")
+                        .Register(r);
+  impl->trainer_errors =
+      &BuildCounter()
+           .Name("diablo_trainer_errors_total")
+           .Help("Error events trainers reported, by code (non_finite: NaN/Inf loss)")
+           .Register(r);
+  impl->oldest_queued = &BuildGauge()
+                             .Name("diablo_queue_oldest_wait_seconds")
+                             .Help("How long the oldest queued job has waited")
+                             .Register(r);
+  impl->disk_free = &BuildGauge()
+                         .Name("diablo_data_dir_free_bytes")
+                         .Help("Free bytes on the filesystem of the scheduler's data directory")
+                         .Register(r);
+  impl->disk_capacity = &BuildGauge()
+                             .Name("diablo_data_dir_capacity_bytes")
+                             .Help("Size of the filesystem of the scheduler's data directory")
+                             .Register(r);
   // Series that exist from the start, so dashboards and alerts see zeros
   // rather than nothing.
-  for (const char* state : {"succeeded", "failed", "cancelled"}) impl->finished->Add({{"state", state}});
+  for (const char* state : {"succeeded", "failed", "cancelled"})
+    impl->finished->Add({{"state", state}});
   impl->queue_wait->Add({}, JobTimeBuckets());
   impl->duration->Add({}, JobTimeBuckets());
   for (const char* code : {"non_finite", "out_of_memory", "failed", "bad_config", "interrupted"})
@@ -127,8 +179,8 @@ void Metrics::ObserveCall(const std::string& method, grpc::StatusCode code, doub
   impl_->requests->Add({{"method", method}, {"code", CodeName(code)}}).Increment();
   impl_->latency
       ->Add({{"method", method}},
-            prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
-                                                    5, 10})
+            prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                    0.25, 0.5, 1, 2.5, 5, 10})
       .Observe(seconds);
 }
 
@@ -146,24 +198,31 @@ void Metrics::Refresh(Scheduler& scheduler) {
   for (int state = v1::JOB_STATE_QUEUED; state <= v1::JOB_STATE_CANCELLED; ++state) {
     const std::string name = absl::AsciiStrToLower(v1::JobState_Name(state).substr(10));
     auto it = snapshot->jobs_by_state.find(state);
-    impl_->jobs->Add({{"state", name}}).Set(it == snapshot->jobs_by_state.end() ? 0 : static_cast<double>(it->second));
+    impl_->jobs->Add({{"state", name}})
+        .Set(it == snapshot->jobs_by_state.end() ? 0 : static_cast<double>(it->second));
   }
   impl_->workers->Add({}).Set(static_cast<double>(snapshot->workers_alive));
   for (const v1::Job& job : snapshot->finished) {
-    ObserveJobTimes(job.started_at() > 0 ? static_cast<double>(job.started_at() - job.created_at()) : -1,
-                    job.started_at() > 0 ? static_cast<double>(job.finished_at() - job.started_at()) : -1);
-    impl_->finished->Add({{"state", absl::AsciiStrToLower(v1::JobState_Name(job.state()).substr(10))}}).Increment();
+    ObserveJobTimes(
+        job.started_at() > 0 ? static_cast<double>(job.started_at() - job.created_at()) : -1,
+        job.started_at() > 0 ? static_cast<double>(job.finished_at() - job.started_at()) : -1);
+    impl_->finished
+        ->Add({{"state", absl::AsciiStrToLower(v1::JobState_Name(job.state()).substr(10))}})
+        .Increment();
   }
   impl_->oldest_queued->Add({}).Set(snapshot->oldest_queued_wait_s);
   for (const auto& [code, count] : snapshot->trainer_errors) {
     int64_t& seen = impl_->errors_seen[code];
-    if (count > seen) impl_->trainer_errors->Add({{"code", code}}).Increment(static_cast<double>(count - seen));
+    if (count > seen)
+      impl_->trainer_errors->Add({{"code", code}}).Increment(static_cast<double>(count - seen));
     seen = count;
   }
   struct statvfs fs {};
   if (statvfs(impl_->data_dir.c_str(), &fs) == 0) {
-    impl_->disk_free->Add({}).Set(static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize));
-    impl_->disk_capacity->Add({}).Set(static_cast<double>(fs.f_blocks) * static_cast<double>(fs.f_frsize));
+    impl_->disk_free->Add({}).Set(static_cast<double>(fs.f_bavail) *
+                                  static_cast<double>(fs.f_frsize));
+    impl_->disk_capacity->Add({}).Set(static_cast<double>(fs.f_blocks) *
+                                      static_cast<double>(fs.f_frsize));
   }
   std::set<std::string> now_running;
   for (const v1::Job& job : snapshot->running) {
@@ -171,8 +230,10 @@ void Metrics::Refresh(Scheduler& scheduler) {
     impl_->job_loss->Add(labels).Set(job.loss());
     impl_->job_step->Add(labels).Set(static_cast<double>(job.step()));
     impl_->job_tokens->Add(labels).Set(job.tokens_per_s());
-    impl_->job_progress->Add(labels).Set(
-        job.total_steps() > 0 ? static_cast<double>(job.step()) / static_cast<double>(job.total_steps()) : 0);
+    impl_->job_progress->Add(labels).Set(job.total_steps() > 0
+                                             ? static_cast<double>(job.step()) /
+                                                   static_cast<double>(job.total_steps())
+                                             : 0);
     impl_->job_lr->Add(labels).Set(job.lr());
     impl_->job_eval_loss->Add(labels).Set(job.eval_loss());
     impl_->job_rss->Add(labels).Set(static_cast<double>(job.peak_rss_bytes()));
@@ -182,9 +243,10 @@ void Metrics::Refresh(Scheduler& scheduler) {
   for (const std::string& key : impl_->running_jobs) {
     if (now_running.count(key)) continue;
     const size_t split = key.find('\n');
-    const prometheus::Labels labels{{"job_id", key.substr(0, split)}, {"job_name", key.substr(split + 1)}};
-    for (auto* family : {impl_->job_loss, impl_->job_step, impl_->job_tokens, impl_->job_progress, impl_->job_lr,
-                         impl_->job_eval_loss, impl_->job_rss})
+    const prometheus::Labels labels{{"job_id", key.substr(0, split)},
+                                    {"job_name", key.substr(split + 1)}};
+    for (auto* family : {impl_->job_loss, impl_->job_step, impl_->job_tokens, impl_->job_progress,
+                         impl_->job_lr, impl_->job_eval_loss, impl_->job_rss})
       family->Remove(&family->Add(labels));
   }
   impl_->running_jobs = std::move(now_running);

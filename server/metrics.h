@@ -17,7 +17,8 @@ class Metrics {
  public:
   // Serves /metrics on `listen` ("host:port"; port 0 picks one); reports the
   // free space of the filesystem holding `data_dir` (the SQLite store).
-  static absl::StatusOr<std::unique_ptr<Metrics>> Start(const std::string& listen, const std::string& data_dir);
+  static absl::StatusOr<std::unique_ptr<Metrics>> Start(const std::string& listen,
+                                                        const std::string& data_dir);
   ~Metrics();
 
   int port() const;

@@ -9,10 +9,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
-#include <set>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -85,15 +85,19 @@ class Scheduler {
   // (NOT_FOUND otherwise), so a retried submit skips validation.
   absl::StatusOr<v1::Job> FindByIdempotencyKey(const std::string& tenant, const std::string& key);
   absl::StatusOr<v1::Job> GetJob(const std::string& tenant, const std::string& id);
-  absl::StatusOr<v1::ListJobsResponse> ListJobs(const std::string& tenant, const v1::ListJobsRequest& request);
-  absl::StatusOr<v1::Job> CancelJob(const std::string& tenant, const std::string& id, const std::string& reason);
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const std::string& tenant,
+                                                const v1::ListJobsRequest& request);
+  absl::StatusOr<v1::Job> CancelJob(const std::string& tenant, const std::string& id,
+                                    const std::string& reason);
   // Events with seq > after_seq (at most `limit`); `finished` says the job is
   // in a final state, so no event will follow the returned ones.
-  absl::StatusOr<std::vector<v1::JobEvent>> EventsAfter(const std::string& tenant, const std::string& id,
-                                                        int64_t after_seq, int limit, bool* finished);
+  absl::StatusOr<std::vector<v1::JobEvent>> EventsAfter(const std::string& tenant,
+                                                        const std::string& id, int64_t after_seq,
+                                                        int limit, bool* finished);
   // Blocks until something changes anywhere or `timeout_ms` passes.
   void WaitForChange(int timeout_ms);
-  absl::StatusOr<std::vector<ArtifactRow>> ListArtifacts(const std::string& tenant, const std::string& id);
+  absl::StatusOr<std::vector<ArtifactRow>> ListArtifacts(const std::string& tenant,
+                                                         const std::string& id);
   // OK when some registered worker could run a job with these needs;
   // FAILED_PRECONDITION saying what is missing otherwise.
   absl::Status CheckPlaceable(const Requirements& needs);
@@ -103,11 +107,13 @@ class Scheduler {
                                    const std::string& storage_key);
   absl::StatusOr<FileRow> GetFile(const std::string& tenant, const std::string& id);
   absl::StatusOr<v1::File> FindFile(const std::string& tenant, const std::string& sha256);
-  absl::StatusOr<v1::ListFilesResponse> ListFiles(const std::string& tenant, const v1::ListFilesRequest& request);
+  absl::StatusOr<v1::ListFilesResponse> ListFiles(const std::string& tenant,
+                                                  const v1::ListFilesRequest& request);
   absl::Status DeleteFile(const std::string& tenant, const std::string& id);
 
   // ---- workers
-  absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& request);
+  absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(
+      const v1::RegisterWorkerRequest& request);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
   absl::StatusOr<v1::LeaseJobResponse> LeaseJob(const v1::LeaseJobRequest& request);
   absl::StatusOr<v1::ReportEventsResponse> ReportEvents(const v1::ReportEventsRequest& request);
@@ -129,7 +135,8 @@ class Scheduler {
   struct Snapshot {
     std::map<int, int64_t> jobs_by_state;
     int64_t workers_alive = 0;
-    std::vector<v1::Job> running;   // id, name, step, total_steps, loss, tokens_per_s, lr, eval_loss, peak_rss_bytes
+    std::vector<v1::Job>
+        running;  // id, name, step, total_steps, loss, tokens_per_s, lr, eval_loss, peak_rss_bytes
     std::vector<v1::Job> finished;  // state, created_at, started_at, finished_at
     double oldest_queued_wait_s = 0;
     std::map<std::string, int64_t> trainer_errors;  // by error code, since the scheduler started
@@ -151,7 +158,8 @@ class Scheduler {
   absl::StatusOr<AttemptRef> CurrentAttempt(int64_t fence);
   absl::StatusOr<v1::Job> LoadJob(const std::string& tenant, const std::string& id);
   absl::Status AppendEvent(const std::string& job_id, int attempt, v1::JobEvent event);
-  absl::Status SetState(const std::string& job_id, v1::JobState from, v1::JobState to, const std::string& reason);
+  absl::Status SetState(const std::string& job_id, v1::JobState from, v1::JobState to,
+                        const std::string& reason);
   absl::Status FailAttempt(int64_t fence, const std::string& reason, bool permanent);
   // Marks a worker lost and fails the attempts it had a part in.
   absl::Status LoseWorker(const std::string& worker_id, const std::string& reason);
@@ -159,7 +167,8 @@ class Scheduler {
   absl::Status DetectStalls(double now);
   absl::Status PlaceQueuedJobs();
   absl::StatusOr<std::optional<v1::Lease>> PendingLease(const std::string& worker_id);
-  absl::Status ApplyTrainerEvent(const std::string& job_id, int attempt, int64_t fence, const std::string& json);
+  absl::Status ApplyTrainerEvent(const std::string& job_id, int attempt, int64_t fence,
+                                 const std::string& json);
   bool WorkerAlive(const std::string& worker_id, double now) const;
   void NotifyChange();
 

@@ -1,9 +1,9 @@
 // Scheduler: the public side — creating, reading, listing and cancelling
 // jobs, their event log and artifacts, and uploaded files.
-#include <random>
-
 #include <google/protobuf/util/json_util.h>
+
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -18,8 +18,10 @@ namespace diablo::server {
 namespace {
 
 constexpr const char* kJobColumns =
-    "id, name, labels, spec, priority, devices_per_node, nodes, max_retries, state, reason, attempts, "
-    "created_at, started_at, finished_at, step, total_steps, loss, tokens_per_s, eta_s, checkpoint_step, "
+    "id, name, labels, spec, priority, devices_per_node, nodes, max_retries, state, reason, "
+    "attempts, "
+    "created_at, started_at, finished_at, step, total_steps, loss, tokens_per_s, eta_s, "
+    "checkpoint_step, "
     "estimated_bytes, current_fence, lr, eval_loss, peak_rss_bytes";
 
 v1::Job JobFromRow(const Statement& row) {
@@ -28,7 +30,8 @@ v1::Job JobFromRow(const Statement& row) {
   job.set_name(row.Text(1));
   nlohmann::json labels = nlohmann::json::parse(row.Text(2), nullptr, false);
   if (labels.is_object())
-    for (auto& [key, value] : labels.items()) (*job.mutable_labels())[key] = value.get<std::string>();
+    for (auto& [key, value] : labels.items())
+      (*job.mutable_labels())[key] = value.get<std::string>();
   (void)google::protobuf::util::JsonStringToMessage(row.Text(3), job.mutable_spec());
   job.set_priority(static_cast<int32_t>(row.Int(4)));
   job.set_devices_per_node(static_cast<int32_t>(row.Int(5)));
@@ -54,12 +57,15 @@ v1::Job JobFromRow(const Statement& row) {
 }
 
 bool IsFinal(v1::JobState state) {
-  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED || state == v1::JOB_STATE_CANCELLED;
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
 }
 
 absl::Status AddWorkers(Db& db, int64_t fence, v1::Job& job) {
   if (fence == 0) return absl::OkStatus();
-  ASSIGN_OR_RETURN(Statement ranks, db.Prepare("SELECT worker_id FROM attempt_ranks WHERE fence = ? ORDER BY first_rank"));
+  ASSIGN_OR_RETURN(
+      Statement ranks,
+      db.Prepare("SELECT worker_id FROM attempt_ranks WHERE fence = ? ORDER BY first_rank"));
   ranks.Bind(fence);
   while (true) {
     ASSIGN_OR_RETURN(bool row, ranks.Step());
@@ -80,7 +86,8 @@ std::string NewId(const char* prefix) {
   return absl::StrCat(prefix, absl::Hex(rng(), absl::kZeroPad16));
 }
 
-Scheduler::Scheduler(std::unique_ptr<Db> db, std::unique_ptr<ObjectStore> storage, SchedulerConfig config)
+Scheduler::Scheduler(std::unique_ptr<Db> db, std::unique_ptr<ObjectStore> storage,
+                     SchedulerConfig config)
     : db_(std::move(db)), storage_(std::move(storage)), config_(std::move(config)) {}
 
 Scheduler::~Scheduler() = default;
@@ -89,18 +96,21 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Open(std::unique_ptr<Db> d
                                                            std::unique_ptr<ObjectStore> storage,
                                                            SchedulerConfig config) {
   RETURN_IF_ERROR(Migrate(*db));
-  std::unique_ptr<Scheduler> scheduler(new Scheduler(std::move(db), std::move(storage), std::move(config)));
+  std::unique_ptr<Scheduler> scheduler(
+      new Scheduler(std::move(db), std::move(storage), std::move(config)));
   // After a restart: every known worker gets a full lease timeout to check in
   // again, and running attempts a full stall timeout to report.
   const double now = NowSeconds();
   scheduler->started_at_ = now;
-  ASSIGN_OR_RETURN(Statement workers, scheduler->db_->Prepare("SELECT id FROM workers WHERE lost = 0"));
+  ASSIGN_OR_RETURN(Statement workers,
+                   scheduler->db_->Prepare("SELECT id FROM workers WHERE lost = 0"));
   while (true) {
     ASSIGN_OR_RETURN(bool row, workers.Step());
     if (!row) break;
     scheduler->last_seen_[workers.Text(0)] = now;
   }
-  ASSIGN_OR_RETURN(Statement touch, scheduler->db_->Prepare("UPDATE attempts SET last_report_at = ? WHERE active = 1"));
+  ASSIGN_OR_RETURN(Statement touch, scheduler->db_->Prepare(
+                                        "UPDATE attempts SET last_report_at = ? WHERE active = 1"));
   RETURN_IF_ERROR(touch.Bind(now).Run());
   return scheduler;
 }
@@ -124,8 +134,9 @@ void Scheduler::WaitForChange(int timeout_ms) {
 }
 
 absl::StatusOr<v1::Job> Scheduler::LoadJob(const std::string& tenant, const std::string& id) {
-  ASSIGN_OR_RETURN(Statement select,
-                   db_->Prepare(absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ? AND tenant = ?")));
+  ASSIGN_OR_RETURN(
+      Statement select,
+      db_->Prepare(absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ? AND tenant = ?")));
   select.Bind(id).Bind(tenant);
   ASSIGN_OR_RETURN(bool found, select.Step());
   if (!found) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
@@ -135,7 +146,9 @@ absl::StatusOr<v1::Job> Scheduler::LoadJob(const std::string& tenant, const std:
 }
 
 absl::Status Scheduler::AppendEvent(const std::string& job_id, int attempt, v1::JobEvent event) {
-  ASSIGN_OR_RETURN(Statement bump, db_->Prepare("UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq"));
+  ASSIGN_OR_RETURN(
+      Statement bump,
+      db_->Prepare("UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq"));
   bump.Bind(job_id);
   ASSIGN_OR_RETURN(bool row, bump.Step());
   if (!row) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
@@ -145,7 +158,8 @@ absl::Status Scheduler::AppendEvent(const std::string& job_id, int attempt, v1::
   if (event.time() == 0) event.set_time(NowSeconds());
   std::string json;
   (void)google::protobuf::util::MessageToJsonString(event, &json);
-  ASSIGN_OR_RETURN(Statement insert, db_->Prepare("INSERT INTO events (job_id, seq, event) VALUES (?, ?, ?)"));
+  ASSIGN_OR_RETURN(Statement insert,
+                   db_->Prepare("INSERT INTO events (job_id, seq, event) VALUES (?, ?, ?)"));
   RETURN_IF_ERROR(insert.Bind(job_id).Bind(event.seq()).Bind(json).Run());
   NotifyChange();
   return absl::OkStatus();
@@ -155,10 +169,12 @@ absl::Status Scheduler::SetState(const std::string& job_id, v1::JobState from, v
                                  const std::string& reason) {
   const double now = NowSeconds();
   std::string extra;
-  if (to == v1::JOB_STATE_RUNNING) extra = ", started_at = CASE WHEN started_at = 0 THEN ?3 ELSE started_at END";
+  if (to == v1::JOB_STATE_RUNNING)
+    extra = ", started_at = CASE WHEN started_at = 0 THEN ?3 ELSE started_at END";
   if (IsFinal(to)) extra = ", finished_at = ?3";
   ASSIGN_OR_RETURN(Statement update,
-                   db_->Prepare(absl::StrCat("UPDATE jobs SET state = ?1, reason = ?2", extra, " WHERE id = ?4")));
+                   db_->Prepare(absl::StrCat("UPDATE jobs SET state = ?1, reason = ?2", extra,
+                                             " WHERE id = ?4")));
   update.Bind(static_cast<int64_t>(to)).Bind(reason).Bind(now).Bind(job_id);
   RETURN_IF_ERROR(update.Run());
   v1::JobEvent event;
@@ -168,17 +184,21 @@ absl::Status Scheduler::SetState(const std::string& job_id, v1::JobState from, v
   return AppendEvent(job_id, 0, std::move(event));
 }
 
-absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant, const v1::CreateJobRequest& request,
+absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant,
+                                             const v1::CreateJobRequest& request,
                                              const ValidatedJob& job) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!request.idempotency_key().empty()) {
-    ASSIGN_OR_RETURN(Statement existing, db_->Prepare("SELECT id FROM jobs WHERE tenant = ? AND idempotency_key = ?"));
+    ASSIGN_OR_RETURN(Statement existing,
+                     db_->Prepare("SELECT id FROM jobs WHERE tenant = ? AND idempotency_key = ?"));
     existing.Bind(tenant).Bind(request.idempotency_key());
     ASSIGN_OR_RETURN(bool found, existing.Step());
     if (found) return LoadJob(tenant, existing.Text(0));
   }
   {
-    ASSIGN_OR_RETURN(Statement queued, db_->Prepare("SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state IN (1, 2)"));
+    ASSIGN_OR_RETURN(
+        Statement queued,
+        db_->Prepare("SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state IN (1, 2)"));
     queued.Bind(tenant);
     ASSIGN_OR_RETURN(bool row, queued.Step());
     if (row && queued.Int(0) >= config_.max_queued_jobs_per_tenant)
@@ -190,20 +210,38 @@ absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant, const v1
   for (const auto& [key, value] : request.labels()) labels[key] = value;
   nlohmann::json inputs = nlohmann::json::array();
   for (const v1::Input& input : job.inputs)
-    inputs.push_back({{"field", input.field()}, {"key", input.key()}, {"uri", input.uri()}, {"path", input.path()},
-                      {"sha256", input.sha256()}, {"name", input.name()}});
+    inputs.push_back({{"field", input.field()},
+                      {"key", input.key()},
+                      {"uri", input.uri()},
+                      {"path", input.path()},
+                      {"sha256", input.sha256()},
+                      {"name", input.name()}});
 
   const std::string id = NewId("j-");
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
-  ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
-      "INSERT INTO jobs (id, tenant, name, labels, spec, config, inputs, priority, devices_per_node, nodes, "
-      "max_retries, idempotency_key, estimated_bytes, state, created_at) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-  insert.Bind(id).Bind(tenant).Bind(request.name()).Bind(labels.dump()).Bind(job.spec_json).Bind(job.config_json)
-      .Bind(inputs.dump()).Bind(request.priority()).Bind(std::max(request.devices_per_node(), 1))
-      .Bind(std::max(request.nodes(), 1)).Bind(request.has_max_retries() ? request.max_retries() : kDefaultMaxRetries);
-  if (request.idempotency_key().empty()) insert.BindNull(); else insert.Bind(request.idempotency_key());
-  insert.Bind(job.estimated_bytes).Bind(static_cast<int64_t>(v1::JOB_STATE_QUEUED)).Bind(NowSeconds());
+  ASSIGN_OR_RETURN(Statement insert,
+                   db_->Prepare("INSERT INTO jobs (id, tenant, name, labels, spec, config, inputs, "
+                                "priority, devices_per_node, nodes, "
+                                "max_retries, idempotency_key, estimated_bytes, state, created_at) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  insert.Bind(id)
+      .Bind(tenant)
+      .Bind(request.name())
+      .Bind(labels.dump())
+      .Bind(job.spec_json)
+      .Bind(job.config_json)
+      .Bind(inputs.dump())
+      .Bind(request.priority())
+      .Bind(std::max(request.devices_per_node(), 1))
+      .Bind(std::max(request.nodes(), 1))
+      .Bind(request.has_max_retries() ? request.max_retries() : kDefaultMaxRetries);
+  if (request.idempotency_key().empty())
+    insert.BindNull();
+  else
+    insert.Bind(request.idempotency_key());
+  insert.Bind(job.estimated_bytes)
+      .Bind(static_cast<int64_t>(v1::JOB_STATE_QUEUED))
+      .Bind(NowSeconds());
   RETURN_IF_ERROR(insert.Run());
   RETURN_IF_ERROR(SetState(id, v1::JOB_STATE_UNSPECIFIED, v1::JOB_STATE_QUEUED, "submitted"));
   RETURN_IF_ERROR(PlaceQueuedJobs());
@@ -211,9 +249,11 @@ absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant, const v1
   return LoadJob(tenant, id);
 }
 
-absl::StatusOr<v1::Job> Scheduler::FindByIdempotencyKey(const std::string& tenant, const std::string& key) {
+absl::StatusOr<v1::Job> Scheduler::FindByIdempotencyKey(const std::string& tenant,
+                                                        const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Statement existing, db_->Prepare("SELECT id FROM jobs WHERE tenant = ? AND idempotency_key = ?"));
+  ASSIGN_OR_RETURN(Statement existing,
+                   db_->Prepare("SELECT id FROM jobs WHERE tenant = ? AND idempotency_key = ?"));
   existing.Bind(tenant).Bind(key);
   ASSIGN_OR_RETURN(bool found, existing.Step());
   if (!found) return absl::NotFoundError("no job has this idempotency key");
@@ -240,10 +280,13 @@ absl::StatusOr<v1::ListJobsResponse> Scheduler::ListJobs(const std::string& tena
   std::string states;
   for (int state : request.states()) absl::StrAppend(&states, states.empty() ? "" : ",", state);
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare(absl::StrCat(
-      "SELECT ", kJobColumns, " FROM jobs WHERE tenant = ? AND (created_at < ? OR (created_at = ? AND id < ?))",
-      states.empty() ? "" : absl::StrCat(" AND state IN (", states, ")"),
-      " ORDER BY created_at DESC, id DESC")));
+  ASSIGN_OR_RETURN(
+      Statement select,
+      db_->Prepare(absl::StrCat(
+          "SELECT ", kJobColumns,
+          " FROM jobs WHERE tenant = ? AND (created_at < ? OR (created_at = ? AND id < ?))",
+          states.empty() ? "" : absl::StrCat(" AND state IN (", states, ")"),
+          " ORDER BY created_at DESC, id DESC")));
   select.Bind(tenant).Bind(after_created).Bind(after_created).Bind(after_id);
   v1::ListJobsResponse response;
   double last_created = 0;
@@ -258,8 +301,8 @@ absl::StatusOr<v1::ListJobsResponse> Scheduler::ListJobs(const std::string& tena
     }
     if (!labels_match) continue;
     if (response.jobs_size() == page_size) {
-      response.set_next_page_token(
-          absl::StrCat(absl::StrFormat("%.17g", last_created), "|", response.jobs().rbegin()->id()));
+      response.set_next_page_token(absl::StrCat(absl::StrFormat("%.17g", last_created), "|",
+                                                response.jobs().rbegin()->id()));
       break;
     }
     last_created = select.Double(11);
@@ -275,21 +318,26 @@ absl::StatusOr<v1::Job> Scheduler::CancelJob(const std::string& tenant, const st
   ASSIGN_OR_RETURN(v1::Job job, LoadJob(tenant, id));
   if (IsFinal(job.state())) return job;  // cancelling twice, or after the end, changes nothing
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
-  ASSIGN_OR_RETURN(Statement end, db_->Prepare(
-      "UPDATE attempts SET active = 0, ended_at = ?, reason = 'cancelled' WHERE job_id = ? AND active = 1"));
+  ASSIGN_OR_RETURN(Statement end,
+                   db_->Prepare("UPDATE attempts SET active = 0, ended_at = ?, reason = "
+                                "'cancelled' WHERE job_id = ? AND active = 1"));
   RETURN_IF_ERROR(end.Bind(NowSeconds()).Bind(id).Run());
-  RETURN_IF_ERROR(SetState(id, job.state(), v1::JOB_STATE_CANCELLED,
-                           reason.empty() ? "cancelled by the user" : absl::StrCat("cancelled: ", reason)));
+  RETURN_IF_ERROR(
+      SetState(id, job.state(), v1::JOB_STATE_CANCELLED,
+               reason.empty() ? "cancelled by the user" : absl::StrCat("cancelled: ", reason)));
   RETURN_IF_ERROR(txn.Commit());
   return LoadJob(tenant, id);
 }
 
-absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(const std::string& tenant, const std::string& id,
-                                                                 int64_t after_seq, int limit, bool* finished) {
+absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(const std::string& tenant,
+                                                                 const std::string& id,
+                                                                 int64_t after_seq, int limit,
+                                                                 bool* finished) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(v1::Job job, LoadJob(tenant, id));
-  ASSIGN_OR_RETURN(Statement select,
-                   db_->Prepare("SELECT event FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?"));
+  ASSIGN_OR_RETURN(
+      Statement select,
+      db_->Prepare("SELECT event FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?"));
   select.Bind(id).Bind(after_seq).Bind(limit);
   std::vector<v1::JobEvent> events;
   while (true) {
@@ -303,11 +351,12 @@ absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(const std::stri
   return events;
 }
 
-absl::StatusOr<std::vector<ArtifactRow>> Scheduler::ListArtifacts(const std::string& tenant, const std::string& id) {
+absl::StatusOr<std::vector<ArtifactRow>> Scheduler::ListArtifacts(const std::string& tenant,
+                                                                  const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   RETURN_IF_ERROR(LoadJob(tenant, id).status());
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
-      "SELECT name, storage_key, size_bytes, sha256 FROM artifacts WHERE job_id = ? ORDER BY name"));
+  ASSIGN_OR_RETURN(Statement select, db_->Prepare("SELECT name, storage_key, size_bytes, sha256 "
+                                                  "FROM artifacts WHERE job_id = ? ORDER BY name"));
   select.Bind(id);
   std::vector<ArtifactRow> artifacts;
   while (true) {
@@ -334,15 +383,23 @@ FileRow FileFromRow(const Statement& row) {
 }
 }  // namespace
 
-absl::StatusOr<v1::File> Scheduler::AddFile(const std::string& tenant, const v1::UploadHeader& header,
+absl::StatusOr<v1::File> Scheduler::AddFile(const std::string& tenant,
+                                            const v1::UploadHeader& header,
                                             const std::string& storage_key) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string id = storage_key.substr(storage_key.rfind('/') + 1);
-  ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
-      "INSERT INTO files (id, tenant, name, size_bytes, sha256, storage_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"));
+  ASSIGN_OR_RETURN(Statement insert,
+                   db_->Prepare("INSERT INTO files (id, tenant, name, size_bytes, sha256, "
+                                "storage_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"));
   const double now = NowSeconds();
-  RETURN_IF_ERROR(insert.Bind(id).Bind(tenant).Bind(header.name()).Bind(header.size_bytes()).Bind(header.sha256())
-                      .Bind(storage_key).Bind(now).Run());
+  RETURN_IF_ERROR(insert.Bind(id)
+                      .Bind(tenant)
+                      .Bind(header.name())
+                      .Bind(header.size_bytes())
+                      .Bind(header.sha256())
+                      .Bind(storage_key)
+                      .Bind(now)
+                      .Run());
   v1::File file;
   file.set_id(id);
   file.set_name(header.name());
@@ -355,7 +412,8 @@ absl::StatusOr<v1::File> Scheduler::AddFile(const std::string& tenant, const v1:
 absl::StatusOr<FileRow> Scheduler::GetFile(const std::string& tenant, const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Statement select,
-                   db_->Prepare(absl::StrCat("SELECT ", kFileColumns, " FROM files WHERE tenant = ? AND id = ?")));
+                   db_->Prepare(absl::StrCat("SELECT ", kFileColumns,
+                                             " FROM files WHERE tenant = ? AND id = ?")));
   select.Bind(tenant).Bind(id);
   ASSIGN_OR_RETURN(bool found, select.Step());
   if (!found) return absl::NotFoundError(absl::StrCat("file ", id, " not found"));
@@ -364,8 +422,10 @@ absl::StatusOr<FileRow> Scheduler::GetFile(const std::string& tenant, const std:
 
 absl::StatusOr<v1::File> Scheduler::FindFile(const std::string& tenant, const std::string& sha256) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare(absl::StrCat(
-      "SELECT ", kFileColumns, " FROM files WHERE tenant = ? AND sha256 = ? ORDER BY created_at LIMIT 1")));
+  ASSIGN_OR_RETURN(Statement select,
+                   db_->Prepare(absl::StrCat(
+                       "SELECT ", kFileColumns,
+                       " FROM files WHERE tenant = ? AND sha256 = ? ORDER BY created_at LIMIT 1")));
   select.Bind(tenant).Bind(sha256);
   ASSIGN_OR_RETURN(bool found, select.Step());
   if (!found) return absl::NotFoundError(absl::StrCat("no uploaded file has SHA-256 ", sha256));
@@ -376,8 +436,10 @@ absl::StatusOr<v1::ListFilesResponse> Scheduler::ListFiles(const std::string& te
                                                            const v1::ListFilesRequest& request) {
   const int page_size = request.page_size() <= 0 ? 100 : std::min(request.page_size(), 1000);
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare(absl::StrCat(
-      "SELECT ", kFileColumns, " FROM files WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?")));
+  ASSIGN_OR_RETURN(
+      Statement select,
+      db_->Prepare(absl::StrCat("SELECT ", kFileColumns,
+                                " FROM files WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?")));
   select.Bind(tenant).Bind(request.page_token()).Bind(page_size + 1);
   v1::ListFilesResponse response;
   while (true) {
@@ -396,18 +458,20 @@ absl::Status Scheduler::DeleteFile(const std::string& tenant, const std::string&
   std::string storage_key;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    ASSIGN_OR_RETURN(Statement select, db_->Prepare("SELECT storage_key FROM files WHERE tenant = ? AND id = ?"));
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT storage_key FROM files WHERE tenant = ? AND id = ?"));
     select.Bind(tenant).Bind(id);
     ASSIGN_OR_RETURN(bool found, select.Step());
     if (!found) return absl::NotFoundError(absl::StrCat("file ", id, " not found"));
     storage_key = select.Text(0);
-    ASSIGN_OR_RETURN(Statement users, db_->Prepare(
-        "SELECT id FROM jobs WHERE tenant = ? AND state IN (1, 2, 3) AND inputs LIKE ? LIMIT 1"));
+    ASSIGN_OR_RETURN(Statement users, db_->Prepare("SELECT id FROM jobs WHERE tenant = ? AND state "
+                                                   "IN (1, 2, 3) AND inputs LIKE ? LIMIT 1"));
     users.Bind(tenant).Bind(absl::StrCat("%\"", storage_key, "\"%"));
     ASSIGN_OR_RETURN(bool in_use, users.Step());
     if (in_use)
-      return absl::FailedPreconditionError(absl::StrCat("file ", id, " is an input of job ", users.Text(0),
-                                                        ", which has not finished; cancel it or wait"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("file ", id, " is an input of job ", users.Text(0),
+                       ", which has not finished; cancel it or wait"));
     ASSIGN_OR_RETURN(Statement remove, db_->Prepare("DELETE FROM files WHERE id = ?"));
     RETURN_IF_ERROR(remove.Bind(id).Run());
   }

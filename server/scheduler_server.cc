@@ -30,16 +30,18 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
   return text.str();
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const SchedulerOptions& options) {
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const SchedulerOptions& options) {
   if (options.tls_cert.empty() != options.tls_key.empty())
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   if (options.tls_cert.empty()) {
-    if (!options.tls_client_ca.empty()) return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert");
+    if (!options.tls_client_ca.empty())
+      return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert");
     return grpc::InsecureServerCredentials();
   }
-  grpc::SslServerCredentialsOptions ssl(options.tls_client_ca.empty()
-                                            ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                                            : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions ssl(
+      options.tls_client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                    : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   ASSIGN_OR_RETURN(std::string cert, ReadPem(options.tls_cert, "--tls-cert"));
   ASSIGN_OR_RETURN(std::string key, ReadPem(options.tls_key, "--tls-key"));
   ssl.pem_key_cert_pairs.push_back({key, cert});
@@ -62,7 +64,8 @@ struct SchedulerServer::Services {
 
 SchedulerServer::SchedulerServer() = default;
 
-absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(const SchedulerOptions& options) {
+absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(
+    const SchedulerOptions& options) {
   // Validate before gRPC sees the address: its own error is only "failed to bind".
   RETURN_IF_ERROR(ParseHostPort(options.listen_address, "--listen", PortZero::kAllowed).status());
   ASSIGN_OR_RETURN(auto credentials, Credentials(options));
@@ -71,22 +74,28 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(
   std::error_code ec;
   const fs::path data_dir = fs::absolute(options.data_dir);
   fs::create_directories(data_dir, ec);
-  if (ec) return absl::InvalidArgumentError(absl::StrCat("--data-dir ", data_dir.string(), ": ", ec.message()));
+  if (ec)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--data-dir ", data_dir.string(), ": ", ec.message()));
   const std::string db_path = (data_dir / "scheduler.db").string();
 
   std::unique_ptr<SchedulerServer> server(new SchedulerServer());
   server::SchedulerConfig config = options.scheduler;
-  config.storage_uri = options.storage_uri.empty() ? "file://" + (data_dir / "storage").string() : options.storage_uri;
+  config.storage_uri = options.storage_uri.empty() ? "file://" + (data_dir / "storage").string()
+                                                   : options.storage_uri;
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> storage, OpenObjectStore(config.storage_uri));
   ASSIGN_OR_RETURN(std::unique_ptr<server::Db> db, server::Db::Open(db_path));
-  ASSIGN_OR_RETURN(server->scheduler_, server::Scheduler::Open(std::move(db), std::move(storage), config));
+  ASSIGN_OR_RETURN(server->scheduler_,
+                   server::Scheduler::Open(std::move(db), std::move(storage), config));
   ASSIGN_OR_RETURN(server->auth_, server::Authenticator::Open(db_path, options.auth));
   if (!options.metrics_listen.empty()) {
-    RETURN_IF_ERROR(ParseHostPort(options.metrics_listen, "--metrics-listen", PortZero::kAllowed).status());
-    ASSIGN_OR_RETURN(server->metrics_, server::Metrics::Start(options.metrics_listen, data_dir.string()));
+    RETURN_IF_ERROR(
+        ParseHostPort(options.metrics_listen, "--metrics-listen", PortZero::kAllowed).status());
+    ASSIGN_OR_RETURN(server->metrics_,
+                     server::Metrics::Start(options.metrics_listen, data_dir.string()));
   }
-  server::ServiceContext context{server->scheduler_.get(), server->auth_.get(), server->metrics_.get(), data_dir,
-                                 options.max_upload_bytes};
+  server::ServiceContext context{server->scheduler_.get(), server->auth_.get(),
+                                 server->metrics_.get(), data_dir, options.max_upload_bytes};
   server->services_ = std::make_unique<Services>(context);
   server->system_service_ = std::make_unique<SystemServiceImpl>(absl::Now());
 
@@ -99,8 +108,9 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
   builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, options.max_metadata_bytes);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                             static_cast<int>(absl::ToInt64Milliseconds(options.min_client_ping_interval)));
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options.min_client_ping_interval)));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.RegisterService(server->system_service_.get());
   builder.RegisterService(&server->services_->jobs);
@@ -110,9 +120,9 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(
 
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "could not listen on ", options.listen_address,
-        ": the port is in use or the address is not local to this machine; pick another with --listen"));
+    return absl::UnavailableError(absl::StrCat("could not listen on ", options.listen_address,
+                                               ": the port is in use or the address is not local "
+                                               "to this machine; pick another with --listen"));
   }
   // Once a second: expire silent workers, fail stalled attempts, place jobs;
   // every five: refresh the metrics gauges.
@@ -121,7 +131,8 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(
       if (absl::Status status = raw->scheduler_->Tick(); !status.ok())
         std::fprintf(stderr, "diablo-scheduler: tick: %s\n", status.ToString().c_str());
       if (raw->metrics_ != nullptr && tick % 5 == 0) raw->metrics_->Refresh(*raw->scheduler_);
-      for (int i = 0; i < 10 && !raw->stopping_.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      for (int i = 0; i < 10 && !raw->stopping_.load(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
   return server;

@@ -48,7 +48,8 @@ struct SchedulerOptions {
 
 class SchedulerServer {
  public:
-  static absl::StatusOr<std::unique_ptr<SchedulerServer>> BuildAndStart(const SchedulerOptions& options);
+  static absl::StatusOr<std::unique_ptr<SchedulerServer>> BuildAndStart(
+      const SchedulerOptions& options);
   ~SchedulerServer();
 
   // The port actually bound (differs from the option when it asked for 0).

@@ -2,9 +2,8 @@
 // placement of queued jobs, trainer reports, completion, and the periodic
 // expiry of silent workers and stalled attempts.
 #include <algorithm>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -39,7 +38,9 @@ bool Fits(const WorkerSlot& w, const Requirements& needs, bool use_free) {
   return w.memory_bytes >= needs.bytes_per_rank;
 }
 
-std::string GiB(int64_t bytes) { return absl::StrFormat("%.1f GiB", static_cast<double>(bytes) / (1 << 30)); }
+std::string GiB(int64_t bytes) {
+  return absl::StrFormat("%.1f GiB", static_cast<double>(bytes) / (1 << 30));
+}
 
 }  // namespace
 
@@ -50,30 +51,44 @@ bool Scheduler::WorkerAlive(const std::string& worker_id, double now) const {
 
 // ---- registration and heartbeats
 
-absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(const v1::RegisterWorkerRequest& request) {
+absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(
+    const v1::RegisterWorkerRequest& request) {
   if (request.name().empty()) return absl::InvalidArgumentError("name: must not be empty");
-  if (request.host().empty()) return absl::InvalidArgumentError("host: must not be empty (the rendezvous address)");
+  if (request.host().empty())
+    return absl::InvalidArgumentError("host: must not be empty (the rendezvous address)");
   if (request.device_kind() != "cpu" && request.device_kind() != "cuda")
-    return absl::InvalidArgumentError(absl::StrCat("device_kind: must be cpu or cuda, got \"", request.device_kind(), "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("device_kind: must be cpu or cuda, got \"", request.device_kind(), "\""));
   if (request.devices() < 0 || (request.device_kind() == "cuda" && request.devices() == 0))
     return absl::InvalidArgumentError("devices: a cuda worker needs at least one device");
-  if (request.memory_bytes() <= 0) return absl::InvalidArgumentError("memory_bytes: must be positive");
+  if (request.memory_bytes() <= 0)
+    return absl::InvalidArgumentError("memory_bytes: must be positive");
 
   std::lock_guard<std::mutex> lock(mu_);
   const double now = NowSeconds();
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
   // A worker that registers again under its name has restarted: whatever its
   // previous incarnation ran is gone.
-  ASSIGN_OR_RETURN(Statement previous, db_->Prepare("SELECT id FROM workers WHERE name = ? AND lost = 0"));
+  ASSIGN_OR_RETURN(Statement previous,
+                   db_->Prepare("SELECT id FROM workers WHERE name = ? AND lost = 0"));
   previous.Bind(request.name());
   ASSIGN_OR_RETURN(std::vector<std::string> stale, FirstColumnTexts(previous));
-  for (const std::string& id : stale) RETURN_IF_ERROR(LoseWorker(id, absl::StrCat("worker ", request.name(), " restarted")));
+  for (const std::string& id : stale)
+    RETURN_IF_ERROR(LoseWorker(id, absl::StrCat("worker ", request.name(), " restarted")));
   const std::string id = NewId("w-");
-  ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
-      "INSERT INTO workers (id, name, host, devices, device_kind, memory_bytes, version, registered_at) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
-  RETURN_IF_ERROR(insert.Bind(id).Bind(request.name()).Bind(request.host()).Bind(request.devices())
-                      .Bind(request.device_kind()).Bind(request.memory_bytes()).Bind(request.version()).Bind(now).Run());
+  ASSIGN_OR_RETURN(Statement insert,
+                   db_->Prepare("INSERT INTO workers (id, name, host, devices, device_kind, "
+                                "memory_bytes, version, registered_at) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+  RETURN_IF_ERROR(insert.Bind(id)
+                      .Bind(request.name())
+                      .Bind(request.host())
+                      .Bind(request.devices())
+                      .Bind(request.device_kind())
+                      .Bind(request.memory_bytes())
+                      .Bind(request.version())
+                      .Bind(now)
+                      .Run());
   last_seen_[id] = now;
   RETURN_IF_ERROR(PlaceQueuedJobs());
   RETURN_IF_ERROR(txn.Commit());
@@ -100,24 +115,28 @@ absl::StatusOr<v1::HeartbeatResponse> Scheduler::Heartbeat(const v1::HeartbeatRe
   response.set_known(true);
   std::set<int64_t> running(request.running_fences().begin(), request.running_fences().end());
   for (int64_t fence : running) {
-    ASSIGN_OR_RETURN(Statement check, db_->Prepare(
-        "SELECT a.active FROM attempts a JOIN attempt_ranks r ON r.fence = a.fence "
-        "WHERE a.fence = ? AND r.worker_id = ?"));
+    ASSIGN_OR_RETURN(
+        Statement check,
+        db_->Prepare("SELECT a.active FROM attempts a JOIN attempt_ranks r ON r.fence = a.fence "
+                     "WHERE a.fence = ? AND r.worker_id = ?"));
     check.Bind(fence).Bind(request.worker_id());
     ASSIGN_OR_RETURN(bool row, check.Step());
     if (!row || check.Int(0) == 0) response.add_stop_fences(fence);
   }
   // Attempts this worker took but no longer runs (its agent restarted, or the
   // lease reply never arrived) are failed now rather than at the stall timeout.
-  ASSIGN_OR_RETURN(Statement taken, db_->Prepare(
-      "SELECT a.fence, a.started_at FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence "
-      "WHERE r.worker_id = ? AND r.picked_up = 1 AND r.done = 0 AND a.active = 1"));
+  ASSIGN_OR_RETURN(
+      Statement taken,
+      db_->Prepare(
+          "SELECT a.fence, a.started_at FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence "
+          "WHERE r.worker_id = ? AND r.picked_up = 1 AND r.done = 0 AND a.active = 1"));
   taken.Bind(request.worker_id());
   std::vector<int64_t> orphaned;
   while (true) {
     ASSIGN_OR_RETURN(bool row, taken.Step());
     if (!row) break;
-    if (running.count(taken.Int(0)) == 0 && now - taken.Double(1) > 2 * config_.heartbeat_interval_s)
+    if (running.count(taken.Int(0)) == 0 &&
+        now - taken.Double(1) > 2 * config_.heartbeat_interval_s)
       orphaned.push_back(taken.Int(0));
   }
   if (!orphaned.empty()) {
@@ -133,35 +152,44 @@ absl::StatusOr<v1::HeartbeatResponse> Scheduler::Heartbeat(const v1::HeartbeatRe
 
 absl::Status Scheduler::CheckPlaceable(const Requirements& needs) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
-      "SELECT id, name, device_kind, devices, memory_bytes FROM workers WHERE lost = 0 ORDER BY name"));
+  ASSIGN_OR_RETURN(Statement select,
+                   db_->Prepare("SELECT id, name, device_kind, devices, memory_bytes FROM workers "
+                                "WHERE lost = 0 ORDER BY name"));
   int fitting = 0;
   std::vector<std::string> seen;
   while (true) {
     ASSIGN_OR_RETURN(bool row, select.Step());
     if (!row) break;
-    WorkerSlot w{select.Text(0), select.Text(1), "", select.Text(2), Capacity(static_cast<int>(select.Int(3))), 0,
+    WorkerSlot w{select.Text(0),
+                 select.Text(1),
+                 "",
+                 select.Text(2),
+                 Capacity(static_cast<int>(select.Int(3))),
+                 0,
                  select.Int(4)};
     if (Fits(w, needs, false)) ++fitting;
-    seen.push_back(absl::StrCat(w.name, " (", w.kind, ", ", w.kind == "cuda" ? w.capacity : 0, " devices, ",
-                                GiB(w.memory_bytes), ")"));
+    seen.push_back(absl::StrCat(w.name, " (", w.kind, ", ", w.kind == "cuda" ? w.capacity : 0,
+                                " devices, ", GiB(w.memory_bytes), ")"));
   }
   if (fitting >= needs.nodes) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       "no registered worker can run this job: it needs ", needs.nodes, " node(s), each with ",
-      needs.needs_cuda || needs.devices_per_node > 1 ? absl::StrCat(needs.devices_per_node, " CUDA device(s)")
-                                                     : std::string("a free slot"),
-      " and ", GiB(needs.bytes_per_rank), " per rank (estimated); ", fitting, " fit, registered: ",
-      seen.empty() ? std::string("none") : absl::StrJoin(seen, ", "),
-      ". Lower optim.micro_batch or data.max_seq_len, add workers, or submit with queue_anyway (--queue-anyway)"));
+      needs.needs_cuda || needs.devices_per_node > 1
+          ? absl::StrCat(needs.devices_per_node, " CUDA device(s)")
+          : std::string("a free slot"),
+      " and ", GiB(needs.bytes_per_rank), " per rank (estimated); ", fitting,
+      " fit, registered: ", seen.empty() ? std::string("none") : absl::StrJoin(seen, ", "),
+      ". Lower optim.micro_batch or data.max_seq_len, add workers, or submit with queue_anyway "
+      "(--queue-anyway)"));
 }
 
 absl::Status Scheduler::PlaceQueuedJobs() {
   const double now = NowSeconds();
   std::vector<WorkerSlot> workers;
   {
-    ASSIGN_OR_RETURN(Statement select, db_->Prepare(
-        "SELECT id, name, host, device_kind, devices, memory_bytes FROM workers WHERE lost = 0 ORDER BY registered_at"));
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT id, name, host, device_kind, devices, memory_bytes FROM "
+                                  "workers WHERE lost = 0 ORDER BY registered_at"));
     while (true) {
       ASSIGN_OR_RETURN(bool row, select.Step());
       if (!row) break;
@@ -172,9 +200,10 @@ absl::Status Scheduler::PlaceQueuedJobs() {
   }
   if (workers.empty()) return absl::OkStatus();
   {
-    ASSIGN_OR_RETURN(Statement used, db_->Prepare(
-        "SELECT r.worker_id, SUM(r.local_ranks) FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence "
-        "WHERE a.active = 1 GROUP BY r.worker_id"));
+    ASSIGN_OR_RETURN(Statement used,
+                     db_->Prepare("SELECT r.worker_id, SUM(r.local_ranks) FROM attempt_ranks r "
+                                  "JOIN attempts a ON a.fence = r.fence "
+                                  "WHERE a.active = 1 GROUP BY r.worker_id"));
     while (true) {
       ASSIGN_OR_RETURN(bool row, used.Step());
       if (!row) break;
@@ -189,17 +218,19 @@ absl::Status Scheduler::PlaceQueuedJobs() {
   };
   std::vector<Queued> queued;
   {
-    ASSIGN_OR_RETURN(Statement select, db_->Prepare(
-        // SQLite reads the device out of the stored config (json1): no JSON parse
-        // here per queued job on every lease call.
-        "SELECT id, nodes, devices_per_node, estimated_bytes, json_extract(config, '$.device') = 'cuda', attempts "
-        "FROM jobs WHERE state = 1 "
-        "ORDER BY priority DESC, created_at"));
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare(
+                         // SQLite reads the device out of the stored config (json1): no JSON parse
+                         // here per queued job on every lease call.
+                         "SELECT id, nodes, devices_per_node, estimated_bytes, "
+                         "json_extract(config, '$.device') = 'cuda', attempts "
+                         "FROM jobs WHERE state = 1 "
+                         "ORDER BY priority DESC, created_at"));
     while (true) {
       ASSIGN_OR_RETURN(bool row, select.Step());
       if (!row) break;
-      Requirements needs{static_cast<int>(select.Int(1)), static_cast<int>(select.Int(2)), select.Int(3),
-                         select.Int(4) == 1};
+      Requirements needs{static_cast<int>(select.Int(1)), static_cast<int>(select.Int(2)),
+                         select.Int(3), select.Int(4) == 1};
       queued.push_back({select.Text(0), needs, static_cast<int>(select.Int(5))});
     }
   }
@@ -212,42 +243,53 @@ absl::Status Scheduler::PlaceQueuedJobs() {
       if (Fits(w, job.needs, true)) chosen.push_back(&w);
     }
     if (static_cast<int>(chosen.size()) < job.needs.nodes) continue;  // gang: all nodes or none
-    ASSIGN_OR_RETURN(Statement attempt, db_->Prepare(
-        "INSERT INTO attempts (job_id, number, started_at, last_report_at, master_addr, master_port) "
-        "VALUES (?, ?, ?, ?, ?, 0) RETURNING fence"));
+    ASSIGN_OR_RETURN(Statement attempt,
+                     db_->Prepare("INSERT INTO attempts (job_id, number, started_at, "
+                                  "last_report_at, master_addr, master_port) "
+                                  "VALUES (?, ?, ?, ?, ?, 0) RETURNING fence"));
     attempt.Bind(job.id).Bind(job.attempts + 1).Bind(now).Bind(now).Bind(chosen[0]->host);
     ASSIGN_OR_RETURN(bool inserted, attempt.Step());
     if (!inserted) return absl::InternalError("attempt insert returned no fence");
     const int64_t fence = attempt.Int(0);
-    ASSIGN_OR_RETURN(Statement port, db_->Prepare("UPDATE attempts SET master_port = ? WHERE fence = ?"));
-    RETURN_IF_ERROR(port.Bind(config_.rendezvous_port_base + static_cast<int>(fence % config_.rendezvous_port_range))
-                        .Bind(fence).Run());
+    ASSIGN_OR_RETURN(Statement port,
+                     db_->Prepare("UPDATE attempts SET master_port = ? WHERE fence = ?"));
+    RETURN_IF_ERROR(port.Bind(config_.rendezvous_port_base +
+                              static_cast<int>(fence % config_.rendezvous_port_range))
+                        .Bind(fence)
+                        .Run());
     int next_rank = 0;
     std::vector<std::string> names;
     for (WorkerSlot* w : chosen) {
       const int local = LocalRanks(w->kind, job.needs.devices_per_node);
-      ASSIGN_OR_RETURN(Statement rank, db_->Prepare(
-          "INSERT INTO attempt_ranks (fence, worker_id, first_rank, local_ranks) VALUES (?, ?, ?, ?)"));
+      ASSIGN_OR_RETURN(Statement rank,
+                       db_->Prepare("INSERT INTO attempt_ranks (fence, worker_id, first_rank, "
+                                    "local_ranks) VALUES (?, ?, ?, ?)"));
       RETURN_IF_ERROR(rank.Bind(fence).Bind(w->id).Bind(next_rank).Bind(local).Run());
       next_rank += local;
       w->used += local;
       names.push_back(w->name);
     }
-    ASSIGN_OR_RETURN(Statement update, db_->Prepare(
-        "UPDATE jobs SET attempts = attempts + 1, current_fence = ? WHERE id = ?"));
+    ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE jobs SET attempts = attempts + 1, current_fence = ? WHERE id = ?"));
     RETURN_IF_ERROR(update.Bind(fence).Bind(job.id).Run());
-    RETURN_IF_ERROR(SetState(job.id, v1::JOB_STATE_QUEUED, v1::JOB_STATE_ASSIGNED,
-                             absl::StrCat("attempt ", job.attempts + 1, " placed on ", absl::StrJoin(names, ", "))));
+    RETURN_IF_ERROR(SetState(
+        job.id, v1::JOB_STATE_QUEUED, v1::JOB_STATE_ASSIGNED,
+        absl::StrCat("attempt ", job.attempts + 1, " placed on ", absl::StrJoin(names, ", "))));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<v1::Lease>> Scheduler::PendingLease(const std::string& worker_id) {
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
-      "SELECT a.fence, r.first_rank, r.local_ranks, a.number, a.master_addr, a.master_port, a.job_id, "
-      "j.config, j.inputs, j.checkpoint_key, j.checkpoint_step, j.nodes "
-      "FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence JOIN jobs j ON j.id = a.job_id "
-      "WHERE r.worker_id = ? AND r.picked_up = 0 AND a.active = 1 ORDER BY a.fence LIMIT 1"));
+  ASSIGN_OR_RETURN(
+      Statement select,
+      db_->Prepare(
+          "SELECT a.fence, r.first_rank, r.local_ranks, a.number, a.master_addr, a.master_port, "
+          "a.job_id, "
+          "j.config, j.inputs, j.checkpoint_key, j.checkpoint_step, j.nodes "
+          "FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence JOIN jobs j ON j.id = "
+          "a.job_id "
+          "WHERE r.worker_id = ? AND r.picked_up = 0 AND a.active = 1 ORDER BY a.fence LIMIT 1"));
   select.Bind(worker_id);
   ASSIGN_OR_RETURN(bool found, select.Step());
   if (!found) return std::optional<v1::Lease>();
@@ -276,17 +318,22 @@ absl::StatusOr<std::optional<v1::Lease>> Scheduler::PendingLease(const std::stri
   lease.set_world_size(static_cast<int32_t>(select.Int(11) * select.Int(2)));
   lease.set_output_prefix(absl::StrCat("jobs/", lease.job_id(), "/attempts/", lease.attempt()));
   lease.set_stall_timeout_s(config_.stall_timeout_s);
-  ASSIGN_OR_RETURN(Statement mark, db_->Prepare("UPDATE attempt_ranks SET picked_up = 1 WHERE fence = ? AND worker_id = ?"));
+  ASSIGN_OR_RETURN(
+      Statement mark,
+      db_->Prepare("UPDATE attempt_ranks SET picked_up = 1 WHERE fence = ? AND worker_id = ?"));
   RETURN_IF_ERROR(mark.Bind(lease.fence()).Bind(worker_id).Run());
   return lease;
 }
 
 absl::StatusOr<v1::LeaseJobResponse> Scheduler::LeaseJob(const v1::LeaseJobRequest& request) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(request.wait_ms(), 0));
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(request.wait_ms(), 0));
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     if (last_seen_.count(request.worker_id()) == 0)
-      return absl::NotFoundError(absl::StrCat("worker ", request.worker_id(), " is not registered (or its lease expired); register again"));
+      return absl::NotFoundError(
+          absl::StrCat("worker ", request.worker_id(),
+                       " is not registered (or its lease expired); register again"));
     last_seen_[request.worker_id()] = NowSeconds();
     ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
     RETURN_IF_ERROR(PlaceQueuedJobs());
@@ -299,7 +346,8 @@ absl::StatusOr<v1::LeaseJobResponse> Scheduler::LeaseJob(const v1::LeaseJobReque
     }
     if (stopping_) return absl::UnavailableError("the scheduler is shutting down; ask again");
     const uint64_t seen = change_counter_;
-    if (!changed_.wait_until(lock, deadline, [&] { return change_counter_ != seen || stopping_.load(); }))
+    if (!changed_.wait_until(lock, deadline,
+                             [&] { return change_counter_ != seen || stopping_.load(); }))
       return v1::LeaseJobResponse();
   }
 }
@@ -307,22 +355,25 @@ absl::StatusOr<v1::LeaseJobResponse> Scheduler::LeaseJob(const v1::LeaseJobReque
 // ---- reports and completion
 
 absl::StatusOr<Scheduler::AttemptRef> Scheduler::CurrentAttempt(int64_t fence) {
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
-      "SELECT a.job_id, a.number, a.active, j.current_fence, j.state FROM attempts a JOIN jobs j ON j.id = a.job_id "
-      "WHERE a.fence = ?"));
+  ASSIGN_OR_RETURN(Statement select,
+                   db_->Prepare("SELECT a.job_id, a.number, a.active, j.current_fence, j.state "
+                                "FROM attempts a JOIN jobs j ON j.id = a.job_id "
+                                "WHERE a.fence = ?"));
   select.Bind(fence);
   ASSIGN_OR_RETURN(bool found, select.Step());
   if (!found) return absl::NotFoundError(absl::StrCat("no attempt has fence ", fence));
   AttemptRef attempt{select.Text(0), static_cast<int>(select.Int(1)), select.Int(2) != 0,
                      static_cast<v1::JobState>(select.Int(4))};
   if (select.Int(3) != fence)
-    return absl::FailedPreconditionError(absl::StrCat("attempt ", attempt.number, " of job ", attempt.job_id,
-                                                      " was superseded by a newer attempt; its reports and results "
-                                                      "are discarded: stop it"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("attempt ", attempt.number, " of job ", attempt.job_id,
+                     " was superseded by a newer attempt; its reports and results "
+                     "are discarded: stop it"));
   return attempt;
 }
 
-absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(const v1::ReportEventsRequest& request) {
+absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(
+    const v1::ReportEventsRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(AttemptRef attempt, CurrentAttempt(request.fence()));
   const std::string& job_id = attempt.job_id;
@@ -335,15 +386,18 @@ absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(const v1::Repor
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
   for (const v1::TrainerReport& report : request.reports()) {
     if (report.has_event_json()) {
-      if (request.rank() == 0) RETURN_IF_ERROR(ApplyTrainerEvent(job_id, number, request.fence(), report.event_json()));
+      if (request.rank() == 0)
+        RETURN_IF_ERROR(ApplyTrainerEvent(job_id, number, request.fence(), report.event_json()));
     } else {
       v1::JobEvent event;
-      event.mutable_log()->set_source(request.rank() == 0 ? "trainer" : absl::StrCat("rank ", request.rank()));
+      event.mutable_log()->set_source(request.rank() == 0 ? "trainer"
+                                                          : absl::StrCat("rank ", request.rank()));
       event.mutable_log()->set_line(report.log_line());
       RETURN_IF_ERROR(AppendEvent(job_id, number, std::move(event)));
     }
   }
-  ASSIGN_OR_RETURN(Statement touch, db_->Prepare("UPDATE attempts SET last_report_at = ? WHERE fence = ?"));
+  ASSIGN_OR_RETURN(Statement touch,
+                   db_->Prepare("UPDATE attempts SET last_report_at = ? WHERE fence = ?"));
   RETURN_IF_ERROR(touch.Bind(NowSeconds()).Bind(request.fence()).Run());
   RETURN_IF_ERROR(txn.Commit());
   return response;
@@ -354,46 +408,60 @@ absl::Status Scheduler::CompleteAttempt(const v1::CompleteAttemptRequest& reques
   ASSIGN_OR_RETURN(AttemptRef attempt, CurrentAttempt(request.fence()));
   const std::string& job_id = attempt.job_id;
   const int number = attempt.number;
-  if (!attempt.active) return absl::OkStatus();  // already ended (cancelled, or another rank failed it)
+  if (!attempt.active)
+    return absl::OkStatus();  // already ended (cancelled, or another rank failed it)
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
   for (const std::string& line : request.stderr_tail()) {
     v1::JobEvent event;
-    event.mutable_log()->set_source(request.rank() == 0 ? "stderr" : absl::StrCat("stderr rank ", request.rank()));
+    event.mutable_log()->set_source(
+        request.rank() == 0 ? "stderr" : absl::StrCat("stderr rank ", request.rank()));
     event.mutable_log()->set_line(line);
     RETURN_IF_ERROR(AppendEvent(job_id, number, std::move(event)));
   }
   if (!request.succeeded()) {
-    RETURN_IF_ERROR(FailAttempt(request.fence(), request.reason().empty() ? "the trainer failed" : request.reason(),
+    RETURN_IF_ERROR(FailAttempt(request.fence(),
+                                request.reason().empty() ? "the trainer failed" : request.reason(),
                                 request.permanent()));
     RETURN_IF_ERROR(txn.Commit());
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(Statement done, db_->Prepare(
-      "UPDATE attempt_ranks SET done = 1 WHERE fence = ? AND first_rank <= ? AND first_rank + local_ranks > ?"));
+  ASSIGN_OR_RETURN(Statement done,
+                   db_->Prepare("UPDATE attempt_ranks SET done = 1 WHERE fence = ? AND first_rank "
+                                "<= ? AND first_rank + local_ranks > ?"));
   RETURN_IF_ERROR(done.Bind(request.fence()).Bind(request.rank()).Bind(request.rank()).Run());
   if (request.rank() == 0) {
     if (request.artifacts().empty())
-      return absl::InvalidArgumentError("artifacts: rank 0 of a successful attempt must list what it uploaded");
+      return absl::InvalidArgumentError(
+          "artifacts: rank 0 of a successful attempt must list what it uploaded");
     for (const v1::UploadedArtifact& artifact : request.artifacts()) {
       RETURN_IF_ERROR(ValidateObjectKey(artifact.key()));
-      ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
-          "INSERT OR REPLACE INTO artifacts (job_id, name, storage_key, size_bytes, sha256) VALUES (?, ?, ?, ?, ?)"));
-      RETURN_IF_ERROR(insert.Bind(job_id).Bind(artifact.name()).Bind(artifact.key()).Bind(artifact.size_bytes())
-                          .Bind(artifact.sha256()).Run());
+      ASSIGN_OR_RETURN(Statement insert,
+                       db_->Prepare("INSERT OR REPLACE INTO artifacts (job_id, name, storage_key, "
+                                    "size_bytes, sha256) VALUES (?, ?, ?, ?, ?)"));
+      RETURN_IF_ERROR(insert.Bind(job_id)
+                          .Bind(artifact.name())
+                          .Bind(artifact.key())
+                          .Bind(artifact.size_bytes())
+                          .Bind(artifact.sha256())
+                          .Run());
     }
-    ASSIGN_OR_RETURN(Statement end, db_->Prepare("UPDATE attempts SET active = 0, ended_at = ? WHERE fence = ?"));
+    ASSIGN_OR_RETURN(Statement end,
+                     db_->Prepare("UPDATE attempts SET active = 0, ended_at = ? WHERE fence = ?"));
     RETURN_IF_ERROR(end.Bind(NowSeconds()).Bind(request.fence()).Run());
-    RETURN_IF_ERROR(SetState(job_id, attempt.job_state, v1::JOB_STATE_SUCCEEDED,
-                             absl::StrCat("attempt ", number, " stored ", request.artifacts_size(), " artifacts")));
+    RETURN_IF_ERROR(SetState(
+        job_id, attempt.job_state, v1::JOB_STATE_SUCCEEDED,
+        absl::StrCat("attempt ", number, " stored ", request.artifacts_size(), " artifacts")));
   }
   RETURN_IF_ERROR(txn.Commit());
   return absl::OkStatus();
 }
 
 absl::Status Scheduler::FailAttempt(int64_t fence, const std::string& reason, bool permanent) {
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
-      "SELECT a.job_id, a.number, a.active, j.state, j.attempts, j.max_retries FROM attempts a "
-      "JOIN jobs j ON j.id = a.job_id WHERE a.fence = ?"));
+  ASSIGN_OR_RETURN(
+      Statement select,
+      db_->Prepare(
+          "SELECT a.job_id, a.number, a.active, j.state, j.attempts, j.max_retries FROM attempts a "
+          "JOIN jobs j ON j.id = a.job_id WHERE a.fence = ?"));
   select.Bind(fence);
   ASSIGN_OR_RETURN(bool found, select.Step());
   if (!found || select.Int(2) == 0) return absl::OkStatus();
@@ -401,20 +469,22 @@ absl::Status Scheduler::FailAttempt(int64_t fence, const std::string& reason, bo
   const int number = static_cast<int>(select.Int(1));
   const auto state = static_cast<v1::JobState>(select.Int(3));
   const int64_t attempts = select.Int(4), max_retries = select.Int(5);
-  ASSIGN_OR_RETURN(Statement end, db_->Prepare(
-      "UPDATE attempts SET active = 0, ended_at = ?, reason = ? WHERE fence = ?"));
+  ASSIGN_OR_RETURN(
+      Statement end,
+      db_->Prepare("UPDATE attempts SET active = 0, ended_at = ?, reason = ? WHERE fence = ?"));
   RETURN_IF_ERROR(end.Bind(NowSeconds()).Bind(reason).Bind(fence).Run());
   if (state != v1::JOB_STATE_ASSIGNED && state != v1::JOB_STATE_RUNNING) return absl::OkStatus();
   if (permanent)
-    return SetState(job_id, state, v1::JOB_STATE_FAILED, absl::StrCat("attempt ", number, " failed: ", reason,
-                                                                      " (retrying cannot help)"));
+    return SetState(
+        job_id, state, v1::JOB_STATE_FAILED,
+        absl::StrCat("attempt ", number, " failed: ", reason, " (retrying cannot help)"));
   if (attempts > max_retries)
     return SetState(job_id, state, v1::JOB_STATE_FAILED,
-                    absl::StrCat("attempt ", number, " failed: ", reason, "; no retries left (max_retries ",
-                                 max_retries, ")"));
+                    absl::StrCat("attempt ", number, " failed: ", reason,
+                                 "; no retries left (max_retries ", max_retries, ")"));
   return SetState(job_id, state, v1::JOB_STATE_QUEUED,
-                  absl::StrCat("attempt ", number, " failed: ", reason, "; retrying (attempt ", number + 1, " of ",
-                               max_retries + 1, ")"));
+                  absl::StrCat("attempt ", number, " failed: ", reason, "; retrying (attempt ",
+                               number + 1, " of ", max_retries + 1, ")"));
 }
 
 // ---- periodic checks
@@ -423,8 +493,9 @@ absl::Status Scheduler::LoseWorker(const std::string& id, const std::string& rea
   last_seen_.erase(id);
   ASSIGN_OR_RETURN(Statement lose, db_->Prepare("UPDATE workers SET lost = 1 WHERE id = ?"));
   RETURN_IF_ERROR(lose.Bind(id).Run());
-  ASSIGN_OR_RETURN(Statement fences, db_->Prepare(
-      "SELECT a.fence FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence WHERE r.worker_id = ? AND a.active = 1"));
+  ASSIGN_OR_RETURN(Statement fences,
+                   db_->Prepare("SELECT a.fence FROM attempt_ranks r JOIN attempts a ON a.fence = "
+                                "r.fence WHERE r.worker_id = ? AND a.active = 1"));
   fences.Bind(id);
   ASSIGN_OR_RETURN(std::vector<int64_t> to_fail, FirstColumnInts(fences));
   for (int64_t fence : to_fail) RETURN_IF_ERROR(FailAttempt(fence, reason, false));
@@ -439,19 +510,24 @@ absl::Status Scheduler::ExpireWorkers(double now) {
     ASSIGN_OR_RETURN(Statement name, db_->Prepare("SELECT name FROM workers WHERE id = ?"));
     name.Bind(id);
     ASSIGN_OR_RETURN(bool row, name.Step());
-    RETURN_IF_ERROR(LoseWorker(id, absl::StrFormat("worker %s sent no heartbeat for %.0f s (lease expired)",
-                                                   row ? name.Text(0) : id, config_.lease_timeout_s)));
+    RETURN_IF_ERROR(
+        LoseWorker(id, absl::StrFormat("worker %s sent no heartbeat for %.0f s (lease expired)",
+                                       row ? name.Text(0) : id, config_.lease_timeout_s)));
   }
   return absl::OkStatus();
 }
 
 absl::Status Scheduler::DetectStalls(double now) {
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare("SELECT fence FROM attempts WHERE active = 1 AND last_report_at < ?"));
+  ASSIGN_OR_RETURN(
+      Statement select,
+      db_->Prepare("SELECT fence FROM attempts WHERE active = 1 AND last_report_at < ?"));
   select.Bind(now - config_.stall_timeout_s);
   ASSIGN_OR_RETURN(std::vector<int64_t> stalled, FirstColumnInts(select));
   for (int64_t fence : stalled)
-    RETURN_IF_ERROR(FailAttempt(
-        fence, absl::StrFormat("the trainer reported nothing for %.0f s (stalled)", config_.stall_timeout_s), false));
+    RETURN_IF_ERROR(FailAttempt(fence,
+                                absl::StrFormat("the trainer reported nothing for %.0f s (stalled)",
+                                                config_.stall_timeout_s),
+                                false));
   return absl::OkStatus();
 }
 
@@ -468,9 +544,10 @@ absl::Status Scheduler::Tick() {
 absl::StatusOr<v1::ListWorkersResponse> Scheduler::ListWorkers() {
   std::lock_guard<std::mutex> lock(mu_);
   const double now = NowSeconds();
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare(
-      "SELECT id, name, host, devices, device_kind, memory_bytes, lost FROM workers "
-      "WHERE lost = 0 OR registered_at > ? ORDER BY name, registered_at"));
+  ASSIGN_OR_RETURN(
+      Statement select,
+      db_->Prepare("SELECT id, name, host, devices, device_kind, memory_bytes, lost FROM workers "
+                   "WHERE lost = 0 OR registered_at > ? ORDER BY name, registered_at"));
   select.Bind(now - 86400);
   v1::ListWorkersResponse response;
   while (true) {
@@ -487,8 +564,9 @@ absl::StatusOr<v1::ListWorkersResponse> Scheduler::ListWorkers() {
     w->set_status(alive ? "alive" : "lost");
     auto seen = last_seen_.find(w->id());
     if (seen != last_seen_.end()) w->set_last_heartbeat(seen->second);
-    ASSIGN_OR_RETURN(Statement jobs, db_->Prepare(
-        "SELECT a.job_id FROM attempt_ranks r JOIN attempts a ON a.fence = r.fence WHERE r.worker_id = ? AND a.active = 1"));
+    ASSIGN_OR_RETURN(Statement jobs,
+                     db_->Prepare("SELECT a.job_id FROM attempt_ranks r JOIN attempts a ON a.fence "
+                                  "= r.fence WHERE r.worker_id = ? AND a.active = 1"));
     jobs.Bind(w->id());
     while (true) {
       ASSIGN_OR_RETURN(bool more, jobs.Step());
@@ -502,7 +580,8 @@ absl::StatusOr<v1::ListWorkersResponse> Scheduler::ListWorkers() {
 absl::StatusOr<Scheduler::Snapshot> Scheduler::TakeSnapshot(double finished_after) {
   std::lock_guard<std::mutex> lock(mu_);
   Snapshot snapshot;
-  ASSIGN_OR_RETURN(Statement counts, db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
+  ASSIGN_OR_RETURN(Statement counts,
+                   db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
   while (true) {
     ASSIGN_OR_RETURN(bool row, counts.Step());
     if (!row) break;
@@ -511,8 +590,9 @@ absl::StatusOr<Scheduler::Snapshot> Scheduler::TakeSnapshot(double finished_afte
   const double now = NowSeconds();
   for (const auto& [id, seen] : last_seen_)
     if (now - seen <= config_.lease_timeout_s) ++snapshot.workers_alive;
-  ASSIGN_OR_RETURN(Statement running, db_->Prepare(
-      "SELECT id, name, step, total_steps, loss, tokens_per_s, lr, eval_loss, peak_rss_bytes FROM jobs WHERE state = 3"));
+  ASSIGN_OR_RETURN(Statement running,
+                   db_->Prepare("SELECT id, name, step, total_steps, loss, tokens_per_s, lr, "
+                                "eval_loss, peak_rss_bytes FROM jobs WHERE state = 3"));
   while (true) {
     ASSIGN_OR_RETURN(bool row, running.Step());
     if (!row) break;
@@ -527,8 +607,10 @@ absl::StatusOr<Scheduler::Snapshot> Scheduler::TakeSnapshot(double finished_afte
     job.set_eval_loss(running.Double(7));
     job.set_peak_rss_bytes(running.Int(8));
   }
-  ASSIGN_OR_RETURN(Statement finished, db_->Prepare(
-      "SELECT state, created_at, started_at, finished_at FROM jobs WHERE finished_at > ?"));
+  ASSIGN_OR_RETURN(
+      Statement finished,
+      db_->Prepare(
+          "SELECT state, created_at, started_at, finished_at FROM jobs WHERE finished_at > ?"));
   finished.Bind(finished_after);
   while (true) {
     ASSIGN_OR_RETURN(bool row, finished.Step());
@@ -539,7 +621,8 @@ absl::StatusOr<Scheduler::Snapshot> Scheduler::TakeSnapshot(double finished_afte
     job.set_started_at(static_cast<int64_t>(finished.Double(2)));
     job.set_finished_at(static_cast<int64_t>(finished.Double(3)));
   }
-  ASSIGN_OR_RETURN(Statement oldest, db_->Prepare("SELECT MIN(created_at) FROM jobs WHERE state = 1"));
+  ASSIGN_OR_RETURN(Statement oldest,
+                   db_->Prepare("SELECT MIN(created_at) FROM jobs WHERE state = 1"));
   ASSIGN_OR_RETURN(bool row, oldest.Step());
   if (row && !oldest.IsNull(0)) snapshot.oldest_queued_wait_s = now - oldest.Double(0);
   snapshot.trainer_errors = trainer_errors_;

@@ -10,8 +10,8 @@ namespace diablo::server {
 // Runs `call(principal)` (returning absl::StatusOr<Response>) for a caller
 // authenticated as `role` and stores its value in `response`.
 template <typename Response, typename Call>
-grpc::Status Serve(const ServiceContext& ctx, grpc::ServerContext* context, const char* method, Role role,
-                   Response* response, Call call) {
+grpc::Status Serve(const ServiceContext& ctx, grpc::ServerContext* context, const char* method,
+                   Role role, Response* response, Call call) {
   CallTimer timer(ctx.metrics, method);
   absl::StatusOr<Principal> who = ctx.auth->Authenticate(*context, role);
   if (!who.ok()) return timer.Done(ToGrpc(who.status()));

@@ -28,9 +28,11 @@ class JobServiceImpl final : public v1::JobService::Service {
   explicit JobServiceImpl(ServiceContext context) : ctx_(std::move(context)) {}
   grpc::Status CreateJob(grpc::ServerContext*, const v1::CreateJobRequest*, v1::Job*) override;
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::Job*) override;
-  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*, v1::ListJobsResponse*) override;
+  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
+                        v1::ListJobsResponse*) override;
   grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*, v1::Job*) override;
-  grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest*, grpc::ServerWriter<v1::JobEvent>*) override;
+  grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest*,
+                        grpc::ServerWriter<v1::JobEvent>*) override;
   grpc::Status ListArtifacts(grpc::ServerContext*, const v1::ListArtifactsRequest*,
                              v1::ListArtifactsResponse*) override;
   grpc::Status DownloadArtifact(grpc::ServerContext*, const v1::DownloadArtifactRequest*,
@@ -43,10 +45,13 @@ class JobServiceImpl final : public v1::JobService::Service {
 class FileServiceImpl final : public v1::FileService::Service {
  public:
   explicit FileServiceImpl(ServiceContext context) : ctx_(std::move(context)) {}
-  grpc::Status UploadFile(grpc::ServerContext*, grpc::ServerReader<v1::UploadFileRequest>*, v1::File*) override;
+  grpc::Status UploadFile(grpc::ServerContext*, grpc::ServerReader<v1::UploadFileRequest>*,
+                          v1::File*) override;
   grpc::Status FindFile(grpc::ServerContext*, const v1::FindFileRequest*, v1::File*) override;
-  grpc::Status ListFiles(grpc::ServerContext*, const v1::ListFilesRequest*, v1::ListFilesResponse*) override;
-  grpc::Status DeleteFile(grpc::ServerContext*, const v1::DeleteFileRequest*, v1::DeleteFileResponse*) override;
+  grpc::Status ListFiles(grpc::ServerContext*, const v1::ListFilesRequest*,
+                         v1::ListFilesResponse*) override;
+  grpc::Status DeleteFile(grpc::ServerContext*, const v1::DeleteFileRequest*,
+                          v1::DeleteFileResponse*) override;
 
  private:
   ServiceContext ctx_;
@@ -57,9 +62,12 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   explicit WorkerServiceImpl(ServiceContext context) : ctx_(std::move(context)) {}
   grpc::Status RegisterWorker(grpc::ServerContext*, const v1::RegisterWorkerRequest*,
                               v1::RegisterWorkerResponse*) override;
-  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse*) override;
-  grpc::Status LeaseJob(grpc::ServerContext*, const v1::LeaseJobRequest*, v1::LeaseJobResponse*) override;
-  grpc::Status ReportEvents(grpc::ServerContext*, const v1::ReportEventsRequest*, v1::ReportEventsResponse*) override;
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
+                         v1::HeartbeatResponse*) override;
+  grpc::Status LeaseJob(grpc::ServerContext*, const v1::LeaseJobRequest*,
+                        v1::LeaseJobResponse*) override;
+  grpc::Status ReportEvents(grpc::ServerContext*, const v1::ReportEventsRequest*,
+                            v1::ReportEventsResponse*) override;
   grpc::Status CompleteAttempt(grpc::ServerContext*, const v1::CompleteAttemptRequest*,
                                v1::CompleteAttemptResponse*) override;
 
@@ -70,7 +78,8 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
 class FleetServiceImpl final : public v1::FleetService::Service {
  public:
   explicit FleetServiceImpl(ServiceContext context) : ctx_(std::move(context)) {}
-  grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*, v1::ListWorkersResponse*) override;
+  grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
+                           v1::ListWorkersResponse*) override;
 
  private:
   ServiceContext ctx_;

@@ -2,25 +2,25 @@
 // parser), inputs, dataset records and the estimate against the model.
 #include "server/spec_validation.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <stdexcept>
 #include <system_error>
 
-#include <google/protobuf/util/json_util.h>
-#include <nlohmann/json.hpp>
-
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
+#include "common/status_macros.h"
 #include "spec/estimate.h"
 #include "spec/model_source.h"
-#include "common/status_macros.h"
 #include "spec/train_config.h"
 
 namespace diablo::server {
@@ -53,15 +53,20 @@ absl::Status CheckRequestFields(const v1::CreateJobRequest& r) {
   static const std::regex kLabelKey("[a-zA-Z0-9][a-zA-Z0-9._/-]{0,62}");
   for (const auto& [key, value] : r.labels()) {
     if (!std::regex_match(key, kLabelKey))
-      return Invalid(absl::StrCat("labels[", key, "]"), "keys are 1-63 letters, digits, '.', '_', '/' or '-'");
-    if (value.size() > 256) return Invalid(absl::StrCat("labels[", key, "]"), "value longer than 256 characters");
+      return Invalid(absl::StrCat("labels[", key, "]"),
+                     "keys are 1-63 letters, digits, '.', '_', '/' or '-'");
+    if (value.size() > 256)
+      return Invalid(absl::StrCat("labels[", key, "]"), "value longer than 256 characters");
   }
-  if (r.priority() < -1000 || r.priority() > 1000) return Invalid("priority", "must be in [-1000, 1000]");
+  if (r.priority() < -1000 || r.priority() > 1000)
+    return Invalid("priority", "must be in [-1000, 1000]");
   if (r.nodes() < 0 || r.nodes() > 256) return Invalid("nodes", "must be in [1, 256] (0 means 1)");
   if (r.devices_per_node() < 0 || r.devices_per_node() > 64)
     return Invalid("devices_per_node", "must be in [1, 64] (0 means 1)");
-  if (r.max_retries() < 0 || r.max_retries() > 100) return Invalid("max_retries", "must be in [0, 100]");
-  if (r.idempotency_key().size() > 128) return Invalid("idempotency_key", "longer than 128 characters");
+  if (r.max_retries() < 0 || r.max_retries() > 100)
+    return Invalid("max_retries", "must be in [0, 100]");
+  if (r.idempotency_key().size() > 128)
+    return Invalid("idempotency_key", "longer than 128 characters");
   if (!r.has_spec()) return Invalid("spec", "is required (the training configuration)");
   return absl::OkStatus();
 }
@@ -72,16 +77,17 @@ struct Resolved {
 };
 
 // A local copy of an object, named `name` (readers go by the extension).
-absl::StatusOr<fs::path> CachedCopy(ObjectStore& store, const std::string& key, const std::string& name,
-                                    const ValidationContext& ctx) {
-  const fs::path local =
-      ctx.cache_dir / "objects" / absl::StrReplaceAll(store.uri(), {{"/", "_"}, {":", "_"}}) / key / name;
+absl::StatusOr<fs::path> CachedCopy(ObjectStore& store, const std::string& key,
+                                    const std::string& name, const ValidationContext& ctx) {
+  const fs::path local = ctx.cache_dir / "objects" /
+                         absl::StrReplaceAll(store.uri(), {{"/", "_"}, {":", "_"}}) / key / name;
   std::error_code ec;
   if (!fs::exists(local, ec)) RETURN_IF_ERROR(store.GetFile(key, local));
   return local;
 }
 
-absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::string& value, const ValidationContext& ctx) {
+absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::string& value,
+                                      const ValidationContext& ctx) {
   const std::string where = absl::StrCat("spec.", field);
   Resolved r;
   r.input.set_field(field);
@@ -89,12 +95,14 @@ absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::strin
     const std::string id = value.substr(9);
     absl::StatusOr<FileRow> file = ctx.scheduler->GetFile(ctx.tenant, id);
     if (!file.ok())
-      return Invalid(where, absl::StrCat(value, ": no uploaded file ", id, " (see diablo-ctl files list)"));
+      return Invalid(
+          where, absl::StrCat(value, ": no uploaded file ", id, " (see diablo-ctl files list)"));
     r.input.set_key(file->storage_key);
     r.input.set_sha256(file->file.sha256());
     r.input.set_name(file->file.name());
     if (field == "model") {
-      ASSIGN_OR_RETURN(r.local, CachedCopy(ctx.scheduler->storage(), file->storage_key, file->file.name(), ctx));
+      ASSIGN_OR_RETURN(
+          r.local, CachedCopy(ctx.scheduler->storage(), file->storage_key, file->file.name(), ctx));
     }
     return r;
   }
@@ -121,13 +129,18 @@ absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::strin
   std::string path = value;
   if (absl::StartsWith(path, "file://")) path = path.substr(7);
   if (path.empty() || path[0] != '/')
-    return Invalid(where, absl::StrCat("\"", value, "\" is a relative path, which means nothing on the workers: "
-                                       "upload it (diablo-ctl submit uploads local files), or give upload://<id>, "
-                                       "s3://bucket/key or an absolute path on storage every worker mounts"));
+    return Invalid(
+        where,
+        absl::StrCat("\"", value,
+                     "\" is a relative path, which means nothing on the workers: "
+                     "upload it (diablo-ctl submit uploads local files), or give upload://<id>, "
+                     "s3://bucket/key or an absolute path on storage every worker mounts"));
   std::error_code ec;
   if (!fs::exists(path, ec))
-    return Invalid(where, absl::StrCat(path, ": no such file on the scheduler (plain paths must be on a filesystem "
-                                       "the scheduler and every worker share; otherwise upload it)"));
+    return Invalid(
+        where, absl::StrCat(path,
+                            ": no such file on the scheduler (plain paths must be on a filesystem "
+                            "the scheduler and every worker share; otherwise upload it)"));
   r.input.set_path(path);
   r.local = path;
   return r;
@@ -135,7 +148,8 @@ absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::strin
 
 // Reads the first records of a JSONL dataset and checks each is a JSON
 // object the trainer can read, so a broken file fails the submit, not the job.
-absl::Status CheckDataset(const std::string& field, const fs::path& local, ObjectStore* store, const std::string& key) {
+absl::Status CheckDataset(const std::string& field, const fs::path& local, ObjectStore* store,
+                          const std::string& key) {
   const std::string where = absl::StrCat("spec.", field);
   std::string head;
   if (!local.empty()) {
@@ -159,11 +173,14 @@ absl::Status CheckDataset(const std::string& field, const fs::path& local, Objec
     json record = json::parse(line.begin(), line.end(), nullptr, false);
     const std::string at = absl::StrCat(where, ": line ", i + 1);
     if (record.is_discarded() || !record.is_object())
-      return absl::InvalidArgumentError(absl::StrCat(at, ": not a JSON object (each line must be one record)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(at, ": not a JSON object (each line must be one record)"));
     if (!record.contains("messages") && !record.contains("instruction") && !record.contains("text"))
-      return absl::InvalidArgumentError(absl::StrCat(
-          at, ": cannot tell the format: expected \"messages\" (chat), \"instruction\" + \"output\" (alpaca) "
-              "or \"text\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat(at,
+                       ": cannot tell the format: expected \"messages\" (chat), \"instruction\" + "
+                       "\"output\" (alpaca) "
+                       "or \"text\""));
     ++records;
   }
   if (records == 0) return Invalid(where, "has no records (an empty JSONL file)");
@@ -175,8 +192,9 @@ absl::Status CheckDataset(const std::string& field, const fs::path& local, Objec
 estimate::ModelSource ReadModelSourceCached(const fs::path& model) {
   std::error_code ec;
   const fs::path stamped = fs::is_directory(model, ec) ? model / "config.json" : model;
-  const std::string stamp = std::to_string(fs::file_size(stamped, ec)) + "@" +
-                            std::to_string(fs::last_write_time(stamped, ec).time_since_epoch().count());
+  const std::string stamp =
+      std::to_string(fs::file_size(stamped, ec)) + "@" +
+      std::to_string(fs::last_write_time(stamped, ec).time_since_epoch().count());
   static std::mutex mu;
   static std::map<std::string, std::pair<std::string, estimate::ModelSource>> cache;
   {
@@ -191,7 +209,8 @@ estimate::ModelSource ReadModelSourceCached(const fs::path& model) {
   return source;
 }
 
-absl::StatusOr<int64_t> EstimateBytes(const train::TrainConfig& config, const fs::path& model, int ranks) {
+absl::StatusOr<int64_t> EstimateBytes(const train::TrainConfig& config, const fs::path& model,
+                                      int ranks) {
   if (model.empty()) return int64_t{0};
   try {
     estimate::ModelSource source = ReadModelSourceCached(model);
@@ -208,7 +227,9 @@ absl::StatusOr<int64_t> EstimateBytes(const train::TrainConfig& config, const fs
       options.precision = estimate::ParsePrecision(train::PrecisionName(config.precision));
     }
     const train::OptimConfig& o = config.optim;
-    options.micro_batch = o.micro_batch > 0 ? o.micro_batch : std::max<int64_t>(1, o.global_batch / std::max(ranks, 1));
+    options.micro_batch = o.micro_batch > 0
+                              ? o.micro_batch
+                              : std::max<int64_t>(1, o.global_batch / std::max(ranks, 1));
     options.seq_len = config.data.max_seq_len;
     options.gradient_checkpointing = config.gradient_checkpointing;
     return static_cast<int64_t>(estimate::EstimateTraining(source.config, options).memory.total);
@@ -219,7 +240,8 @@ absl::StatusOr<int64_t> EstimateBytes(const train::TrainConfig& config, const fs
 
 }  // namespace
 
-absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& request, const ValidationContext& ctx) {
+absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& request,
+                                               const ValidationContext& ctx) {
   RETURN_IF_ERROR(CheckRequestFields(request));
   ValidatedJob job;
   google::protobuf::util::JsonPrintOptions print;
@@ -229,7 +251,8 @@ absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& reque
   json doc = json::parse(job.spec_json);
   doc.erase("output_dir");  // the worker chooses the job's directory
   // Proto JSON prints an empty repeated field as nothing; be explicit anyway.
-  if (json* betas = FieldOf(doc, "optim.betas"); betas != nullptr && betas->empty()) doc["optim"].erase("betas");
+  if (json* betas = FieldOf(doc, "optim.betas"); betas != nullptr && betas->empty())
+    doc["optim"].erase("betas");
   if (json* targets = FieldOf(doc, "method.target_modules"); targets != nullptr && targets->empty())
     doc["method"].erase("target_modules");
 
@@ -242,7 +265,8 @@ absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& reque
     json* value = FieldOf(doc, field);
     if (value == nullptr || !value->is_string() || value->get<std::string>().empty()) continue;
     ASSIGN_OR_RETURN(Resolved r, ResolveInput(field, value->get<std::string>(), ctx));
-    *FieldOf(local_view, field) = r.input.path().empty() ? absl::StrCat("/inputs/", r.input.name()) : r.input.path();
+    *FieldOf(local_view, field) =
+        r.input.path().empty() ? absl::StrCat("/inputs/", r.input.name()) : r.input.path();
     job.inputs.push_back(r.input);
     resolved[field] = std::move(r);
   }
@@ -265,15 +289,17 @@ absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& reque
   }
   const int ranks = std::max(request.nodes(), 1) * std::max(request.devices_per_node(), 1);
   auto model = resolved.find("model");
-  ASSIGN_OR_RETURN(job.estimated_bytes, EstimateBytes(config, model == resolved.end() ? fs::path() : model->second.local, ranks));
+  ASSIGN_OR_RETURN(
+      job.estimated_bytes,
+      EstimateBytes(config, model == resolved.end() ? fs::path() : model->second.local, ranks));
   job.needs_cuda = config.device == "cuda";
   job.config_json = doc.dump();
   return job;
 }
 
 Requirements RequirementsOf(const v1::CreateJobRequest& request, const ValidatedJob& job) {
-  return Requirements{std::max(request.nodes(), 1), std::max(request.devices_per_node(), 1), job.estimated_bytes,
-                      job.needs_cuda};
+  return Requirements{std::max(request.nodes(), 1), std::max(request.devices_per_node(), 1),
+                      job.estimated_bytes, job.needs_cuda};
 }
 
 }  // namespace diablo::server

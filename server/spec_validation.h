@@ -21,7 +21,8 @@ struct ValidationContext {
   std::filesystem::path cache_dir;
 };
 
-absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& request, const ValidationContext& context);
+absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& request,
+                                               const ValidationContext& context);
 
 // What the job needs of each node, from the request and the validated job.
 Requirements RequirementsOf(const v1::CreateJobRequest& request, const ValidatedJob& job);

@@ -5,7 +5,6 @@
 // scheduler.
 #include <cmath>
 #include <limits>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -53,13 +52,15 @@ absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt
   event.set_time(Number(e, "time"));
   if (kind == "started") {
     const int64_t total = Integer(e, "total_steps"), start = Integer(e, "start_step");
-    ASSIGN_OR_RETURN(Statement update, db_->Prepare("UPDATE jobs SET total_steps = ? WHERE id = ? RETURNING state"));
+    ASSIGN_OR_RETURN(Statement update,
+                     db_->Prepare("UPDATE jobs SET total_steps = ? WHERE id = ? RETURNING state"));
     update.Bind(total).Bind(job_id);
     ASSIGN_OR_RETURN(bool row, update.Step());
     if (!row || update.Int(0) != v1::JOB_STATE_ASSIGNED) return absl::OkStatus();
-    return SetState(job_id, v1::JOB_STATE_ASSIGNED, v1::JOB_STATE_RUNNING,
-                    absl::StrCat("attempt ", attempt, " training ", total, " steps",
-                                 start > 0 ? absl::StrCat(", resumed at step ", start) : std::string()));
+    return SetState(
+        job_id, v1::JOB_STATE_ASSIGNED, v1::JOB_STATE_RUNNING,
+        absl::StrCat("attempt ", attempt, " training ", total, " steps",
+                     start > 0 ? absl::StrCat(", resumed at step ", start) : std::string()));
   }
   if (kind == "step") {
     v1::StepMetrics* m = event.mutable_step();
@@ -71,15 +72,23 @@ absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt
     m->set_grad_norm(Number(e, "grad_norm"));
     m->set_tokens_per_s(Number(e, "tokens_per_s"));
     m->set_eta_s(Number(e, "eta_s"));
-    ASSIGN_OR_RETURN(Statement update, db_->Prepare(
-        "UPDATE jobs SET step = ?, total_steps = ?, loss = COALESCE(?, loss), tokens_per_s = ?, eta_s = ?, "
-        "lr = ?, peak_rss_bytes = MAX(peak_rss_bytes, ?) WHERE id = ?"));
+    ASSIGN_OR_RETURN(Statement update,
+                     db_->Prepare("UPDATE jobs SET step = ?, total_steps = ?, loss = COALESCE(?, "
+                                  "loss), tokens_per_s = ?, eta_s = ?, "
+                                  "lr = ?, peak_rss_bytes = MAX(peak_rss_bytes, ?) WHERE id = ?"));
     // A non-finite loss cannot go into the row (SQLite keeps NaN as NULL):
     // the row keeps the last finite one; the event itself carries the NaN.
     update.Bind(m->step()).Bind(m->total_steps());
-    if (std::isfinite(m->loss())) update.Bind(m->loss()); else update.BindNull();
-    RETURN_IF_ERROR(update.Bind(m->tokens_per_s()).Bind(m->eta_s()).Bind(m->lr())
-                        .Bind(Integer(e, "peak_rss_bytes")).Bind(job_id).Run());
+    if (std::isfinite(m->loss()))
+      update.Bind(m->loss());
+    else
+      update.BindNull();
+    RETURN_IF_ERROR(update.Bind(m->tokens_per_s())
+                        .Bind(m->eta_s())
+                        .Bind(m->lr())
+                        .Bind(Integer(e, "peak_rss_bytes"))
+                        .Bind(job_id)
+                        .Run());
     return AppendEvent(job_id, attempt, std::move(event));
   }
   if (kind == "eval") {
@@ -89,7 +98,8 @@ absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt
     r->set_perplexity(Number(e, "perplexity"));
     r->set_examples(Integer(e, "examples"));
     if (std::isfinite(r->loss())) {
-      ASSIGN_OR_RETURN(Statement update, db_->Prepare("UPDATE jobs SET eval_loss = ? WHERE id = ?"));
+      ASSIGN_OR_RETURN(Statement update,
+                       db_->Prepare("UPDATE jobs SET eval_loss = ? WHERE id = ?"));
       RETURN_IF_ERROR(update.Bind(r->loss()).Bind(job_id).Run());
     }
     return AppendEvent(job_id, attempt, std::move(event));
@@ -100,10 +110,13 @@ absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt
     const int64_t step = Integer(e, "step");
     const std::string key = Text(e, "key");
     RETURN_IF_ERROR(ValidateObjectKey(key));
-    ASSIGN_OR_RETURN(Statement update, db_->Prepare("UPDATE jobs SET checkpoint_step = ?, checkpoint_key = ? WHERE id = ?"));
+    ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE jobs SET checkpoint_step = ?, checkpoint_key = ? WHERE id = ?"));
     RETURN_IF_ERROR(update.Bind(step).Bind(key).Bind(job_id).Run());
     json latest = {{"key", key}, {"step", step}, {"fence", fence}};
-    RETURN_IF_ERROR(storage_->PutBytes(absl::StrCat("jobs/", job_id, "/checkpoints/latest"), latest.dump()));
+    RETURN_IF_ERROR(
+        storage_->PutBytes(absl::StrCat("jobs/", job_id, "/checkpoints/latest"), latest.dump()));
     v1::CheckpointSaved* c = event.mutable_checkpoint();
     c->set_step(step);
     c->set_key(key);
@@ -117,8 +130,8 @@ absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt
     ++trainer_errors_[code];
     text = absl::StrCat("error (", code, "): ", Text(e, "message"));
   } else if (kind == "finished") {
-    text = absl::StrFormat("finished at step %d, loss %.4f, %.0f tokens/s", Integer(e, "step"), Number(e, "loss"),
-                           Number(e, "tokens_per_s"));
+    text = absl::StrFormat("finished at step %d, loss %.4f, %.0f tokens/s", Integer(e, "step"),
+                           Number(e, "loss"), Number(e, "tokens_per_s"));
   } else {
     text = line;
   }

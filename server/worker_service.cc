@@ -5,29 +5,35 @@
 
 namespace diablo::server {
 
-grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context, const v1::RegisterWorkerRequest* request,
+grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
+                                               const v1::RegisterWorkerRequest* request,
                                                v1::RegisterWorkerResponse* response) {
   return Serve(ctx_, context, "RegisterWorker", Role::kWorker, response,
                [&](const Principal&) { return ctx_.scheduler->RegisterWorker(*request); });
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
+                                          const v1::HeartbeatRequest* request,
                                           v1::HeartbeatResponse* response) {
   return Serve(ctx_, context, "Heartbeat", Role::kWorker, response,
                [&](const Principal&) { return ctx_.scheduler->Heartbeat(*request); });
 }
 
-grpc::Status WorkerServiceImpl::LeaseJob(grpc::ServerContext* context, const v1::LeaseJobRequest* request,
+grpc::Status WorkerServiceImpl::LeaseJob(grpc::ServerContext* context,
+                                         const v1::LeaseJobRequest* request,
                                          v1::LeaseJobResponse* response) {
   // A long poll never outlives the caller's deadline.
   v1::LeaseJobRequest bounded = *request;
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(context->deadline() -
-                                                                          std::chrono::system_clock::now());
-  bounded.set_wait_ms(static_cast<int32_t>(std::clamp<int64_t>(left.count() - 500, 0, request->wait_ms())));
-  return Serve(ctx_, context, "LeaseJob", Role::kWorker, response, [&](const Principal&) { return ctx_.scheduler->LeaseJob(bounded); });
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      context->deadline() - std::chrono::system_clock::now());
+  bounded.set_wait_ms(
+      static_cast<int32_t>(std::clamp<int64_t>(left.count() - 500, 0, request->wait_ms())));
+  return Serve(ctx_, context, "LeaseJob", Role::kWorker, response,
+               [&](const Principal&) { return ctx_.scheduler->LeaseJob(bounded); });
 }
 
-grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* context, const v1::ReportEventsRequest* request,
+grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* context,
+                                             const v1::ReportEventsRequest* request,
                                              v1::ReportEventsResponse* response) {
   return Serve(ctx_, context, "ReportEvents", Role::kWorker, response,
                [&](const Principal&) { return ctx_.scheduler->ReportEvents(*request); });
@@ -36,13 +42,13 @@ grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* context, const
 grpc::Status WorkerServiceImpl::CompleteAttempt(grpc::ServerContext* context,
                                                 const v1::CompleteAttemptRequest* request,
                                                 v1::CompleteAttemptResponse* response) {
-  return Serve(ctx_, context, "CompleteAttempt", Role::kWorker, response,
-               [&](const Principal&) {
-                 return Empty<v1::CompleteAttemptResponse>(ctx_.scheduler->CompleteAttempt(*request));
-               });
+  return Serve(ctx_, context, "CompleteAttempt", Role::kWorker, response, [&](const Principal&) {
+    return Empty<v1::CompleteAttemptResponse>(ctx_.scheduler->CompleteAttempt(*request));
+  });
 }
 
-grpc::Status FleetServiceImpl::ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest*,
+grpc::Status FleetServiceImpl::ListWorkers(grpc::ServerContext* context,
+                                           const v1::ListWorkersRequest*,
                                            v1::ListWorkersResponse* response) {
   CallTimer timer(ctx_.metrics, "ListWorkers");
   // Any valid token may see the fleet; a worker token is checked as a worker.

@@ -30,12 +30,11 @@
 //   LoRA's rank-r intermediates and dropout masks (small next to the above).
 #include "spec/estimate.h"
 
-#include "spec/target_modules.h"
-
 #include <algorithm>
 #include <stdexcept>
 
 #include "spec/model_shape.h"
+#include "spec/target_modules.h"
 
 namespace diablo::estimate {
 namespace {

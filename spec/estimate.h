@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "spec/fine_tune_method.h"
 #include "formats/llama_config.h"
+#include "spec/fine_tune_method.h"
 
 namespace diablo::estimate {
 

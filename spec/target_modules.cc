@@ -14,7 +14,8 @@ std::vector<TargetModule> CompileTargetModules(const std::vector<std::string>& s
       try {
         t.pattern = std::regex(spec.substr(3), std::regex::ECMAScript);
       } catch (const std::regex_error& e) {
-        throw std::invalid_argument("target '" + spec + "' is not a valid regular expression: " + e.what());
+        throw std::invalid_argument("target '" + spec +
+                                    "' is not a valid regular expression: " + e.what());
       }
     }
     targets.push_back(std::move(t));
@@ -28,7 +29,8 @@ std::string LastPathComponent(const std::string& path) {
 }
 
 bool MatchesTarget(const TargetModule& target, const std::string& path) {
-  return target.is_pattern ? std::regex_match(path, target.pattern) : LastPathComponent(path) == target.spec;
+  return target.is_pattern ? std::regex_match(path, target.pattern)
+                           : LastPathComponent(path) == target.spec;
 }
 
 }  // namespace diablo

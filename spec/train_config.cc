@@ -4,11 +4,10 @@
 #include "spec/train_config.h"
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <stdexcept>
-
-#include <nlohmann/json.hpp>
 
 #include "spec/yaml_json.h"
 
@@ -28,10 +27,13 @@ class Section {
  public:
   Section(const json& node, std::string path, const std::string& source)
       : node_(node), path_(std::move(path)), source_(source) {
-    if (!node_.is_object()) Fail(source_, path_.empty() ? "(top level)" : path_, "must be a mapping");
+    if (!node_.is_object())
+      Fail(source_, path_.empty() ? "(top level)" : path_, "must be a mapping");
   }
 
-  std::string Field(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+  std::string Field(const std::string& key) const {
+    return path_.empty() ? key : path_ + "." + key;
+  }
   bool Has(const std::string& key) const { return node_.contains(key) && !node_.at(key).is_null(); }
   const json* Get(const std::string& key) {
     seen_.insert(key);
@@ -53,7 +55,9 @@ class Section {
       } else {
         Fail(source_, Field(key), "must be an integer, got " + Describe(*v));
       }
-      if (out < min) Fail(source_, Field(key), "must be >= " + std::to_string(min) + ", got " + std::to_string(out));
+      if (out < min)
+        Fail(source_, Field(key),
+             "must be >= " + std::to_string(min) + ", got " + std::to_string(out));
     }
   }
   void Double(const std::string& key, double& out, double min, double max) {
@@ -136,7 +140,9 @@ class Section {
 
 void ReadMethod(Section s, MethodConfig& m) {
   s.Enum<TrainMethod>("name", m.name,
-                      {{"diablo", TrainMethod::kDiaBlo}, {"lora", TrainMethod::kLoRA}, {"full", TrainMethod::kFull}});
+                      {{"diablo", TrainMethod::kDiaBlo},
+                       {"lora", TrainMethod::kLoRA},
+                       {"full", TrainMethod::kFull}});
   s.Int("blocks", m.blocks, 1);
   s.Int("rank", m.rank, 1);
   s.Double("alpha", m.alpha, 1e-12, 1e12);
@@ -155,11 +161,14 @@ void ReadData(Section s, DataConfig& d) {
   s.String("train", d.train);
   s.String("eval", d.eval);
   s.Enum<DataFormat>("format", d.format,
-                     {{"auto", DataFormat::kAuto}, {"alpaca", DataFormat::kAlpaca},
-                      {"chat", DataFormat::kChat}, {"text", DataFormat::kText}});
+                     {{"auto", DataFormat::kAuto},
+                      {"alpaca", DataFormat::kAlpaca},
+                      {"chat", DataFormat::kChat},
+                      {"text", DataFormat::kText}});
   s.String("template", d.chat_template);
   s.Int("max_seq_len", d.max_seq_len, 2);
-  s.Enum<Truncation>("truncation", d.truncation, {{"right", Truncation::kRight}, {"drop", Truncation::kDrop}});
+  s.Enum<Truncation>("truncation", d.truncation,
+                     {{"right", Truncation::kRight}, {"drop", Truncation::kDrop}});
   s.Bool("packing", d.packing);
   s.Bool("train_on_prompt", d.train_on_prompt);
   s.Finish();
@@ -173,8 +182,10 @@ void ReadOptim(Section s, OptimConfig& o) {
   s.Int("gradient_accumulation", o.gradient_accumulation, 0);
   s.Double("lr", o.lr, 0.0, 10.0);
   if (const json* betas = s.Get("betas")) {
-    if (!betas->is_array() || betas->size() != 2 || !(*betas)[0].is_number() || !(*betas)[1].is_number())
-      throw std::invalid_argument(s.Field("betas") + ": must be a list of two numbers, e.g. [0.9, 0.999]");
+    if (!betas->is_array() || betas->size() != 2 || !(*betas)[0].is_number() ||
+        !(*betas)[1].is_number())
+      throw std::invalid_argument(s.Field("betas") +
+                                  ": must be a list of two numbers, e.g. [0.9, 0.999]");
     o.beta1 = (*betas)[0].get<double>();
     o.beta2 = (*betas)[1].get<double>();
     if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1))
@@ -183,7 +194,9 @@ void ReadOptim(Section s, OptimConfig& o) {
   s.Double("eps", o.eps, 0.0, 1.0);
   s.Double("weight_decay", o.weight_decay, 0.0, 10.0);
   s.Enum<Schedule>("scheduler", o.scheduler,
-                   {{"constant", Schedule::kConstant}, {"linear", Schedule::kLinear}, {"cosine", Schedule::kCosine}});
+                   {{"constant", Schedule::kConstant},
+                    {"linear", Schedule::kLinear},
+                    {"cosine", Schedule::kCosine}});
   s.Int("warmup_steps", o.warmup_steps, 0);
   s.Double("warmup_ratio", o.warmup_ratio, 0.0, 1.0);
   s.Double("max_grad_norm", o.max_grad_norm, 0.0, 1e9);
@@ -203,10 +216,12 @@ void ApplyOverride(json& doc, const std::string& assignment) {
   std::vector<std::string> parts;
   for (std::string part; std::getline(path, part, '.');) parts.push_back(part);
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    if (parts[i].empty()) throw std::invalid_argument("--set " + assignment + ": empty key component");
+    if (parts[i].empty())
+      throw std::invalid_argument("--set " + assignment + ": empty key component");
     json& child = (*node)[parts[i]];
     if (child.is_null()) child = json::object();
-    if (!child.is_object()) throw std::invalid_argument("--set " + assignment + ": " + parts[i] + " is not a section");
+    if (!child.is_object())
+      throw std::invalid_argument("--set " + assignment + ": " + parts[i] + " is not a section");
     node = &child;
   }
   (*node)[parts.back()] = ParseScalar(assignment.substr(eq + 1));
@@ -221,8 +236,9 @@ TrainConfig ConfigFromJson(const json& doc, const std::string& source) {
   ReadMethod(top.Child("method"), c.method);
   ReadData(top.Child("data"), c.data);
   ReadOptim(top.Child("optim"), c.optim);
-  top.Enum<Precision>("precision", c.precision,
-                      {{"fp32", Precision::kFp32}, {"bf16", Precision::kBf16}, {"fp16", Precision::kFp16}});
+  top.Enum<Precision>(
+      "precision", c.precision,
+      {{"fp32", Precision::kFp32}, {"bf16", Precision::kBf16}, {"fp16", Precision::kFp16}});
   top.Enum<BaseWeights>("base_weights", c.base_weights,
                         {{"dense", BaseWeights::kDense}, {"packed", BaseWeights::kPacked}});
   top.Bool("gradient_checkpointing", c.gradient_checkpointing);
@@ -236,16 +252,21 @@ TrainConfig ConfigFromJson(const json& doc, const std::string& source) {
   top.Int("threads", c.threads, 0);
   top.Finish();
 
-  if (c.model.empty()) Fail(source, "model", "is required (a .gguf file or a Hugging Face directory)");
+  if (c.model.empty())
+    Fail(source, "model", "is required (a .gguf file or a Hugging Face directory)");
   if (c.data.train.empty()) Fail(source, "data.train", "is required (a JSONL file)");
-  if (c.output_dir.empty()) Fail(source, "output_dir", "is required (where checkpoints and the adapter go)");
+  if (c.output_dir.empty())
+    Fail(source, "output_dir", "is required (where checkpoints and the adapter go)");
   if (c.device != "auto" && c.device != "cpu" && c.device != "cuda")
     Fail(source, "device", "must be auto, cpu or cuda, got \"" + c.device + "\"");
   const OptimConfig& o = c.optim;
   if (o.micro_batch > o.global_batch)
-    Fail(source, "optim.micro_batch", "is larger than optim.global_batch (" + std::to_string(o.global_batch) + ")");
-  if (o.micro_batch > 0 && o.gradient_accumulation > 0 && o.micro_batch * o.gradient_accumulation > o.global_batch)
-    Fail(source, "optim.gradient_accumulation", "micro_batch x gradient_accumulation exceeds global_batch");
+    Fail(source, "optim.micro_batch",
+         "is larger than optim.global_batch (" + std::to_string(o.global_batch) + ")");
+  if (o.micro_batch > 0 && o.gradient_accumulation > 0 &&
+      o.micro_batch * o.gradient_accumulation > o.global_batch)
+    Fail(source, "optim.gradient_accumulation",
+         "micro_batch x gradient_accumulation exceeds global_batch");
   if (c.method.name == TrainMethod::kFull && !c.init_adapter.empty())
     Fail(source, "init_adapter", "needs method diablo or lora");
   if (c.base_weights == BaseWeights::kPacked) {
@@ -303,9 +324,12 @@ const char* BaseWeightsName(BaseWeights base_weights) {
 
 const char* PrecisionName(Precision precision) {
   switch (precision) {
-    case Precision::kFp32: return "fp32";
-    case Precision::kBf16: return "bf16";
-    case Precision::kFp16: return "fp16";
+    case Precision::kFp32:
+      return "fp32";
+    case Precision::kBf16:
+      return "bf16";
+    case Precision::kFp16:
+      return "fp16";
   }
   return "?";
 }
@@ -317,20 +341,37 @@ json ConfigToJson(const TrainConfig& c) {
   return json{
       {"model", c.model},
       {"method",
-       {{"name", FineTuneMethodName(c.method.name)}, {"blocks", c.method.blocks}, {"rank", c.method.rank},
-        {"alpha", c.method.alpha}, {"dropout", c.method.dropout}, {"init", c.method.init},
+       {{"name", FineTuneMethodName(c.method.name)},
+        {"blocks", c.method.blocks},
+        {"rank", c.method.rank},
+        {"alpha", c.method.alpha},
+        {"dropout", c.method.dropout},
+        {"init", c.method.init},
         {"target_modules", c.method.target_modules}}},
       {"data",
-       {{"train", c.data.train}, {"eval", c.data.eval}, {"format", formats[static_cast<int>(c.data.format)]},
-        {"template", c.data.chat_template}, {"max_seq_len", c.data.max_seq_len},
+       {{"train", c.data.train},
+        {"eval", c.data.eval},
+        {"format", formats[static_cast<int>(c.data.format)]},
+        {"template", c.data.chat_template},
+        {"max_seq_len", c.data.max_seq_len},
         {"truncation", c.data.truncation == Truncation::kRight ? "right" : "drop"},
-        {"packing", c.data.packing}, {"train_on_prompt", c.data.train_on_prompt}}},
+        {"packing", c.data.packing},
+        {"train_on_prompt", c.data.train_on_prompt}}},
       {"optim",
-       {{"epochs", o.epochs}, {"max_steps", o.max_steps}, {"global_batch", o.global_batch},
-        {"micro_batch", o.micro_batch}, {"gradient_accumulation", o.gradient_accumulation},
-        {"lr", o.lr}, {"betas", {o.beta1, o.beta2}}, {"eps", o.eps}, {"weight_decay", o.weight_decay},
-        {"scheduler", schedules[static_cast<int>(o.scheduler)]}, {"warmup_steps", o.warmup_steps},
-        {"warmup_ratio", o.warmup_ratio}, {"max_grad_norm", o.max_grad_norm}, {"seed", o.seed}}},
+       {{"epochs", o.epochs},
+        {"max_steps", o.max_steps},
+        {"global_batch", o.global_batch},
+        {"micro_batch", o.micro_batch},
+        {"gradient_accumulation", o.gradient_accumulation},
+        {"lr", o.lr},
+        {"betas", {o.beta1, o.beta2}},
+        {"eps", o.eps},
+        {"weight_decay", o.weight_decay},
+        {"scheduler", schedules[static_cast<int>(o.scheduler)]},
+        {"warmup_steps", o.warmup_steps},
+        {"warmup_ratio", o.warmup_ratio},
+        {"max_grad_norm", o.max_grad_norm},
+        {"seed", o.seed}}},
       {"precision", PrecisionName(c.precision)},
       {"base_weights", BaseWeightsName(c.base_weights)},
       {"gradient_checkpointing", c.gradient_checkpointing},

@@ -5,13 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
-
-#include "spec/fine_tune_method.h"
 #include "spec/adapter_config.h"
+#include "spec/fine_tune_method.h"
 
 namespace diablo::train {
 
@@ -39,7 +38,8 @@ struct DataConfig {
   std::string train;  // JSONL file
   std::string eval;   // JSONL file, optional
   DataFormat format = DataFormat::kAuto;
-  std::string chat_template = "auto";  // auto (the model's) | chatml | llama2 | llama3 | mistral | alpaca
+  std::string chat_template =
+      "auto";  // auto (the model's) | chatml | llama2 | llama3 | mistral | alpaca
   int64_t max_seq_len = 512;
   Truncation truncation = Truncation::kRight;
   bool packing = false;
@@ -50,16 +50,16 @@ struct OptimConfig {
   int64_t epochs = 1;
   int64_t max_steps = 0;  // > 0 overrides epochs
   int64_t global_batch = 8;
-  int64_t micro_batch = 0;           // 0: global_batch / world size (no accumulation)
-  int64_t gradient_accumulation = 0; // 0: derived from global and micro batch
+  int64_t micro_batch = 0;            // 0: global_batch / world size (no accumulation)
+  int64_t gradient_accumulation = 0;  // 0: derived from global and micro batch
   double lr = 1e-4;
   double beta1 = 0.9, beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 0.0;
   Schedule scheduler = Schedule::kLinear;
   int64_t warmup_steps = 0;
-  double warmup_ratio = 0.0;  // used when warmup_steps is 0
-  double max_grad_norm = 1.0; // 0 disables clipping
+  double warmup_ratio = 0.0;   // used when warmup_steps is 0
+  double max_grad_norm = 1.0;  // 0 disables clipping
   uint64_t seed = 42;
 };
 
@@ -71,12 +71,12 @@ struct TrainConfig {
   Precision precision = Precision::kFp32;
   BaseWeights base_weights = BaseWeights::kDense;
   bool gradient_checkpointing = false;
-  int64_t eval_every = 0;   // steps; 0: at the end only (when an eval file is given)
-  int64_t save_every = 0;   // steps; 0: at the end only
+  int64_t eval_every = 0;  // steps; 0: at the end only (when an eval file is given)
+  int64_t save_every = 0;  // steps; 0: at the end only
   int64_t keep_checkpoints = 2;
   int64_t log_every = 1;
   std::string output_dir;
-  std::string init_adapter;  // continue from an existing adapter (new run, fresh optimiser)
+  std::string init_adapter;     // continue from an existing adapter (new run, fresh optimiser)
   std::string device = "auto";  // auto | cpu | cuda
   int64_t threads = 0;          // CPU threads per rank; 0: LibTorch's default
 };

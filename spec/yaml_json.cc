@@ -16,7 +16,8 @@ using nlohmann::json;
 #ifdef DIABLO_WITH_YAML
 json PlainScalar(const std::string& text) {
   // YAML 1.2 core schema spellings; everything else is a string.
-  if (text.empty() || text == "~" || text == "null" || text == "Null" || text == "NULL") return nullptr;
+  if (text.empty() || text == "~" || text == "null" || text == "Null" || text == "NULL")
+    return nullptr;
   if (text == "true" || text == "True" || text == "TRUE") return true;
   if (text == "false" || text == "False" || text == "FALSE") return false;
   try {
@@ -64,7 +65,8 @@ json YamlToJson(const std::string& text, const std::string& source) {
   try {
     return Convert(YAML::Load(text));
   } catch (const YAML::Exception& e) {
-    throw std::invalid_argument(source + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + e.msg);
+    throw std::invalid_argument(source + ":" + std::to_string(e.mark.line + 1) +
+                                ": not valid YAML: " + e.msg);
   }
 #else
   try {

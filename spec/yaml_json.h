@@ -3,9 +3,8 @@
 // it (an engine-only build on a bare GPU machine) JSON configs still work.
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace diablo::train {
 

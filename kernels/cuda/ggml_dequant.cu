@@ -9,7 +9,9 @@ namespace diablo::kernels::cuda {
 namespace {
 
 template <PackedFormat kFormat>
-constexpr int kBlockBytes = kFormat == PackedFormat::kQ8_0 ? 34 : kFormat == PackedFormat::kQ4_0 ? 18 : 20;
+constexpr int kBlockBytes = kFormat == PackedFormat::kQ8_0   ? 34
+                            : kFormat == PackedFormat::kQ4_0 ? 18
+                                                             : 20;
 
 // A little-endian fp16 at p (blocks are only 2-byte aligned).
 __device__ __forceinline__ float LoadHalf(const uint8_t* p) {
@@ -50,8 +52,8 @@ void Launch(const uint8_t* src, int64_t values, ElementType out_type, void* dst,
   const int64_t grid = (values + kThreads - 1) / kThreads;
   DispatchElementType(out_type, [&](auto element) {
     using T = decltype(element);
-    DequantizeKernel<kFormat, T><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
-        src, values, static_cast<T*>(dst));
+    DequantizeKernel<kFormat, T>
+        <<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(src, values, static_cast<T*>(dst));
   });
   DIABLO_CUDA_CHECK(cudaGetLastError());
 }
@@ -60,9 +62,12 @@ void Launch(const uint8_t* src, int64_t values, ElementType out_type, void* dst,
 
 int64_t PackedBlockBytes(PackedFormat format) {
   switch (format) {
-    case PackedFormat::kQ8_0: return kBlockBytes<PackedFormat::kQ8_0>;
-    case PackedFormat::kQ4_0: return kBlockBytes<PackedFormat::kQ4_0>;
-    case PackedFormat::kQ4_1: return kBlockBytes<PackedFormat::kQ4_1>;
+    case PackedFormat::kQ8_0:
+      return kBlockBytes<PackedFormat::kQ8_0>;
+    case PackedFormat::kQ4_0:
+      return kBlockBytes<PackedFormat::kQ4_0>;
+    case PackedFormat::kQ4_1:
+      return kBlockBytes<PackedFormat::kQ4_1>;
   }
   return 0;
 }
@@ -71,9 +76,15 @@ void LaunchDequantizePacked(PackedFormat format, const uint8_t* src, int64_t val
                             ElementType out_type, void* dst, cudaStream_t stream) {
   if (values <= 0) return;
   switch (format) {
-    case PackedFormat::kQ8_0: Launch<PackedFormat::kQ8_0>(src, values, out_type, dst, stream); return;
-    case PackedFormat::kQ4_0: Launch<PackedFormat::kQ4_0>(src, values, out_type, dst, stream); return;
-    case PackedFormat::kQ4_1: Launch<PackedFormat::kQ4_1>(src, values, out_type, dst, stream); return;
+    case PackedFormat::kQ8_0:
+      Launch<PackedFormat::kQ8_0>(src, values, out_type, dst, stream);
+      return;
+    case PackedFormat::kQ4_0:
+      Launch<PackedFormat::kQ4_0>(src, values, out_type, dst, stream);
+      return;
+    case PackedFormat::kQ4_1:
+      Launch<PackedFormat::kQ4_1>(src, values, out_type, dst, stream);
+      return;
   }
 }
 

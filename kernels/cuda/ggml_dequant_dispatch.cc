@@ -16,8 +16,9 @@ void DequantizePackedInto(at::Tensor& out, const at::Tensor& packed, int format)
   TORCH_CHECK(packed.is_cuda() && out.is_cuda() && packed.device() == out.device(),
               "DequantizePackedInto: the blocks (", packed.device(), ") and the output (",
               out.device(), ") must be on one CUDA device");
-  TORCH_CHECK(packed.scalar_type() == at::kByte && packed.dim() == 2 && packed.is_contiguous(),
-              "DequantizePackedInto: the blocks must be a contiguous uint8 [rows, row_bytes] tensor");
+  TORCH_CHECK(
+      packed.scalar_type() == at::kByte && packed.dim() == 2 && packed.is_contiguous(),
+      "DequantizePackedInto: the blocks must be a contiguous uint8 [rows, row_bytes] tensor");
   TORCH_CHECK(out.dim() == 2 && out.is_contiguous() && out.size(0) == packed.size(0),
               "DequantizePackedInto: the output must be a contiguous [", packed.size(0),
               ", in] tensor, got ", out.sizes());
@@ -26,10 +27,16 @@ void DequantizePackedInto(at::Tensor& out, const at::Tensor& packed, int format)
               " values in this format");
   ElementType type = ElementType::kFloat32;
   switch (out.scalar_type()) {
-    case at::kFloat: break;
-    case at::kBFloat16: type = ElementType::kBFloat16; break;
-    case at::kHalf: type = ElementType::kFloat16; break;
-    default: TORCH_CHECK(false, "DequantizePackedInto: the output must be fp32, bf16 or fp16");
+    case at::kFloat:
+      break;
+    case at::kBFloat16:
+      type = ElementType::kBFloat16;
+      break;
+    case at::kHalf:
+      type = ElementType::kFloat16;
+      break;
+    default:
+      TORCH_CHECK(false, "DequantizePackedInto: the output must be fp32, bf16 or fp16");
   }
   // One thread per value in a 1-D grid of 256-thread blocks.
   TORCH_CHECK(out.numel() / 256 < (int64_t{1} << 31), "DequantizePackedInto: ", out.numel(),

@@ -38,8 +38,8 @@ TEST(ParseHostPort, RejectsBareIpv6AndNamesTheFlag) {
 }
 
 TEST(ParseHostPort, RejectsMissingOrOutOfRangePorts) {
-  for (const char* text : {"localhost", "localhost:", "localhost:0", "localhost:65536",
-                           "localhost:http", ""}) {
+  for (const char* text :
+       {"localhost", "localhost:", "localhost:0", "localhost:65536", "localhost:http", ""}) {
     auto parsed = ParseHostPort(text, "--listen");
     EXPECT_FALSE(parsed.ok()) << text;
     EXPECT_THAT(parsed.status().message(), HasSubstr("expected host:port")) << text;

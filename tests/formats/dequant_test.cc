@@ -3,9 +3,9 @@
 #include <cstring>
 #include <random>
 
-#include "tests/worker/model/reference_io.h"
 #include "formats/ggml_dequant.h"
 #include "formats/gguf.h"
+#include "tests/worker/model/reference_io.h"
 
 namespace diablo::model {
 namespace {
@@ -19,16 +19,19 @@ void ExpectSame(const std::vector<float>& ours, const std::vector<float>& refere
   for (size_t i = 0; i < ours.size(); ++i) {
     // Both compute d*q (+m) in fp32; allow one rounding of difference.
     if (std::abs(ours[i] - reference[i]) > 1e-6f * (1.0f + std::abs(reference[i]))) {
-      if (++mismatches <= 5) ADD_FAILURE() << what << "[" << i << "]: " << ours[i] << " vs " << reference[i];
+      if (++mismatches <= 5)
+        ADD_FAILURE() << what << "[" << i << "]: " << ours[i] << " vs " << reference[i];
     }
   }
   EXPECT_EQ(mismatches, 0u) << what;
 }
 
 TEST(Dequantize, MatchesGgufPackageOnRealModelAndSyntheticBlocks) {
-  if (!testing::HaveVenv() || !testing::HaveModel()) GTEST_SKIP() << "needs the test venv and model";
+  if (!testing::HaveVenv() || !testing::HaveModel())
+    GTEST_SKIP() << "needs the test venv and model";
   testing::TempDir dir;
-  auto index = testing::RunReference(std::string("dequant --model ") + DIABLO_MODEL_GGUF, dir.path());
+  auto index =
+      testing::RunReference(std::string("dequant --model ") + DIABLO_MODEL_GGUF, dir.path());
   ASSERT_FALSE(index.empty());
 
   GgufFile file = GgufFile::Open(DIABLO_MODEL_GGUF);
@@ -43,7 +46,7 @@ TEST(Dequantize, MatchesGgufPackageOnRealModelAndSyntheticBlocks) {
       ++checked;
     } else if (key.rfind("synthetic_", 0) == 0) {
       const std::string kind = key.substr(10);
-      const GgmlType type = kind == "Q4_0" ? GgmlType::kQ4_0
+      const GgmlType type = kind == "Q4_0"   ? GgmlType::kQ4_0
                             : kind == "Q4_1" ? GgmlType::kQ4_1
                             : kind == "Q8_0" ? GgmlType::kQ8_0
                             : kind == "F16"  ? GgmlType::kF16
@@ -62,7 +65,8 @@ TEST(Dequantize, MatchesGgufPackageOnRealModelAndSyntheticBlocks) {
 TEST(Dequantize, RefusesMismatchedSizesAndUnsupportedTypes) {
   std::vector<uint8_t> bytes(20);
   std::vector<float> out(32);
-  EXPECT_THROW(DequantizeToFloat(GgmlType::kQ4_1, std::span(bytes).first(19), 32, out), FormatError);
+  EXPECT_THROW(DequantizeToFloat(GgmlType::kQ4_1, std::span(bytes).first(19), 32, out),
+               FormatError);
   EXPECT_THROW(DequantizeToFloat(GgmlType::kQ4_K, bytes, 32, out), FormatError);
   EXPECT_NO_THROW(DequantizeToFloat(GgmlType::kQ4_1, bytes, 32, out));
 }

@@ -115,7 +115,8 @@ TEST(Gguf, HugeCountsAreRefusedBeforeAllocating) {
 }
 
 TEST(Gguf, DataOutOfRangeOrOverlappingIsRefused) {
-  EXPECT_THAT(ParseError(MakeFile({.second_offset = 1 << 20})), HasSubstr("beyond the end of the file"));
+  EXPECT_THAT(ParseError(MakeFile({.second_offset = 1 << 20})),
+              HasSubstr("beyond the end of the file"));
   EXPECT_THAT(ParseError(MakeFile({.second_offset = 0})), HasSubstr("overlap"));
   EXPECT_THAT(ParseError(MakeFile({.second_offset = 33})), HasSubstr("not aligned"));
   EXPECT_THAT(ParseError(MakeFile({.data_bytes = 40})), HasSubstr("beyond the end of the file"));
@@ -125,7 +126,8 @@ TEST(Gguf, UnknownTypesAndImpossibleShapesAreRefused) {
   EXPECT_THAT(ParseError(MakeFile({.second_type = 99})), HasSubstr("unknown ggml type 99"));
   EXPECT_THAT(ParseError(MakeFile({.second_type = 2})), HasSubstr("whole number of Q4_0 blocks"));
   EXPECT_THAT(ParseError(MakeFile({.second_dim = 0})), HasSubstr("impossible shape"));
-  EXPECT_THAT(ParseError(MakeFile({.second_dim = uint64_t{1} << 62})), HasSubstr("impossible shape"));
+  EXPECT_THAT(ParseError(MakeFile({.second_dim = uint64_t{1} << 62})),
+              HasSubstr("impossible shape"));
   GgufBuilder b;
   b.Put(kMagic).Put<uint32_t>(3).Put<uint64_t>(0).Put<uint64_t>(1);
   b.Str("x").Put<uint32_t>(77).Zeros(8);

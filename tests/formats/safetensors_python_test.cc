@@ -8,8 +8,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "tests/worker/peft/test_util.h"
 #include "formats/safetensors.h"
+#include "tests/worker/peft/test_util.h"
 
 namespace diablo::model {
 namespace {
@@ -72,7 +72,8 @@ TEST(SafetensorsPythonTest, FilesWrittenHereLoadInPythonWithTheSameValues) {
                     {"flag", SafetensorsDtype::kBool, {3}, Span(flag)},
                     {"scalar", SafetensorsDtype::kF64, {}, Span(scalar)}},
                    {{"format", "pt"}, {"who", "diablo"}});
-  auto result = RunPythonScript("formats/safetensors_interop.py", {"check", dir / "ours.safetensors"});
+  auto result =
+      RunPythonScript("formats/safetensors_interop.py", {"check", dir / "ours.safetensors"});
   EXPECT_EQ(result.exit_code, 0) << result.output;
 }
 

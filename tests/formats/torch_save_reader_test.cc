@@ -10,8 +10,8 @@
 #include <cstring>
 #include <functional>
 
-#include "tests/formats/torch_save_builder.h"
 #include "formats/gguf.h"
+#include "tests/formats/torch_save_builder.h"
 
 namespace diablo::peft {
 namespace {

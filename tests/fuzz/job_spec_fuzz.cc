@@ -5,10 +5,9 @@
 // form (ConfigToJson) does not parse back to the same thing.
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "spec/train_config.h"
 
@@ -24,7 +23,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const nlohmann::json canonical = diablo::train::ConfigToJson(config);
   try {
-    const nlohmann::json again = diablo::train::ConfigToJson(diablo::train::ConfigFromJson(canonical, "round trip"));
+    const nlohmann::json again =
+        diablo::train::ConfigToJson(diablo::train::ConfigFromJson(canonical, "round trip"));
     if (again != canonical) __builtin_trap();
   } catch (const std::invalid_argument&) {
     __builtin_trap();  // a config the parser accepted must survive its own JSON form

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "tests/formats/torch_save_builder.h"
 #include "formats/safetensors.h"
+#include "tests/formats/torch_save_builder.h"
 
 namespace {
 
@@ -131,14 +131,15 @@ int main(int argc, char** argv) {
       fs::create_directories(root / sub);
     WriteFile(root / "job_spec" / "minimal.json",
               R"({"model": "/m.gguf", "data": {"train": "/t.jsonl"}, "output_dir": "/out"})");
-    WriteFile(root / "job_spec" / "full.json",
-              R"({"model": "/m.gguf", "method": {"name": "lora", "rank": 8, "alpha": 16, "dropout": 0.05,)"
-              R"( "target_modules": ["q_proj", "re:.*v_proj"]}, "data": {"train": "/t.jsonl", "eval": "/e.jsonl",)"
-              R"( "format": "chat", "max_seq_len": 256, "truncation": "drop", "packing": true},)"
-              R"( "optim": {"max_steps": 10, "global_batch": 8, "micro_batch": 2, "lr": 3e-4,)"
-              R"( "betas": [0.9, 0.95], "scheduler": "cosine", "warmup_ratio": 0.1, "seed": 7},)"
-              R"( "precision": "bf16", "gradient_checkpointing": true, "save_every": 5,)"
-              R"( "output_dir": "/out", "device": "cpu", "threads": 2})");
+    WriteFile(
+        root / "job_spec" / "full.json",
+        R"({"model": "/m.gguf", "method": {"name": "lora", "rank": 8, "alpha": 16, "dropout": 0.05,)"
+        R"( "target_modules": ["q_proj", "re:.*v_proj"]}, "data": {"train": "/t.jsonl", "eval": "/e.jsonl",)"
+        R"( "format": "chat", "max_seq_len": 256, "truncation": "drop", "packing": true},)"
+        R"( "optim": {"max_steps": 10, "global_batch": 8, "micro_batch": 2, "lr": 3e-4,)"
+        R"( "betas": [0.9, 0.95], "scheduler": "cosine", "warmup_ratio": 0.1, "seed": 7},)"
+        R"( "precision": "bf16", "gradient_checkpointing": true, "save_every": 5,)"
+        R"( "output_dir": "/out", "device": "cpu", "threads": 2})");
 
     WriteFile(root / "gguf" / "valid.gguf", MakeGguf());
 

@@ -3,8 +3,8 @@
 #include "server/auth.h"
 
 #include <gmock/gmock.h>
-#include <gtest/gtest.h>
 #include <grpcpp/test/server_context_test_spouse.h>
+#include <gtest/gtest.h>
 
 #include <filesystem>
 
@@ -16,7 +16,8 @@ using ::testing::HasSubstr;
 class AuthTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    path_ = std::filesystem::temp_directory_path() / ("diablo-auth-" + std::to_string(::getpid()) + ".db");
+    path_ = std::filesystem::temp_directory_path() /
+            ("diablo-auth-" + std::to_string(::getpid()) + ".db");
     std::filesystem::remove(path_);
     auto db = Db::Open(path_.string());
     ASSERT_TRUE(db.ok());
@@ -24,7 +25,8 @@ class AuthTest : public ::testing::Test {
   }
   void TearDown() override {
     db_.reset();
-    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_.string() + suffix);
+    for (const char* suffix : {"", "-wal", "-shm"})
+      std::filesystem::remove(path_.string() + suffix);
   }
 
   std::unique_ptr<Authenticator> Open(AuthOptions options = {}) {
@@ -63,8 +65,10 @@ TEST_F(AuthTest, ATokenNamesItsTenantAndRole) {
 TEST_F(AuthTest, MissingMalformedAndUnknownTokensAreUnauthenticated) {
   auto auth = Open();
   EXPECT_EQ(Call(*auth, "", Role::kUser).status().code(), absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(Call(*auth, "Basic abc", Role::kUser).status().code(), absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(Call(*auth, "Bearer dbl_nope", Role::kUser).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(Call(*auth, "Basic abc", Role::kUser).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(Call(*auth, "Bearer dbl_nope", Role::kUser).status().code(),
+            absl::StatusCode::kUnauthenticated);
 }
 
 TEST_F(AuthTest, RevokedTokensStopWorking) {

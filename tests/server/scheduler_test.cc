@@ -27,9 +27,12 @@ TEST_F(SchedulerFixture, JobIsQueuedThenLeasedToARegisteredWorker) {
   EXPECT_EQ(lease->output_prefix(), "jobs/" + job.id() + "/attempts/1");
   EXPECT_FALSE(Lease(w).has_value()) << "one lease per assignment";
 
-  ASSERT_TRUE(Report(lease->fence(), R"({"event":"started","total_steps":10,"start_step":0})").ok());
+  ASSERT_TRUE(
+      Report(lease->fence(), R"({"event":"started","total_steps":10,"start_step":0})").ok());
   EXPECT_EQ(State(job.id()), v1::JOB_STATE_RUNNING);
-  ASSERT_TRUE(Report(lease->fence(), R"({"event":"step","step":3,"total_steps":10,"loss":1.5,"tokens_per_s":99})").ok());
+  ASSERT_TRUE(Report(lease->fence(),
+                     R"({"event":"step","step":3,"total_steps":10,"loss":1.5,"tokens_per_s":99})")
+                  .ok());
   auto progress = scheduler_->GetJob("a", job.id());
   EXPECT_EQ(progress->step(), 3);
   EXPECT_DOUBLE_EQ(progress->loss(), 1.5);
@@ -62,7 +65,8 @@ TEST_F(SchedulerFixture, JobMustFitTheWorkersMemory) {
   EXPECT_EQ(placeable.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(placeable.message()), HasSubstr("no registered worker can run this job"));
   EXPECT_THAT(std::string(placeable.message()), HasSubstr("small"));
-  EXPECT_EQ(scheduler_->CheckPlaceable({1, 1, 0, /*needs_cuda=*/true}).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(scheduler_->CheckPlaceable({1, 1, 0, /*needs_cuda=*/true}).code(),
+            absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(scheduler_->CheckPlaceable({1, /*devices_per_node=*/4, 0, false}).code(),
             absl::StatusCode::kFailedPrecondition)
       << "four devices per node need a GPU node";
@@ -102,8 +106,8 @@ TEST_F(SchedulerFixture, AGangRankThatFinishedFirstDoesNotFailTheAttempt) {
   done.set_rank(1);
   done.set_succeeded(true);
   ASSERT_TRUE(scheduler_->CompleteAttempt(done).ok());
-  Sleep(0.3);                                 // rank 0 is still uploading the adapter
-  Heartbeat(rank1_worker);                    // rank 1's node runs nothing any more
+  Sleep(0.3);               // rank 0 is still uploading the adapter
+  Heartbeat(rank1_worker);  // rank 1's node runs nothing any more
   Heartbeat(rank0_worker, {l1->fence()});
   EXPECT_NE(State(job.id()), v1::JOB_STATE_QUEUED) << "a finished rank is not an orphaned one";
   ASSERT_TRUE(Complete(l1->fence(), true).ok());
@@ -116,9 +120,12 @@ TEST_F(SchedulerFixture, LostWorkerRequeuesAndTheNextAttemptResumesFromItsCheckp
   v1::Job job = Create();
   auto first = Lease(w1);
   ASSERT_TRUE(first.has_value());
-  ASSERT_TRUE(Report(first->fence(), R"({"event":"started","total_steps":10,"start_step":0})").ok());
+  ASSERT_TRUE(
+      Report(first->fence(), R"({"event":"started","total_steps":10,"start_step":0})").ok());
   const std::string key = first->output_prefix() + "/checkpoints/step-00000004";
-  ASSERT_TRUE(Report(first->fence(), R"({"event":"checkpoint","step":4,"path":"/x","key":")" + key + R"("})").ok());
+  ASSERT_TRUE(Report(first->fence(),
+                     R"({"event":"checkpoint","step":4,"path":"/x","key":")" + key + R"("})")
+                  .ok());
   // A checkpoint event without a key (its upload failed) must not become the resume point.
   ASSERT_TRUE(Report(first->fence(), R"({"event":"checkpoint","step":6,"path":"/y"})").ok());
 
@@ -146,7 +153,8 @@ TEST_F(SchedulerFixture, LostWorkerRequeuesAndTheNextAttemptResumesFromItsCheckp
   EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Complete(first->fence(), true).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(State(job.id()), v1::JOB_STATE_SUCCEEDED);
-  EXPECT_EQ(scheduler_->GetJob("a", job.id())->step(), 0) << "a superseded attempt's step was applied";
+  EXPECT_EQ(scheduler_->GetJob("a", job.id())->step(), 0)
+      << "a superseded attempt's step was applied";
   v1::HeartbeatRequest heartbeat;
   heartbeat.set_worker_id(w1);
   heartbeat.add_running_fences(first->fence());
@@ -172,7 +180,9 @@ TEST_F(SchedulerFixture, FailedAttemptsRetryUpToTheLimitThenFail) {
   EXPECT_THAT(failed->reason(), HasSubstr("no retries left"));
   int stderr_lines = 0;
   for (const v1::JobEvent& e : Events(job.id()))
-    if (e.has_log() && e.log().source() == "stderr" && e.log().line() == "Traceback: something broke") ++stderr_lines;
+    if (e.has_log() && e.log().source() == "stderr" &&
+        e.log().line() == "Traceback: something broke")
+      ++stderr_lines;
   EXPECT_EQ(stderr_lines, 2) << "each failed attempt's stderr tail is in the events";
 }
 
@@ -198,7 +208,8 @@ TEST_F(SchedulerFixture, SilentTrainerIsFailedAsStalledAndRetried) {
   }
   ASSERT_TRUE(scheduler_->Tick().ok());
   EXPECT_TRUE(AnyStateReasonContains(job.id(), "stalled"));
-  EXPECT_EQ(scheduler_->GetJob("a", job.id())->attempts(), 2) << "placed again at once on the live worker";
+  EXPECT_EQ(scheduler_->GetJob("a", job.id())->attempts(), 2)
+      << "placed again at once on the live worker";
 }
 
 TEST_F(SchedulerFixture, AnAttemptTheWorkerNoLongerRunsIsFailedAtItsNextHeartbeat) {
@@ -206,7 +217,7 @@ TEST_F(SchedulerFixture, AnAttemptTheWorkerNoLongerRunsIsFailedAtItsNextHeartbea
   v1::Job job = Create();
   auto lease = Lease(w);
   ASSERT_TRUE(lease.has_value());
-  Sleep(0.3);   // longer than two heartbeat intervals
+  Sleep(0.3);    // longer than two heartbeat intervals
   Heartbeat(w);  // ... and the attempt is not among the running ones
   EXPECT_TRUE(AnyStateReasonContains(job.id(), "no longer runs"));
 }
@@ -292,7 +303,8 @@ TEST_F(SchedulerFixture, EverythingAcknowledgedSurvivesAnAbruptRestart) {
   v1::Job job = Create();
   auto lease = Lease(w);
   ASSERT_TRUE(Report(lease->fence(), R"({"event":"started","total_steps":10})").ok());
-  ASSERT_TRUE(Report(lease->fence(), R"({"event":"step","step":2,"total_steps":10,"loss":2.5})").ok());
+  ASSERT_TRUE(
+      Report(lease->fence(), R"({"event":"step","step":2,"total_steps":10,"loss":2.5})").ok());
   const size_t events_before = Events(job.id()).size();
   Reopen();  // no shutdown: the process image is simply gone
   auto job_after = scheduler_->GetJob("a", job.id());
@@ -302,11 +314,13 @@ TEST_F(SchedulerFixture, EverythingAcknowledgedSurvivesAnAbruptRestart) {
   EXPECT_EQ(Events(job.id()).size(), events_before);
   // The worker kept running: after the restart it reports on and completes.
   Heartbeat(w);
-  ASSERT_TRUE(Report(lease->fence(), R"({"event":"step","step":3,"total_steps":10,"loss":2.0})").ok());
+  ASSERT_TRUE(
+      Report(lease->fence(), R"({"event":"step","step":3,"total_steps":10,"loss":2.0})").ok());
   ASSERT_TRUE(Complete(lease->fence(), true).ok());
   EXPECT_EQ(State(job.id()), v1::JOB_STATE_SUCCEEDED);
   std::vector<v1::JobEvent> events = Events(job.id());
-  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i + 1));
+  for (size_t i = 0; i < events.size(); ++i)
+    EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i + 1));
 }
 
 TEST_F(SchedulerFixture, MigrationsRecordTheSchemaVersionAndRefuseANewerDatabase) {
@@ -333,7 +347,8 @@ TEST_F(SchedulerFixture, WatchResumesAfterAGivenSequenceNumber) {
   const std::string w = Register("w1");
   auto lease = Lease(w);
   for (int step = 1; step <= 4; ++step)
-    ASSERT_TRUE(Report(lease->fence(), R"({"event":"step","step":)" + std::to_string(step) + "}").ok());
+    ASSERT_TRUE(
+        Report(lease->fence(), R"({"event":"step","step":)" + std::to_string(step) + "}").ok());
   std::vector<v1::JobEvent> all = Events(job.id());
   ASSERT_GE(all.size(), 6u);
   bool finished = true;
@@ -349,11 +364,16 @@ TEST_F(SchedulerFixture, TrainerEventsOfAnyShapeNeverBreakTheScheduler) {
   v1::Job job = Create();
   auto lease = Lease(w);
   ASSERT_TRUE(Report(lease->fence(), R"({"event":"started","total_steps":"ten"})").ok());
-  ASSERT_TRUE(Report(lease->fence(), R"({"event":"step","step":1,"loss":2.5,"lr":0.001,"peak_rss_bytes":1000})").ok());
+  ASSERT_TRUE(Report(lease->fence(),
+                     R"({"event":"step","step":1,"loss":2.5,"lr":0.001,"peak_rss_bytes":1000})")
+                  .ok());
   // NaN and Inf are written as null by the trainer's JSON library.
   ASSERT_TRUE(Report(lease->fence(), R"({"event":"step","step":2,"loss":null,"lr":[1]})").ok());
-  ASSERT_TRUE(Report(lease->fence(), R"({"event":"eval","step":2,"loss":1.75,"perplexity":5.75})").ok());
-  ASSERT_TRUE(Report(lease->fence(), R"({"event":"error","code":"non_finite","message":"loss is NaN"})").ok());
+  ASSERT_TRUE(
+      Report(lease->fence(), R"({"event":"eval","step":2,"loss":1.75,"perplexity":5.75})").ok());
+  ASSERT_TRUE(
+      Report(lease->fence(), R"({"event":"error","code":"non_finite","message":"loss is NaN"})")
+          .ok());
   ASSERT_TRUE(Report(lease->fence(), R"(not json at all)").ok());
   ASSERT_TRUE(Report(lease->fence(), R"([1,2,3])").ok());
   auto now = scheduler_->GetJob("a", job.id());
@@ -366,7 +386,8 @@ TEST_F(SchedulerFixture, TrainerEventsOfAnyShapeNeverBreakTheScheduler) {
   int nan_steps = 0, raw_lines = 0;
   for (const v1::JobEvent& e : events) {
     if (e.has_step() && e.step().step() == 2 && std::isnan(e.step().loss())) ++nan_steps;
-    if (e.has_log() && (e.log().line() == "not json at all" || e.log().line() == "[1,2,3]")) ++raw_lines;
+    if (e.has_log() && (e.log().line() == "not json at all" || e.log().line() == "[1,2,3]"))
+      ++raw_lines;
   }
   EXPECT_EQ(nan_steps, 1) << "the event keeps the NaN for whoever watches";
   EXPECT_EQ(raw_lines, 2);

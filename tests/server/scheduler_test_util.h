@@ -60,8 +60,8 @@ class SchedulerFixture : public ::testing::Test {
     return response.ok() ? response->worker_id() : "";
   }
 
-  v1::Job Create(const std::string& tenant = "a", int priority = 0, int nodes = 1, int64_t bytes = 1 << 30,
-                 int max_retries = 2, const std::string& key = "") {
+  v1::Job Create(const std::string& tenant = "a", int priority = 0, int nodes = 1,
+                 int64_t bytes = 1 << 30, int max_retries = 2, const std::string& key = "") {
     v1::CreateJobRequest request;
     request.set_name("job");
     request.set_priority(priority);

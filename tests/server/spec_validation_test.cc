@@ -21,14 +21,17 @@ class SpecValidationTest : public SchedulerFixture {
     SchedulerFixture::SetUp();
     model_dir_ = dir_ / "model";
     std::filesystem::create_directories(model_dir_);
-    std::ofstream(model_dir_ / "config.json") << R"({"architectures":["LlamaForCausalLM"],"model_type":"llama",
+    std::ofstream(model_dir_ / "config.json")
+        << R"({"architectures":["LlamaForCausalLM"],"model_type":"llama",
       "vocab_size":1000,"hidden_size":256,"intermediate_size":512,"num_hidden_layers":4,
       "num_attention_heads":4,"num_key_value_heads":2,"max_position_embeddings":512,"rms_norm_eps":1e-5,
       "tie_word_embeddings":true})";
     data_ = dir_ / "train.jsonl";
-    std::ofstream(data_) << R"({"instruction":"Say hi","output":"hi"})" << "\n"
-                         << R"({"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]})"
-                         << "\n";
+    std::ofstream(data_)
+        << R"({"instruction":"Say hi","output":"hi"})"
+        << "\n"
+        << R"({"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]})"
+        << "\n";
     request_.mutable_spec()->set_model(model_dir_.string());
     request_.mutable_spec()->mutable_data()->set_train(data_.string());
     request_.mutable_spec()->mutable_optim()->set_max_steps(10);
@@ -96,7 +99,8 @@ TEST_F(SpecValidationTest, ABrokenDatasetLineIsReportedWithItsNumber) {
 }
 
 TEST_F(SpecValidationTest, ADatasetOfUnknownRecordsIsRejected) {
-  std::ofstream(data_) << R"({"prompt":"x","completion":"y"})" << "\n";
+  std::ofstream(data_) << R"({"prompt":"x","completion":"y"})"
+                       << "\n";
   ExpectInvalid("cannot tell the format");
 }
 
@@ -126,7 +130,8 @@ TEST_F(SpecValidationTest, UploadedFilesResolveToStorageKeys) {
   EXPECT_EQ(job->inputs[1].key(), "files/f-1");
   EXPECT_EQ(job->inputs[1].name(), "train.jsonl");
   // Another tenant cannot use it.
-  auto other = ValidateCreateJob(request_, ValidationContext{scheduler_.get(), "b", dir_ / "cache"});
+  auto other =
+      ValidateCreateJob(request_, ValidationContext{scheduler_.get(), "b", dir_ / "cache"});
   EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -5,11 +5,11 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "formats/gguf.h"
+#include "gtest/gtest.h"
 #include "spec/estimate.h"
 #include "spec/model_source.h"
-#include "gtest/gtest.h"
 #include "tests/worker/model/reference_io.h"
-#include "formats/gguf.h"
 
 namespace diablo::estimate {
 namespace {

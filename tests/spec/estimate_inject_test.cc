@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "spec/adapter_config.h"
 #include "spec/estimate.h"
 #include "spec/model_shape.h"
 #include "tests/worker/peft/tiny_model.h"
 #include "worker/model/llama.h"
-#include "spec/adapter_config.h"
 #include "worker/peft/inject.h"
 
 namespace diablo {

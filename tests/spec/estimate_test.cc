@@ -8,9 +8,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "spec/model_source.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "spec/model_source.h"
 
 namespace diablo::estimate {
 namespace {

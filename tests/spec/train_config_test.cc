@@ -1,22 +1,23 @@
 // The training config: defaults, YAML and JSON, --set overrides, and errors
 // that name the field.
-#include <gtest/gtest.h>
+#include "spec/train_config.h"
+
 #include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
-
-#include "spec/train_config.h"
 
 namespace diablo::train {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 
-json Minimal() { return {{"model", "m.gguf"}, {"data", {{"train", "t.jsonl"}}}, {"output_dir", "out"}}; }
+json Minimal() {
+  return {{"model", "m.gguf"}, {"data", {{"train", "t.jsonl"}}}, {"output_dir", "out"}};
+}
 
 std::string ErrorOf(const json& doc) {
   try {
@@ -31,8 +32,9 @@ TEST(TrainConfig, DefaultsAreDiaBloOnEveryProjection) {
   TrainConfig c = ConfigFromJson(Minimal(), "job.yaml");
   EXPECT_EQ(c.method.name, TrainMethod::kDiaBlo);
   EXPECT_EQ(c.method.blocks, 64);
-  EXPECT_EQ(c.method.target_modules, (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                                "up_proj", "down_proj"}));
+  EXPECT_EQ(c.method.target_modules,
+            (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                      "up_proj", "down_proj"}));
   EXPECT_EQ(c.precision, Precision::kFp32);
   EXPECT_EQ(ToAdapterConfig(c).blocks, 64);
 }
@@ -49,7 +51,8 @@ TEST(TrainConfig, ErrorsNameTheFieldAndTheProblem) {
   EXPECT_THAT(ErrorOf(doc), HasSubstr("optim.micro_batch: is larger than optim.global_batch"));
   doc["optim"] = json::object();
   doc["method"] = {{"name", "dora"}};
-  EXPECT_THAT(ErrorOf(doc), HasSubstr("method.name: must be one of diablo, lora, full, got \"dora\""));
+  EXPECT_THAT(ErrorOf(doc),
+              HasSubstr("method.name: must be one of diablo, lora, full, got \"dora\""));
   doc["method"] = {{"dropout", 1.5}};
   EXPECT_THAT(ErrorOf(doc), HasSubstr("method.dropout: must be in [0, 0.999]"));
   doc.erase("method");
@@ -78,7 +81,8 @@ TEST(TrainConfig, PackedBaseWeightsNeedAnAdapterMethodAndAGgufFile) {
 }
 
 TEST(TrainConfig, ReadsYamlAndAppliesOverrides) {
-  auto dir = std::filesystem::temp_directory_path() / ("diablo-config-" + std::to_string(::getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("diablo-config-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto path = (dir / "job.yaml").string();
   std::ofstream(path) << "model: m.gguf\n"
@@ -94,7 +98,8 @@ TEST(TrainConfig, ReadsYamlAndAppliesOverrides) {
   EXPECT_TRUE(c.data.packing);
   EXPECT_EQ(c.method.target_modules, (std::vector<std::string>{"q_proj", "v_proj"}));
   EXPECT_THROW(LoadTrainConfig(path, {"optim"}), std::invalid_argument);
-  EXPECT_THROW(LoadTrainConfig(path, {"model.name=x"}), std::invalid_argument);  // model is a string
+  EXPECT_THROW(LoadTrainConfig(path, {"model.name=x"}),
+               std::invalid_argument);  // model is a string
 
   std::ofstream(path) << "model: [unclosed\n";
   try {

@@ -38,7 +38,8 @@ void Agent::Shutdown() {
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (Running& r : running_)
-    if (!r.runner->done()) r.runner->Stop("worker " + settings_.name + " is shutting down", /*report=*/true);
+    if (!r.runner->done())
+      r.runner->Stop("worker " + settings_.name + " is shutting down", /*report=*/true);
 }
 
 absl::Status Agent::Register() {
@@ -64,16 +65,18 @@ absl::Status Agent::Register() {
       absl::StatusOr<std::unique_ptr<ObjectStore>> storage = OpenObjectStore(storage_uri);
       if (!storage.ok()) return storage.status();
       storage_ = std::move(*storage);
-      std::fprintf(stderr, "diablo-worker: registered as %s (%s) with %s; storage %s\n", worker_id_.c_str(),
-                   settings_.name.c_str(), settings_.rpc.server.c_str(), storage_uri.c_str());
+      std::fprintf(stderr, "diablo-worker: registered as %s (%s) with %s; storage %s\n",
+                   worker_id_.c_str(), settings_.name.c_str(), settings_.rpc.server.c_str(),
+                   storage_uri.c_str());
       return absl::OkStatus();
     }
     if (!IsTransient(status))
-      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                          absl::StrCat("registering with ", settings_.rpc.server, ": ", status.error_message()));
+      return absl::Status(
+          static_cast<absl::StatusCode>(status.error_code()),
+          absl::StrCat("registering with ", settings_.rpc.server, ": ", status.error_message()));
     if (attempt % 10 == 0)
-      std::fprintf(stderr, "diablo-worker: scheduler %s not reachable (%s); retrying\n", settings_.rpc.server.c_str(),
-                   status.error_message().c_str());
+      std::fprintf(stderr, "diablo-worker: scheduler %s not reachable (%s); retrying\n",
+                   settings_.rpc.server.c_str(), status.error_message().c_str());
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   return absl::CancelledError("shut down before registering");
@@ -125,15 +128,19 @@ void Agent::HeartbeatLoop() {
       std::lock_guard<std::mutex> lock(mu_);
       for (int64_t fence : response.stop_fences())
         for (Running& r : running_)
-          if (r.runner->fence() == fence) r.runner->Stop("the scheduler cancelled or reassigned the attempt");
+          if (r.runner->fence() == fence)
+            r.runner->Stop("the scheduler cancelled or reassigned the attempt");
       if (!response.known()) {
-        std::fprintf(stderr, "diablo-worker: the scheduler no longer knows this worker; registering again\n");
+        std::fprintf(
+            stderr,
+            "diablo-worker: the scheduler no longer knows this worker; registering again\n");
         for (Running& r : running_) r.runner->Stop("this worker lost its lease");
         must_register_ = true;
         return;
       }
     } else if (!IsTransient(status)) {
-      std::fprintf(stderr, "diablo-worker: heartbeat refused: %s\n", status.error_message().c_str());
+      std::fprintf(stderr, "diablo-worker: heartbeat refused: %s\n",
+                   status.error_message().c_str());
     }
     const auto wait = std::chrono::milliseconds(static_cast<int64_t>(heartbeat_interval_s_ * 1000));
     for (auto slept = std::chrono::milliseconds(0); slept < wait && (!shutdown_ || AnyRunning());
@@ -148,7 +155,8 @@ absl::Status Agent::Run() {
   channel_ = *channel;
   stub_ = v1::WorkerService::NewStub(channel_);
   while (!shutdown_) {
-    if (absl::Status registered = Register(); !registered.ok()) return shutdown_ ? absl::OkStatus() : registered;
+    if (absl::Status registered = Register(); !registered.ok())
+      return shutdown_ ? absl::OkStatus() : registered;
     must_register_ = false;
     std::thread heartbeats([this] { HeartbeatLoop(); });
     while (!shutdown_ && !must_register_) {
@@ -161,14 +169,16 @@ absl::Status Agent::Run() {
       request.set_worker_id(worker_id_);
       request.set_wait_ms(settings_.lease_wait_ms);
       v1::LeaseJobResponse response;
-      auto context = NewCallContext(settings_.rpc, std::chrono::milliseconds(settings_.lease_wait_ms + 5000));
+      auto context =
+          NewCallContext(settings_.rpc, std::chrono::milliseconds(settings_.lease_wait_ms + 5000));
       grpc::Status status = stub_->LeaseJob(context.get(), request, &response);
       if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
         must_register_ = true;  // the scheduler expired this worker
         break;
       }
       if (!status.ok()) {
-        if (!IsTransient(status)) std::fprintf(stderr, "diablo-worker: lease: %s\n", status.error_message().c_str());
+        if (!IsTransient(status))
+          std::fprintf(stderr, "diablo-worker: lease: %s\n", status.error_message().c_str());
         std::this_thread::sleep_for(std::chrono::seconds(1));
         continue;
       }

@@ -6,9 +6,8 @@
 #include <chrono>
 #include <deque>
 #include <fstream>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -46,11 +45,12 @@ bool IsPermanent(const std::string& code) {
 
 }  // namespace
 
-AttemptRunner::AttemptRunner(const AgentSettings& settings, v1::WorkerService::Stub& stub, ObjectStore& storage,
-                             v1::Lease lease)
+AttemptRunner::AttemptRunner(const AgentSettings& settings, v1::WorkerService::Stub& stub,
+                             ObjectStore& storage, v1::Lease lease)
     : settings_(settings), stub_(stub), storage_(storage), lease_(std::move(lease)) {
-  job_dir_ = settings_.work_dir / "jobs" / absl::StrCat(lease_.job_id(), "-attempt-", lease_.attempt(), "-rank-",
-                                                        lease_.first_rank());
+  job_dir_ =
+      settings_.work_dir / "jobs" /
+      absl::StrCat(lease_.job_id(), "-attempt-", lease_.attempt(), "-rank-", lease_.first_rank());
   output_dir_ = job_dir_ / "output";
   reporter_ = std::make_unique<Reporter>(settings_, stub_, lease_.fence(), lease_.first_rank(),
                                          [this](const std::string& reason) { Stop(reason); });
@@ -58,7 +58,9 @@ AttemptRunner::AttemptRunner(const AgentSettings& settings, v1::WorkerService::S
 
 AttemptRunner::~AttemptRunner() = default;
 
-void AttemptRunner::Log(const std::string& line) { reporter_->Log(absl::StrCat("[", settings_.name, "] ", line)); }
+void AttemptRunner::Log(const std::string& line) {
+  reporter_->Log(absl::StrCat("[", settings_.name, "] ", line));
+}
 
 void AttemptRunner::Stop(const std::string& reason, bool report) {
   if (stopped_.exchange(true)) return;
@@ -69,8 +71,8 @@ void AttemptRunner::Stop(const std::string& reason, bool report) {
     pids = trainer_pids_;
     stop_reason_ = reason;
   }
-  std::fprintf(stderr, "diablo-worker: stopping job %s attempt %d: %s\n", lease_.job_id().c_str(), lease_.attempt(),
-               reason.c_str());
+  std::fprintf(stderr, "diablo-worker: stopping job %s attempt %d: %s\n", lease_.job_id().c_str(),
+               lease_.attempt(), reason.c_str());
   for (pid_t pid : pids) kill(-pid, SIGTERM);
   // Escalate if the trainers do not leave within the grace period.
   std::thread([pids, grace = report ? settings_.shutdown_grace_s : settings_.kill_grace_s] {
@@ -87,7 +89,8 @@ absl::Status AttemptRunner::FetchInput(const v1::Input& input, fs::path* local) 
   const std::string name = input.name().empty() ? "input" : input.name();
   if (!input.key().empty()) {
     // Uploaded files are immutable: cache them by checksum across attempts.
-    const fs::path cached = settings_.work_dir / "cache" / (input.sha256().empty() ? input.key() : input.sha256()) / name;
+    const fs::path cached = settings_.work_dir / "cache" /
+                            (input.sha256().empty() ? input.key() : input.sha256()) / name;
     std::error_code ec;
     if (!fs::exists(cached, ec)) {
       RETURN_IF_ERROR(storage_.GetFile(input.key(), cached));
@@ -95,8 +98,9 @@ absl::Status AttemptRunner::FetchInput(const v1::Input& input, fs::path* local) 
         ASSIGN_OR_RETURN(std::string digest, Sha256OfFile(cached));
         if (digest != input.sha256()) {
           fs::remove(cached, ec);
-          return absl::DataLossError(absl::StrCat(input.field(), ": fetched ", input.key(), " has SHA-256 ", digest,
-                                                  ", expected ", input.sha256()));
+          return absl::DataLossError(absl::StrCat(input.field(), ": fetched ", input.key(),
+                                                  " has SHA-256 ", digest, ", expected ",
+                                                  input.sha256()));
         }
       }
     }
@@ -129,14 +133,18 @@ absl::Status AttemptRunner::Prepare(std::string* config_path) {
   std::error_code ec;
   fs::remove_all(job_dir_, ec);
   fs::create_directories(output_dir_, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", output_dir_.string(), ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("cannot create ", output_dir_.string(), ": ", ec.message()));
   json config = json::parse(lease_.config_json(), nullptr, false);
-  if (!config.is_object()) return absl::InvalidArgumentError("the lease's config is not a JSON object");
+  if (!config.is_object())
+    return absl::InvalidArgumentError("the lease's config is not a JSON object");
   for (const v1::Input& input : lease_.inputs()) {
     fs::path local;
     absl::Status fetched = FetchInput(input, &local);
     if (!fetched.ok())
-      return absl::Status(fetched.code(), absl::StrCat("fetching ", input.field(), ": ", fetched.message()));
+      return absl::Status(fetched.code(),
+                          absl::StrCat("fetching ", input.field(), ": ", fetched.message()));
     if (json* field = FieldOf(config, input.field())) *field = local.string();
   }
   config["output_dir"] = output_dir_.string();
@@ -159,12 +167,14 @@ void AttemptRunner::HandleEvent(int rank, const std::string& line, std::string* 
     *last_error = event.value("message", "");
   }
   if (rank != 0) {
-    if (kind == "error") reporter_->Log(absl::StrCat("rank ", rank, ": ", *last_error_code, ": ", *last_error));
+    if (kind == "error")
+      reporter_->Log(absl::StrCat("rank ", rank, ": ", *last_error_code, ": ", *last_error));
     return;
   }
   if (kind == "checkpoint" && event.contains("path")) {
     const fs::path dir = event.value("path", "");
-    const std::string key = absl::StrCat(lease_.output_prefix(), "/checkpoints/", dir.filename().string());
+    const std::string key =
+        absl::StrCat(lease_.output_prefix(), "/checkpoints/", dir.filename().string());
     absl::Status uploaded = PutDirectory(storage_, key, dir);
     if (uploaded.ok()) {
       event["key"] = key;  // only now may the scheduler name it as the latest
@@ -191,7 +201,8 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
     };
     absl::StatusOr<Process> process = Process::Start(argv, env, job_dir_.string());
     if (!process.ok()) {
-      outcome.reason = absl::StrCat("cannot start ", settings_.diablo_binary, ": ", process.status().message());
+      outcome.reason =
+          absl::StrCat("cannot start ", settings_.diablo_binary, ": ", process.status().message());
       return outcome;
     }
     {
@@ -241,8 +252,9 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
     outcome.succeeded = false;
     outcome.exit_code = codes[i];
     const int rank = lease_.first_rank() + static_cast<int>(i);
-    outcome.reason = codes[i] < 0 ? absl::StrCat("trainer rank ", rank, " was killed by signal ", -codes[i])
-                                  : absl::StrCat("trainer rank ", rank, " exited with code ", codes[i]);
+    outcome.reason = codes[i] < 0
+                         ? absl::StrCat("trainer rank ", rank, " was killed by signal ", -codes[i])
+                         : absl::StrCat("trainer rank ", rank, " exited with code ", codes[i]);
     if (!error_codes[i].empty()) {
       absl::StrAppend(&outcome.reason, " (", error_codes[i], ": ", errors[i], ")");
       outcome.permanent = IsPermanent(error_codes[i]);
@@ -254,8 +266,8 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
 
 absl::Status AttemptRunner::UploadOutputs(std::vector<v1::UploadedArtifact>* artifacts) {
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(output_dir_, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
+  for (auto it = fs::recursive_directory_iterator(output_dir_, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     const std::string name = fs::relative(it->path(), output_dir_).generic_string();
     if (name == "checkpoints" && it->is_directory()) {
       it.disable_recursion_pending();  // checkpoints went up as the run went
@@ -271,12 +283,15 @@ absl::Status AttemptRunner::UploadOutputs(std::vector<v1::UploadedArtifact>* art
     RETURN_IF_ERROR(storage_.PutFile(artifact.key(), it->path()));
     artifacts->push_back(std::move(artifact));
   }
-  if (ec) return absl::InternalError(absl::StrCat("cannot read ", output_dir_.string(), ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("cannot read ", output_dir_.string(), ": ", ec.message()));
   if (artifacts->empty()) return absl::DataLossError("the trainer finished but wrote no output");
   return absl::OkStatus();
 }
 
-void AttemptRunner::Complete(const Outcome& outcome, const std::vector<v1::UploadedArtifact>& artifacts) {
+void AttemptRunner::Complete(const Outcome& outcome,
+                             const std::vector<v1::UploadedArtifact>& artifacts) {
   v1::CompleteAttemptRequest request;
   request.set_fence(lease_.fence());
   request.set_rank(lease_.first_rank());
@@ -300,8 +315,8 @@ void AttemptRunner::Complete(const Outcome& outcome, const std::vector<v1::Uploa
         status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
         status.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
         status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
-      std::fprintf(stderr, "diablo-worker: job %s attempt %d: completion refused: %s\n", lease_.job_id().c_str(),
-                   lease_.attempt(), status.error_message().c_str());
+      std::fprintf(stderr, "diablo-worker: job %s attempt %d: completion refused: %s\n",
+                   lease_.job_id().c_str(), lease_.attempt(), status.error_message().c_str());
       return;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2500));
@@ -309,11 +324,12 @@ void AttemptRunner::Complete(const Outcome& outcome, const std::vector<v1::Uploa
 }
 
 void AttemptRunner::Run() {
-  std::fprintf(stderr, "diablo-worker: job %s attempt %d: ranks %d-%d of %d\n", lease_.job_id().c_str(),
-               lease_.attempt(), lease_.first_rank(), lease_.first_rank() + lease_.local_ranks() - 1,
-               lease_.world_size());
+  std::fprintf(stderr, "diablo-worker: job %s attempt %d: ranks %d-%d of %d\n",
+               lease_.job_id().c_str(), lease_.attempt(), lease_.first_rank(),
+               lease_.first_rank() + lease_.local_ranks() - 1, lease_.world_size());
   Log(absl::StrCat("preparing attempt ", lease_.attempt(), " (ranks ", lease_.first_rank(), "-",
-                   lease_.first_rank() + lease_.local_ranks() - 1, " of ", lease_.world_size(), ")"));
+                   lease_.first_rank() + lease_.local_ranks() - 1, " of ", lease_.world_size(),
+                   ")"));
   Outcome outcome;
   std::vector<v1::UploadedArtifact> artifacts;
   std::string config_path;
@@ -346,8 +362,11 @@ void AttemptRunner::Run() {
     std::error_code ec;
     fs::remove_all(job_dir_, ec);
   }
-  std::fprintf(stderr, "diablo-worker: job %s attempt %d: %s\n", lease_.job_id().c_str(), lease_.attempt(),
-               stopped_ ? "stopped" : outcome.succeeded ? "succeeded" : outcome.reason.c_str());
+  std::fprintf(stderr, "diablo-worker: job %s attempt %d: %s\n", lease_.job_id().c_str(),
+               lease_.attempt(),
+               stopped_            ? "stopped"
+               : outcome.succeeded ? "succeeded"
+                                   : outcome.reason.c_str());
   done_ = true;
 }
 

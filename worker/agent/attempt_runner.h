@@ -21,7 +21,8 @@ class Reporter;
 
 class AttemptRunner {
  public:
-  AttemptRunner(const AgentSettings& settings, v1::WorkerService::Stub& stub, ObjectStore& storage, v1::Lease lease);
+  AttemptRunner(const AgentSettings& settings, v1::WorkerService::Stub& stub, ObjectStore& storage,
+                v1::Lease lease);
   ~AttemptRunner();
 
   // Blocks until the attempt has ended and been reported.
@@ -49,7 +50,8 @@ class AttemptRunner {
   absl::Status FetchInput(const v1::Input& input, std::filesystem::path* local);
   absl::Status FetchCheckpoint();
   Outcome Train(const std::string& config_path);
-  void HandleEvent(int rank, const std::string& line, std::string* last_error_code, std::string* last_error);
+  void HandleEvent(int rank, const std::string& line, std::string* last_error_code,
+                   std::string* last_error);
   absl::Status UploadOutputs(std::vector<v1::UploadedArtifact>* artifacts);
   void Complete(const Outcome& outcome, const std::vector<v1::UploadedArtifact>& artifacts);
   void Log(const std::string& line);

@@ -41,15 +41,20 @@ int main(int argc, char** argv) {
       "device (one for a CPU node) with the torchrun environment, streams their events,\n"
       "uploads checkpoints and adapters to storage, and stops trainers on cancel.\n\n"
       "Example:\n"
-      "  DIABLO_TOKEN=<worker token> diablo-worker --server 10.0.0.5:50051 --devices 8 --host 10.0.0.7"};
-  app.set_version_flag("--version", std::string("diablo-worker ") + diablo::kVersion + " (" + diablo::kGitCommit + ")");
+      "  DIABLO_TOKEN=<worker token> diablo-worker --server 10.0.0.5:50051 --devices 8 --host "
+      "10.0.0.7"};
+  app.set_version_flag("--version", std::string("diablo-worker ") + diablo::kVersion + " (" +
+                                        diablo::kGitCommit + ")");
   app.add_option("--server", settings.rpc.server, "Scheduler address, host:port")
       ->envname("DIABLO_SERVER")
       ->capture_default_str();
-  app.add_option("--token", settings.rpc.token, "Worker (or admin) API token")->envname("DIABLO_TOKEN");
-  app.add_option("--name", settings.name, "Node name shown in `diablo-ctl workers` (default: host name)")
+  app.add_option("--token", settings.rpc.token, "Worker (or admin) API token")
+      ->envname("DIABLO_TOKEN");
+  app.add_option("--name", settings.name,
+                 "Node name shown in `diablo-ctl workers` (default: host name)")
       ->envname("DIABLO_WORKER_NAME");
-  app.add_option("--host", settings.host, "Address other nodes of a multi-node job reach this one at")
+  app.add_option("--host", settings.host,
+                 "Address other nodes of a multi-node job reach this one at")
       ->envname("DIABLO_WORKER_HOST")
       ->capture_default_str();
   app.add_option("--devices", settings.devices, "GPUs to offer; 0 runs one CPU rank at a time")
@@ -64,22 +69,28 @@ int main(int argc, char** argv) {
   app.add_option("--work-dir", work_dir, "Job directories and the input cache")
       ->envname("DIABLO_WORK_DIR")
       ->capture_default_str();
-  app.add_option("--diablo", settings.diablo_binary, "The `diablo` trainer binary (default: next to diablo-worker)");
-  app.add_option("--storage", settings.storage_override, "Storage URI, instead of the one the scheduler announces");
-  app.add_flag("--keep-job-dirs", settings.keep_job_dirs, "Keep job directories after attempts end");
+  app.add_option("--diablo", settings.diablo_binary,
+                 "The `diablo` trainer binary (default: next to diablo-worker)");
+  app.add_option("--storage", settings.storage_override,
+                 "Storage URI, instead of the one the scheduler announces");
+  app.add_flag("--keep-job-dirs", settings.keep_job_dirs,
+               "Keep job directories after attempts end");
   app.add_option("--shutdown-grace", settings.shutdown_grace_s,
                  "When this worker stops (SIGTERM): seconds its trainers get to write a checkpoint "
                  "before SIGKILL; their jobs then resume from it elsewhere")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
-  app.add_option("--kill-grace", settings.kill_grace_s,
-                 "When a job is cancelled or moved: seconds between SIGTERM and SIGKILL of its trainer")
+  app.add_option(
+         "--kill-grace", settings.kill_grace_s,
+         "When a job is cancelled or moved: seconds between SIGTERM and SIGKILL of its trainer")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 600.0));
-  app.add_option("--timeout", settings.rpc.timeout_s, "Deadline of each call to the scheduler, seconds")
+  app.add_option("--timeout", settings.rpc.timeout_s,
+                 "Deadline of each call to the scheduler, seconds")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 3600.0));
-  app.add_option("--tls-ca", settings.rpc.tls_ca, "CA certificate (PEM) of the scheduler; enables TLS");
+  app.add_option("--tls-ca", settings.rpc.tls_ca,
+                 "CA certificate (PEM) of the scheduler; enables TLS");
   app.add_option("--tls-cert", settings.rpc.tls_cert, "Client certificate (PEM) for mutual TLS");
   app.add_option("--tls-key", settings.rpc.tls_key, "Client private key (PEM) for mutual TLS");
   CLI11_PARSE(app, argc, argv);
@@ -90,23 +101,28 @@ int main(int argc, char** argv) {
   }
   if (settings.devices > 0 && memory_gib <= 0) {
     // Host RAM says nothing about what fits on a GPU: placement would overcommit.
-    std::fprintf(stderr, "diablo-worker: --devices %d needs --memory-gib (the memory of one GPU, e.g. 80)\n",
-                 settings.devices);
+    std::fprintf(
+        stderr, "diablo-worker: --devices %d needs --memory-gib (the memory of one GPU, e.g. 80)\n",
+        settings.devices);
     return 2;
   }
-  settings.memory_bytes = memory_gib > 0 ? static_cast<int64_t>(memory_gib * (1 << 30))
-                                         : static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  settings.memory_bytes =
+      memory_gib > 0 ? static_cast<int64_t>(memory_gib * (1 << 30))
+                     : static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
   settings.work_dir = std::filesystem::absolute(work_dir);
-  if (settings.diablo_binary.empty()) settings.diablo_binary = (SelfDirectory() / "diablo").string();
+  if (settings.diablo_binary.empty())
+    settings.diablo_binary = (SelfDirectory() / "diablo").string();
   if (access(settings.diablo_binary.c_str(), X_OK) != 0) {
-    std::fprintf(stderr, "diablo-worker: the trainer %s is not an executable; point --diablo at `diablo`\n",
+    std::fprintf(stderr,
+                 "diablo-worker: the trainer %s is not an executable; point --diablo at `diablo`\n",
                  settings.diablo_binary.c_str());
     return 2;
   }
   std::error_code ec;
   std::filesystem::create_directories(settings.work_dir, ec);
   if (ec) {
-    std::fprintf(stderr, "diablo-worker: --work-dir %s: %s\n", settings.work_dir.c_str(), ec.message().c_str());
+    std::fprintf(stderr, "diablo-worker: --work-dir %s: %s\n", settings.work_dir.c_str(),
+                 ec.message().c_str());
     return 2;
   }
 
@@ -120,7 +136,8 @@ int main(int argc, char** argv) {
   std::thread waiter([&] {
     int received = 0;
     sigwait(&signals, &received);
-    std::fprintf(stderr, "diablo-worker: received %s, stopping\n", received == SIGINT ? "SIGINT" : "SIGTERM");
+    std::fprintf(stderr, "diablo-worker: received %s, stopping\n",
+                 received == SIGINT ? "SIGINT" : "SIGTERM");
     agent.Shutdown();
   });
   waiter.detach();

@@ -17,7 +17,8 @@ extern char** environ;
 namespace diablo::agent {
 
 absl::StatusOr<Process> Process::Start(const std::vector<std::string>& argv,
-                                       const std::map<std::string, std::string>& extra_env, const std::string& cwd) {
+                                       const std::map<std::string, std::string>& extra_env,
+                                       const std::string& cwd) {
   if (argv.empty()) return absl::InvalidArgumentError("no command to run");
   // Everything the child needs is built before fork: between fork and exec
   // only async-signal-safe calls are allowed in a threaded program.
@@ -36,7 +37,8 @@ absl::StatusOr<Process> Process::Start(const std::vector<std::string>& argv,
   args.push_back(nullptr);
 
   int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  if (pipe2(out, O_CLOEXEC) != 0)
+    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
   if (pipe2(err, O_CLOEXEC) != 0) {
     close(out[0]);
     close(out[1]);

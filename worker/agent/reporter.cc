@@ -10,8 +10,8 @@ namespace {
 constexpr size_t kBatch = 64;
 }
 
-Reporter::Reporter(const AgentSettings& settings, v1::WorkerService::Stub& stub, int64_t fence, int rank,
-                   std::function<void(const std::string&)> on_stop)
+Reporter::Reporter(const AgentSettings& settings, v1::WorkerService::Stub& stub, int64_t fence,
+                   int rank, std::function<void(const std::string&)> on_stop)
     : settings_(settings), stub_(stub), fence_(fence), rank_(rank), on_stop_(std::move(on_stop)) {
   thread_ = std::thread([this] { Loop(); });
 }
@@ -87,8 +87,9 @@ void Reporter::Loop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       // Small delay to batch step events; sooner when closing.
-      wake_.wait_for(lock, std::chrono::milliseconds(failures > 0 ? 1000 : 200),
-                     [&] { return closing_ || (urgent_ && failures == 0) || queue_.size() >= kBatch; });
+      wake_.wait_for(lock, std::chrono::milliseconds(failures > 0 ? 1000 : 200), [&] {
+        return closing_ || (urgent_ && failures == 0) || queue_.size() >= kBatch;
+      });
       if (closing_ && (queue_.empty() || stopped_)) return;
     }
     if (SendBatch()) {
@@ -97,13 +98,15 @@ void Reporter::Loop() {
       ++failures;
       std::this_thread::sleep_for(std::chrono::milliseconds(std::min(500 * failures, 5000)));
       std::lock_guard<std::mutex> lock(mu_);
-      if (closing_ && failures > 120) return;  // about ten minutes of a scheduler that does not answer
+      if (closing_ && failures > 120)
+        return;  // about ten minutes of a scheduler that does not answer
     }
   }
 }
 
 void Reporter::Flush(double timeout_s) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   while (std::chrono::steady_clock::now() < deadline) {
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -11,16 +11,16 @@ namespace diablo::agent {
 
 struct AgentSettings {
   RpcClientOptions rpc;
-  std::string name;                 // node name (default: host name)
-  std::string host = "127.0.0.1";   // address other ranks of a gang reach this node at
-  int devices = 0;                  // GPUs offered; 0: a CPU worker (one rank at a time)
-  int64_t memory_bytes = 0;         // per rank; 0: physical memory
-  std::filesystem::path work_dir;   // job directories and the input cache
-  std::string diablo_binary;        // the trainer (`diablo`); default: next to diablo-worker
-  std::string storage_override;     // storage URI instead of the scheduler's
-  bool keep_job_dirs = false;       // keep finished job directories (debugging)
-  int lease_wait_ms = 10000;        // long-poll length
-  double kill_grace_s = 3;          // SIGTERM → SIGKILL when a job is cancelled or reassigned
+  std::string name;                // node name (default: host name)
+  std::string host = "127.0.0.1";  // address other ranks of a gang reach this node at
+  int devices = 0;                 // GPUs offered; 0: a CPU worker (one rank at a time)
+  int64_t memory_bytes = 0;        // per rank; 0: physical memory
+  std::filesystem::path work_dir;  // job directories and the input cache
+  std::string diablo_binary;       // the trainer (`diablo`); default: next to diablo-worker
+  std::string storage_override;    // storage URI instead of the scheduler's
+  bool keep_job_dirs = false;      // keep finished job directories (debugging)
+  int lease_wait_ms = 10000;       // long-poll length
+  double kill_grace_s = 3;         // SIGTERM → SIGKILL when a job is cancelled or reassigned
   // SIGTERM → SIGKILL when this worker stops: long enough for the trainer to
   // write the checkpoint it writes on SIGTERM, so the retry loses no steps.
   double shutdown_grace_s = 120;

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-
 #include <nlohmann/json.hpp>
 
 #include "worker/cli/commands.h"
@@ -49,24 +48,32 @@ Runner RegisterEval(CLI::App& app) {
       "  diablo eval --model M.gguf --data gsm8k.jsonl --task number --max-new-tokens 256");
   auto f = std::make_shared<EvalFlags>();
   AddModelOptions(*cmd, f->model);
-  cmd->add_option("--data", f->data, "JSONL file (alpaca, chat; choice records add \"choices\" and \"answer\")")
+  cmd->add_option("--data", f->data,
+                  "JSONL file (alpaca, chat; choice records add \"choices\" and \"answer\")")
       ->required()
       ->check(CLI::ExistingFile);
   cmd->add_option("--task", f->task, "loss, exact, number or choice")
       ->check(CLI::IsMember({"loss", "exact", "number", "choice"}))
       ->capture_default_str();
-  cmd->add_option("--template", f->template_name, "Chat template: auto (the model's), chatml, llama2, llama3, "
-                                                  "mistral, alpaca")
+  cmd->add_option("--template", f->template_name,
+                  "Chat template: auto (the model's), chatml, llama2, llama3, "
+                  "mistral, alpaca")
       ->capture_default_str();
-  cmd->add_option("--max-seq-len", f->max_seq_len, "Truncate records for the loss task")->capture_default_str();
-  cmd->add_option("--batch", f->options.batch, "Records per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--max-new-tokens", f->options.max_new_tokens, "Answer length limit for exact / number")
+  cmd->add_option("--max-seq-len", f->max_seq_len, "Truncate records for the loss task")
+      ->capture_default_str();
+  cmd->add_option("--batch", f->options.batch, "Records per forward pass")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--limit", f->options.limit, "Evaluate the first N records only")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-new-tokens", f->options.max_new_tokens,
+                  "Answer length limit for exact / number")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--limit", f->options.limit, "Evaluate the first N records only")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--show", f->show, "Print N examples with prediction and reference");
   cmd->add_flag("--json", f->json, "Print the result as one JSON object");
-  cmd->add_option("--threads", f->threads, "CPU threads (default: LibTorch's)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", f->threads, "CPU threads (default: LibTorch's)")
+      ->check(CLI::NonNegativeNumber);
   return [f]() -> int {
     if (f->threads > 0) at::set_num_threads(f->threads);
     f->options.task = train::ParseEvalTask(f->task);
@@ -74,19 +81,23 @@ Runner RegisterEval(CLI::App& app) {
     model::ChatTemplate chat =
         f->template_name == "auto"
             ? model::ChatTemplate::ForModel(f->model.model, *session.tokenizer)
-            : model::ChatTemplate::FromName(f->template_name, model::TemplateTokensOf(*session.tokenizer));
+            : model::ChatTemplate::FromName(f->template_name,
+                                            model::TemplateTokensOf(*session.tokenizer));
     train::DataConfig data;
     data.max_seq_len = f->max_seq_len;
     const bool tty = isatty(STDERR_FILENO) && !f->json;
     auto progress = [tty](int64_t done, int64_t total) {
-      if (tty) std::fprintf(stderr, "\r\033[Kevaluating %lld/%lld", static_cast<long long>(done), static_cast<long long>(total));
+      if (tty)
+        std::fprintf(stderr, "\r\033[Kevaluating %lld/%lld", static_cast<long long>(done),
+                     static_cast<long long>(total));
     };
-    train::EvalResult r =
-        train::Evaluate(*session.loaded.model, *session.tokenizer, chat, f->data, data, f->options, progress);
+    train::EvalResult r = train::Evaluate(*session.loaded.model, *session.tokenizer, chat, f->data,
+                                          data, f->options, progress);
     if (tty) std::fprintf(stderr, "\r\033[K");
 
     if (f->json) {
-      nlohmann::json out{{"task", f->task}, {"examples", r.examples}, {"adapter", f->model.adapter}};
+      nlohmann::json out{
+          {"task", f->task}, {"examples", r.examples}, {"adapter", f->model.adapter}};
       if (r.task == train::EvalTask::kLoss) {
         out["loss"] = r.loss;
         out["perplexity"] = r.perplexity;
@@ -95,9 +106,12 @@ Runner RegisterEval(CLI::App& app) {
         out["accuracy"] = r.accuracy;
         out["correct"] = r.correct;
         out["samples"] = nlohmann::json::array();
-        for (int64_t i = 0; i < std::min<int64_t>(f->show, static_cast<int64_t>(r.outcomes.size())); ++i) {
+        for (int64_t i = 0; i < std::min<int64_t>(f->show, static_cast<int64_t>(r.outcomes.size()));
+             ++i) {
           const auto& o = r.outcomes[static_cast<size_t>(i)];
-          out["samples"].push_back({{"line", o.line}, {"prediction", o.prediction}, {"reference", o.reference},
+          out["samples"].push_back({{"line", o.line},
+                                    {"prediction", o.prediction},
+                                    {"reference", o.reference},
                                     {"correct", o.correct}});
         }
       }
@@ -105,11 +119,13 @@ Runner RegisterEval(CLI::App& app) {
       return 0;
     }
     if (r.task == train::EvalTask::kLoss) {
-      std::printf("loss %.4f  perplexity %.3f  (%lld records, %lld answer tokens)\n", r.loss, r.perplexity,
-                  static_cast<long long>(r.examples), static_cast<long long>(r.label_tokens));
+      std::printf("loss %.4f  perplexity %.3f  (%lld records, %lld answer tokens)\n", r.loss,
+                  r.perplexity, static_cast<long long>(r.examples),
+                  static_cast<long long>(r.label_tokens));
       return 0;
     }
-    for (int64_t i = 0; i < std::min<int64_t>(f->show, static_cast<int64_t>(r.outcomes.size())); ++i) {
+    for (int64_t i = 0; i < std::min<int64_t>(f->show, static_cast<int64_t>(r.outcomes.size()));
+         ++i) {
       const auto& o = r.outcomes[static_cast<size_t>(i)];
       std::printf("[%s] line %lld\n  answer:    %s\n  reference: %s\n", o.correct ? "ok" : "wrong",
                   static_cast<long long>(o.line), OneLine(o.prediction, 100).c_str(),

@@ -1,7 +1,6 @@
 // `diablo generate`: continue prompts with the model (and an adapter), greedy
 // or sampled, one prompt or a batch.
 #include <cstdio>
-
 #include <nlohmann/json.hpp>
 
 #include "worker/cli/commands.h"
@@ -38,8 +37,9 @@ Runner RegisterGenerate(CLI::App& app) {
   cmd->add_option("--prompt,-p", f->prompts, "Prompt text (repeat for a batch)")->required();
   cmd->add_flag("--chat", f->chat, "Wrap each prompt as a user turn in the model's chat template");
   cmd->add_option("--system", f->system, "System message for --chat");
-  cmd->add_option("--template", f->template_name,
-                  "Chat template to use instead of the model's: chatml, llama2, llama3, mistral, alpaca");
+  cmd->add_option(
+      "--template", f->template_name,
+      "Chat template to use instead of the model's: chatml, llama2, llama3, mistral, alpaca");
   cmd->add_option("--max-new-tokens,-n", f->generation.max_new_tokens, "Tokens to generate at most")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 20));
@@ -62,14 +62,15 @@ Runner RegisterGenerate(CLI::App& app) {
     for (const std::string& prompt : f->prompts) {
       std::vector<int32_t> ids;
       if (f->chat || !f->template_name.empty()) {
-        model::ChatTemplate chat =
-            f->template_name.empty()
-                ? model::ChatTemplate::ForModel(f->model.model, tokenizer)
-                : model::ChatTemplate::FromName(f->template_name, model::TemplateTokensOf(tokenizer));
+        model::ChatTemplate chat = f->template_name.empty()
+                                       ? model::ChatTemplate::ForModel(f->model.model, tokenizer)
+                                       : model::ChatTemplate::FromName(
+                                             f->template_name, model::TemplateTokensOf(tokenizer));
         std::vector<model::ChatMessage> messages;
         if (!f->system.empty()) messages.push_back({"system", f->system});
         messages.push_back({"user", prompt});
-        ids = model::TokenizeChat(tokenizer, chat.Render(messages, /*add_generation_prompt=*/true)).ids;
+        ids = model::TokenizeChat(tokenizer, chat.Render(messages, /*add_generation_prompt=*/true))
+                  .ids;
       } else {
         ids = tokenizer.Encode(prompt, /*add_special=*/true);
       }

@@ -2,12 +2,11 @@
 // weight types, tokenizer, chat template — without loading any weights.
 #include <cstdio>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
-#include "worker/cli/commands.h"
 #include "formats/gguf.h"
+#include "worker/cli/commands.h"
 
 namespace diablo::cli {
 namespace {
@@ -23,7 +22,8 @@ nlohmann::json DescribeGguf(const model::GgufFile& file, const std::string& path
     weight_bytes += t.byte_size;
     ++type_counts[model::TypeInfo(t.type).name];
   }
-  uint64_t vocab = file.Has("tokenizer.ggml.tokens") ? file.GetArray("tokenizer.ggml.tokens").size() : 0;
+  uint64_t vocab =
+      file.Has("tokenizer.ggml.tokens") ? file.GetArray("tokenizer.ggml.tokens").size() : 0;
   nlohmann::json j;
   j["path"] = path;
   j["format"] = "gguf v" + std::to_string(file.version());
@@ -33,7 +33,8 @@ nlohmann::json DescribeGguf(const model::GgufFile& file, const std::string& path
   j["hidden_size"] = arch_uint("embedding_length");
   j["intermediate_size"] = arch_uint("feed_forward_length");
   j["attention_heads"] = arch_uint("attention.head_count");
-  j["kv_heads"] = file.GetUintOr(arch + ".attention.head_count_kv", arch_uint("attention.head_count"));
+  j["kv_heads"] =
+      file.GetUintOr(arch + ".attention.head_count_kv", arch_uint("attention.head_count"));
   j["context_length"] = arch_uint("context_length");
   j["rope_theta"] = file.GetFloatOr(arch + ".rope.freq_base", 10000.0);
   j["rms_norm_eps"] = file.GetFloatOr(arch + ".attention.layer_norm_rms_epsilon", 0.0);
@@ -101,7 +102,8 @@ Runner RegisterInspect(CLI::App& app) {
     if (model->size() < 5 || model->substr(model->size() - 5) != ".gguf") {
       std::fprintf(stderr,
                    "diablo inspect: %s: only GGUF model files (.gguf) can be inspected by this "
-                   "version\n", model->c_str());
+                   "version\n",
+                   model->c_str());
       return 2;
     }
     model::GgufFile file = model::GgufFile::Open(*model);

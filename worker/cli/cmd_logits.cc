@@ -1,14 +1,14 @@
 // `diablo logits`: the model's next-token logits for a text, written to a
 // safetensors file (input_ids I64 [tokens], logits F32 [tokens, vocab]) for
 // comparison with other implementations.
+#include <ATen/ATen.h>
+
 #include <cstdio>
 #include <cstring>
 
-#include <ATen/ATen.h>
-
+#include "formats/safetensors.h"
 #include "worker/cli/commands.h"
 #include "worker/cli/model_session.h"
-#include "formats/safetensors.h"
 
 namespace diablo::cli {
 
@@ -18,7 +18,8 @@ Runner RegisterLogits(CLI::App& app) {
       "Compute the logits of every position of a text and write them to a safetensors file\n"
       "(tensors input_ids [tokens] and logits [tokens, vocab], fp32).\n\n"
       "Example:\n"
-      "  diablo logits --model SmolLM2-135M-Instruct.Q4_1.gguf --text 'Hello' --out logits.safetensors");
+      "  diablo logits --model SmolLM2-135M-Instruct.Q4_1.gguf --text 'Hello' --out "
+      "logits.safetensors");
   auto options = std::make_shared<ModelOptions>();
   auto text = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
@@ -35,15 +36,20 @@ Runner RegisterLogits(CLI::App& app) {
     at::Tensor logits;
     {
       at::NoGradGuard no_grad;
-      logits = session.loaded.model->forward(at::tensor(ids, at::kLong).unsqueeze(0))[0].contiguous();
+      logits =
+          session.loaded.model->forward(at::tensor(ids, at::kLong).unsqueeze(0))[0].contiguous();
     }
     auto bytes = [](const void* p, size_t n) {
       return std::span<const uint8_t>(static_cast<const uint8_t*>(p), n);
     };
     std::vector<model::SafetensorsEntry> entries = {
-        {"input_ids", model::SafetensorsDtype::kI64, {static_cast<int64_t>(ids.size())},
+        {"input_ids",
+         model::SafetensorsDtype::kI64,
+         {static_cast<int64_t>(ids.size())},
          bytes(ids.data(), ids.size() * sizeof(int64_t))},
-        {"logits", model::SafetensorsDtype::kF32, {logits.size(0), logits.size(1)},
+        {"logits",
+         model::SafetensorsDtype::kF32,
+         {logits.size(0), logits.size(1)},
          bytes(logits.data_ptr<float>(), logits.numel() * sizeof(float))},
     };
     model::WriteSafetensors(*out, std::move(entries), {{"model", options->model}});

@@ -8,11 +8,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "formats/staged_directory.h"
 #include "worker/cli/commands.h"
 #include "worker/model/hf_export.h"
 #include "worker/model/load_model.h"
 #include "worker/model/save_hf.h"
-#include "formats/staged_directory.h"
 #include "worker/peft/adapter_files.h"
 #include "worker/peft/inject.h"
 #include "worker/peft/merge.h"

@@ -1,6 +1,8 @@
 // diablo train: fine-tune from a config file on this machine.  With --nproc N
 // it starts N ranks of itself (torchrun-style environment) and waits for them.
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,9 +12,6 @@
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include "worker/cli/commands.h"
 #include "worker/train/trainer.h"
@@ -52,7 +51,8 @@ int LaunchRanks(int nproc) {
   std::vector<std::string> args;
   {
     std::FILE* cmdline = std::fopen("/proc/self/cmdline", "rb");
-    if (cmdline == nullptr) throw std::runtime_error("cannot read /proc/self/cmdline to start the ranks");
+    if (cmdline == nullptr)
+      throw std::runtime_error("cannot read /proc/self/cmdline to start the ranks");
     std::string arg;
     for (int c; (c = std::fgetc(cmdline)) != EOF;) {
       if (c == '\0') {
@@ -134,8 +134,9 @@ Runner RegisterTrain(CLI::App& app) {
   cmd->add_flag("--resume", options->resume, "Continue from the newest checkpoint in output_dir");
   cmd->add_option("--resume-from", options->resume_from, "Continue from this checkpoint directory")
       ->check(CLI::ExistingDirectory);
-  cmd->add_option("--stop-after", options->stop_after,
-                  "Write a checkpoint and stop after this many steps (continue later with --resume)")
+  cmd->add_option(
+         "--stop-after", options->stop_after,
+         "Write a checkpoint and stop after this many steps (continue later with --resume)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--nproc", options->nproc, "Start this many data-parallel ranks on this machine")
       ->check(CLI::Range(1, 1024));
@@ -150,7 +151,8 @@ Runner RegisterTrain(CLI::App& app) {
       config = train::LoadTrainConfig(options->config, options->overrides);
     } catch (const std::exception& e) {
       // The worker agent reads the event; a person reads stderr.
-      if (options->events) sink->Emit({{"event", "error"}, {"code", "bad_config"}, {"message", e.what()}});
+      if (options->events)
+        sink->Emit({{"event", "error"}, {"code", "bad_config"}, {"message", e.what()}});
       throw;
     }
     train::RunOptions run;

@@ -1,8 +1,8 @@
 // `diablo version`: what this build is and what it can run on.
-#include <cstdio>
-
 #include <torch/cuda.h>
 #include <torch/version.h>
+
+#include <cstdio>
 
 #include "diablo/build_info.h"
 #include "worker/cli/commands.h"

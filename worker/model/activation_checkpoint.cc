@@ -10,13 +10,15 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-at::Generator GeneratorFor(const at::Tensor& x) { return at::globalContext().defaultGenerator(x.device()); }
+at::Generator GeneratorFor(const at::Tensor& x) {
+  return at::globalContext().defaultGenerator(x.device());
+}
 
 class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos,
-                            const at::Tensor& sin, const at::Tensor& mask, bool causal, int64_t index,
-                            LlamaDecoderLayerImpl* layer) {
+                            const at::Tensor& sin, const at::Tensor& mask, bool causal,
+                            int64_t index, LlamaDecoderLayerImpl* layer) {
     ctx->save_for_backward({x, cos, sin, mask});
     ctx->saved_data["causal"] = causal;
     ctx->saved_data["index"] = index;
@@ -36,19 +38,21 @@ class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> 
     at::Tensor y;
     {
       at::AutoGradMode enable(true);
-      y = layer->forward(x, MakeContext(saved[1], saved[2], saved[3], ctx->saved_data["causal"].toBool()), nullptr,
-                         ctx->saved_data["index"].toInt());
+      y = layer->forward(
+          x, MakeContext(saved[1], saved[2], saved[3], ctx->saved_data["causal"].toBool()), nullptr,
+          ctx->saved_data["index"].toInt());
     }
     generator.set_state(rng_now);
     // Accumulates into the layer's trainable parameters' .grad, as the
     // uncheckpointed graph would have.
     torch::autograd::backward({y}, {grad_outputs[0]});
-    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {x.grad(),     at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor()};
   }
 
  private:
-  static AttentionContext MakeContext(const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                                      bool causal) {
+  static AttentionContext MakeContext(const at::Tensor& cos, const at::Tensor& sin,
+                                      const at::Tensor& mask, bool causal) {
     AttentionContext context;
     context.cos = cos;
     context.sin = sin;
@@ -65,11 +69,11 @@ at::Tensor CheckpointedLayerForward(LlamaDecoderLayerImpl& layer, const at::Tens
   // With frozen embeddings the first layer's input needs no gradient, and a
   // function none of whose inputs needs one would never run its backward.
   at::Tensor input = x.requires_grad() ? x : x.detach().requires_grad_(true);
-  return CheckpointFunction::apply(input, context.cos, context.sin,
-                                   // apply() cannot take undefined tensors: an empty one stands for "no mask".
-                                   context.mask.has_value() ? *context.mask : at::empty({0}, x.options()),
-                                   context.causal, index,
-                                   &layer);
+  return CheckpointFunction::apply(
+      input, context.cos, context.sin,
+      // apply() cannot take undefined tensors: an empty one stands for "no mask".
+      context.mask.has_value() ? *context.mask : at::empty({0}, x.options()), context.causal, index,
+      &layer);
 }
 
 }  // namespace diablo::model

@@ -2,11 +2,11 @@
 // token per step through the KV cache.
 #include "worker/model/generate.h"
 
-#include <algorithm>
-#include <stdexcept>
-
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+
+#include <algorithm>
+#include <stdexcept>
 
 namespace diablo::model {
 namespace {

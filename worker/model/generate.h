@@ -26,8 +26,9 @@ struct GenerationOptions {
 };
 
 struct Generation {
-  std::vector<int64_t> tokens;  // new tokens only (a stop id is included, a stop string's tokens too)
-  std::string stop_reason;      // "eos", "stop_string" or "length"
+  std::vector<int64_t>
+      tokens;               // new tokens only (a stop id is included, a stop string's tokens too)
+  std::string stop_reason;  // "eos", "stop_string" or "length"
 };
 
 // The ids a chat model ends its turn with: the tokenizer's EOS and the chat

@@ -1,8 +1,8 @@
 #include "worker/model/linear_layer.h"
 
-#include <stdexcept>
-
 #include <torch/nn/modules/linear.h>
+
+#include <stdexcept>
 
 namespace diablo::model {
 

@@ -4,11 +4,11 @@
 // could not update.
 #pragma once
 
-#include <cstdint>
-#include <string>
-
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
+
+#include <cstdint>
+#include <string>
 
 namespace diablo::model {
 

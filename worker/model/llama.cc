@@ -4,13 +4,12 @@
 // scaled_dot_product_attention, SwiGLU MLP.
 #include "worker/model/llama.h"
 
-#include "worker/model/activation_checkpoint.h"
+#include <ATen/ATen.h>
 
 #include <cmath>
 #include <numbers>
 
-#include <ATen/ATen.h>
-
+#include "worker/model/activation_checkpoint.h"
 #include "worker/model/linear_layer.h"
 
 namespace diablo::model {
@@ -100,9 +99,12 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c)
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const AttentionContext& context,
                                        KVCache* cache, int64_t layer) {
   const int64_t batch = x.size(0), seq = x.size(1);
-  at::Tensor q = ApplyLinear(*this, "q_proj", x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
-  at::Tensor k = ApplyLinear(*this, "k_proj", x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
-  at::Tensor v = ApplyLinear(*this, "v_proj", x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+  at::Tensor q =
+      ApplyLinear(*this, "q_proj", x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
+  at::Tensor k =
+      ApplyLinear(*this, "k_proj", x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+  at::Tensor v =
+      ApplyLinear(*this, "v_proj", x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
   at::Tensor cos = context.cos.to(q.scalar_type()), sin = context.sin.to(q.scalar_type());
   q = ApplyRotary(q, cos, sin);
   k = ApplyRotary(k, cos, sin);
@@ -181,7 +183,8 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config) : config_(
   config_.Validate("model config");
   model = register_module("model", LlamaModel(config_));
   if (!config_.tie_word_embeddings) {
-    lm_head = register_module("lm_head", MakeLinear(config_.hidden_size, config_.vocab_size, false));
+    lm_head =
+        register_module("lm_head", MakeLinear(config_.hidden_size, config_.vocab_size, false));
   }
   inv_freq_ = register_buffer("inv_freq", RotaryInverseFrequencies(config_));
 }
@@ -210,7 +213,7 @@ at::Tensor LlamaForCausalLMImpl::forward_hidden(const at::Tensor& input_ids, KVC
     positions = (valid.to(at::kLong).cumsum(1) - 1).clamp_min(0).slice(1, past);
     at::Tensor q_index = at::arange(past, past + seq, at::TensorOptions(device).dtype(at::kLong));
     at::Tensor k_index = at::arange(past + seq, at::TensorOptions(device).dtype(at::kLong));
-    at::Tensor causal = k_index.unsqueeze(0) <= q_index.unsqueeze(1);        // [seq, past+seq]
+    at::Tensor causal = k_index.unsqueeze(0) <= q_index.unsqueeze(1);  // [seq, past+seq]
     at::Tensor self = k_index.unsqueeze(0) == q_index.unsqueeze(1);
     context.mask = ((causal.unsqueeze(0) & valid.unsqueeze(1)) | self.unsqueeze(0)).unsqueeze(1);
   } else {

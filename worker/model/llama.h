@@ -4,14 +4,14 @@
 // line up with the ecosystem's files.
 #pragma once
 
-#include <optional>
-#include <vector>
-
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
+
+#include <optional>
+#include <vector>
 
 #include "formats/llama_config.h"
 #include "worker/model/packed_embedding.h"
@@ -85,7 +85,7 @@ class LlamaModelImpl : public torch::nn::Module {
   // packed table takes the name embed_tokens.
   void use_packed_embeddings(PackedEmbedding packed);
 
-  torch::nn::Embedding embed_tokens{nullptr};  // null once packed
+  torch::nn::Embedding embed_tokens{nullptr};    // null once packed
   PackedEmbedding packed_embed_tokens{nullptr};  // set when packed
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};

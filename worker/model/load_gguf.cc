@@ -1,9 +1,9 @@
 #include "worker/model/load_gguf.h"
 
+#include <ATen/ATen.h>
+
 #include <cstring>
 #include <regex>
-
-#include <ATen/ATen.h>
 
 #include "formats/ggml_dequant.h"
 
@@ -16,10 +16,10 @@ std::string HfNameForGguf(const std::string& name) {
       {"output.weight", "lm_head.weight"},
   };
   static const std::map<std::string, std::string> kLayer = {
-      {"attn_norm", "input_layernorm"},        {"ffn_norm", "post_attention_layernorm"},
-      {"attn_q", "self_attn.q_proj"},          {"attn_k", "self_attn.k_proj"},
-      {"attn_v", "self_attn.v_proj"},          {"attn_output", "self_attn.o_proj"},
-      {"ffn_gate", "mlp.gate_proj"},           {"ffn_up", "mlp.up_proj"},
+      {"attn_norm", "input_layernorm"}, {"ffn_norm", "post_attention_layernorm"},
+      {"attn_q", "self_attn.q_proj"},   {"attn_k", "self_attn.k_proj"},
+      {"attn_v", "self_attn.v_proj"},   {"attn_output", "self_attn.o_proj"},
+      {"ffn_gate", "mlp.gate_proj"},    {"ffn_up", "mlp.up_proj"},
       {"ffn_down", "mlp.down_proj"},
   };
   if (auto it = kGlobal.find(name); it != kGlobal.end()) return it->second;
@@ -104,8 +104,7 @@ std::map<std::string, PackedBlocks> ReadGgufPackedWeights(const GgufFile& file,
     const std::string hf_name = HfNameForGguf(info.name);
     // A tied model's output.weight is a copy the model never uses.
     const bool head = hf_name == "lm_head.weight" && !config.tie_word_embeddings;
-    const bool packable =
-        IsProjection(hf_name) || hf_name == "model.embed_tokens.weight" || head;
+    const bool packable = IsProjection(hf_name) || hf_name == "model.embed_tokens.weight" || head;
     if (!packable || !CanKeepPacked(info.type) || info.dims.size() != 2) continue;
     const int64_t in = static_cast<int64_t>(info.dims[0]), out = static_cast<int64_t>(info.dims[1]);
     const std::span<const uint8_t> bytes = file.tensor_data(info);

@@ -3,12 +3,12 @@
 // and key projections of Llama-architecture models.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
-
-#include <ATen/core/Tensor.h>
 
 #include "formats/gguf.h"
 #include "formats/llama_config.h"

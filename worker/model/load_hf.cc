@@ -3,12 +3,12 @@
 // tensors themselves); AssignWeights makes the one copy the model owns.
 #include "worker/model/load_hf.h"
 
+#include <ATen/ATen.h>
+
 #include <filesystem>
 #include <fstream>
-#include <set>
-
-#include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "formats/safetensors.h"
 
@@ -29,10 +29,14 @@ nlohmann::json ReadJson(const fs::path& path) {
 
 at::ScalarType TorchType(SafetensorsDtype dtype, const std::string& where) {
   switch (dtype) {
-    case SafetensorsDtype::kF32: return at::kFloat;
-    case SafetensorsDtype::kF16: return at::kHalf;
-    case SafetensorsDtype::kBF16: return at::kBFloat16;
-    case SafetensorsDtype::kF64: return at::kDouble;
+    case SafetensorsDtype::kF32:
+      return at::kFloat;
+    case SafetensorsDtype::kF16:
+      return at::kHalf;
+    case SafetensorsDtype::kBF16:
+      return at::kBFloat16;
+    case SafetensorsDtype::kF64:
+      return at::kDouble;
     default:
       throw FormatError(where + ": weights of dtype " + DtypeName(dtype) +
                         " are not supported (use F32, F16 or BF16)");
@@ -55,7 +59,8 @@ std::vector<fs::path> ShardFiles(const fs::path& dir) {
   }
   std::set<std::string> files;
   for (auto& [name, file] : index["weight_map"].items()) {
-    if (!file.is_string()) throw FormatError(index_path.string() + ": entry '" + name + "' is not a file name");
+    if (!file.is_string())
+      throw FormatError(index_path.string() + ": entry '" + name + "' is not a file name");
     const std::string f = file.get<std::string>();
     if (f.find('/') != std::string::npos || f == "..") {
       throw FormatError(index_path.string() + ": shard '" + f + "' is not a plain file name");
@@ -84,8 +89,9 @@ HfCheckpoint ReadHfCheckpoint(const std::string& directory) {
       const std::string where = shard.string() + ": tensor '" + info.name + "'";
       at::ScalarType type = TorchType(info.dtype, where);
       auto bytes = file.data(info);
-      at::Tensor view = at::from_blob(const_cast<uint8_t*>(bytes.data()), info.shape,
-                                      [mapping](void*) {}, at::TensorOptions().dtype(type));
+      at::Tensor view = at::from_blob(
+          const_cast<uint8_t*>(bytes.data()), info.shape, [mapping](void*) {},
+          at::TensorOptions().dtype(type));
       if (!checkpoint.weights.emplace(info.name, view).second) {
         throw FormatError(where + " appears in more than one shard");
       }

@@ -3,10 +3,10 @@
 // memory mapping and copied once, into the tensors the model keeps.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <map>
 #include <string>
-
-#include <ATen/core/Tensor.h>
 
 #include "formats/llama_config.h"
 

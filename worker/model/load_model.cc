@@ -1,13 +1,13 @@
 // LoadModel: picks the loader by path, builds the module, assigns weights.
 #include "worker/model/load_model.h"
 
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
 #include <filesystem>
 #include <optional>
 #include <set>
 #include <stdexcept>
-
-#include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 
 #include "formats/gguf.h"
 #include "worker/model/load_gguf.h"
@@ -83,8 +83,9 @@ void AssignWeights(LlamaForCausalLMImpl& model, std::map<std::string, at::Tensor
     const bool is_norm = name.find("norm.weight") != std::string::npos;
     // A read-only mapping must be copied (merging adapters writes into these
     // weights); owned tensors are adopted, so a GGUF load holds each weight once.
-    at::Tensor value = it->second.to(is_norm ? at::kFloat : dtype, /*non_blocking=*/false,
-                                     /*copy=*/kind == WeightSource::kReadOnly)
+    at::Tensor value = it->second
+                           .to(is_norm ? at::kFloat : dtype, /*non_blocking=*/false,
+                               /*copy=*/kind == WeightSource::kReadOnly)
                            .contiguous();
     item.value().set_data(value);
     item.value().set_requires_grad(false);
@@ -100,7 +101,8 @@ void AssignWeights(LlamaForCausalLMImpl& model, std::map<std::string, at::Tensor
 LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
   namespace fs = std::filesystem;
   if (!fs::exists(path)) {
-    throw std::invalid_argument(path + ": no such file or directory (give a .gguf file or a "
+    throw std::invalid_argument(path +
+                                ": no such file or directory (give a .gguf file or a "
                                 "Hugging Face model directory)");
   }
   LoadedModel loaded;
@@ -112,7 +114,8 @@ LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
   LlamaConfig config;
   if (fs::is_directory(path)) {
     if (options.keep_quantized) {
-      throw std::invalid_argument(path + ": packed (quantised) base weights need a GGUF file with "
+      throw std::invalid_argument(path +
+                                  ": packed (quantised) base weights need a GGUF file with "
                                   "Q4_0, Q4_1 or Q8_0 weights; a Hugging Face directory is "
                                   "loaded dense");
     }
@@ -130,7 +133,8 @@ LoadedModel LoadModel(const std::string& path, const LoadOptions& options) {
       packed = ReadGgufPackedWeights(file, config);
       // Checked here, before the dense weights are read, for every caller.
       if (packed.empty()) {
-        throw std::invalid_argument(path + ": packed base weights asked for, but the file has no "
+        throw std::invalid_argument(path +
+                                    ": packed base weights asked for, but the file has no "
                                     "Q4_0, Q4_1 or Q8_0 weights to keep packed; load it dense "
                                     "(base_weights: dense, --base-weights dense)");
       }

@@ -3,10 +3,10 @@
 // model.safetensors.index.json).
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <map>
 #include <string>
-
-#include <ATen/core/Tensor.h>
 
 #include "worker/model/llama.h"
 

@@ -13,7 +13,8 @@ PackedEmbeddingImpl::PackedEmbeddingImpl(PackedBlocks blocks, at::ScalarType dty
   ValidatePackedBlocks(blocks_, "PackedEmbedding");
   if (dtype_ != at::kFloat && dtype_ != at::kBFloat16 && dtype_ != at::kHalf) {
     throw std::invalid_argument(std::string("PackedEmbedding: dtype must be fp32, bf16 or fp16, "
-                                            "got ") + c10::toString(dtype_));
+                                            "got ") +
+                                c10::toString(dtype_));
   }
   blocks_.data = register_buffer("qweight", blocks_.data);
 }

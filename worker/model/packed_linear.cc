@@ -54,9 +54,12 @@ void CheckDevice(const PackedBlocks& blocks) {
 #ifdef DIABLO_WITH_CUDA
 int CudaFormat(GgmlType type) {
   switch (type) {
-    case GgmlType::kQ8_0: return 0;
-    case GgmlType::kQ4_0: return 1;
-    default: return 2;  // kQ4_1: CanKeepPacked admits nothing else
+    case GgmlType::kQ8_0:
+      return 0;
+    case GgmlType::kQ4_0:
+      return 1;
+    default:
+      return 2;  // kQ4_1: CanKeepPacked admits nothing else
   }
 }
 #endif
@@ -173,7 +176,8 @@ class PackedLinearFunction : public torch::autograd::Function<PackedLinearFuncti
         at::Tensor dx2 = at::zeros({dy2.size(0), in}, dy.options());
         for (int64_t first = 0; first < out; first += chunk) {
           const int64_t rows = std::min(chunk, out - first);
-          dx2.addmm_(dy2.narrow(1, first, rows), WeightChunk(blocks, first, rows, dy.scalar_type()));
+          dx2.addmm_(dy2.narrow(1, first, rows),
+                     WeightChunk(blocks, first, rows, dy.scalar_type()));
         }
         std::vector<int64_t> shape(dy.sizes().begin(), dy.sizes().end());
         shape.back() = in;

@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <stdexcept>
 
-#include "worker/model/bpe_tokenizer.h"
 #include "formats/gguf.h"
+#include "worker/model/bpe_tokenizer.h"
 #ifdef DIABLO_WITH_SENTENCEPIECE
 #include "worker/model/sentencepiece_tokenizer.h"
 #endif

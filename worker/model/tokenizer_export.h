@@ -7,8 +7,8 @@
 #include <map>
 #include <string>
 
-#include "worker/model/bpe_tokenizer.h"
 #include "formats/gguf.h"
+#include "worker/model/bpe_tokenizer.h"
 
 namespace diablo::model {
 

@@ -8,8 +8,8 @@
 
 #include <vector>
 
-#include "worker/model/linear_layer.h"
 #include "spec/adapter_config.h"
+#include "worker/model/linear_layer.h"
 
 namespace diablo::peft {
 

@@ -65,10 +65,10 @@ void DiaBloLinearImpl::Init(int64_t in, int64_t out, int64_t blocks,
                                 std::to_string(dropout_));
   }
   layout_ = kernels::BlockLayout::For(in, out, blocks);
-  block_A_ = register_parameter("block_A",
-                                at::zeros({layout_.blocks, layout_.block_in, layout_.block_out},
-                                          options.dtype(at::kFloat)),
-                                /*requires_grad=*/true);
+  block_A_ = register_parameter(
+      "block_A",
+      at::zeros({layout_.blocks, layout_.block_in, layout_.block_out}, options.dtype(at::kFloat)),
+      /*requires_grad=*/true);
 }
 
 at::Tensor DiaBloLinearImpl::forward(const at::Tensor& x) {
@@ -122,8 +122,7 @@ void DiaBloLinearImpl::pretty_print(std::ostream& stream) const {
          << ", blocks=" << layout_.blocks << " (requested " << requested_blocks_
          << "), block=" << layout_.block_in << "x" << layout_.block_out
          << ", bias=" << (bias_.defined() ? "true" : "false") << ", dropout=" << dropout_
-         << (base_ != nullptr ? ", packed base" : "")
-         << (merged_ ? ", merged" : "") << ")";
+         << (base_ != nullptr ? ", packed base" : "") << (merged_ ? ", merged" : "") << ")";
 }
 
 }  // namespace diablo::peft

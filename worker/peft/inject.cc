@@ -24,7 +24,6 @@ bool IsPackedBase(torch::nn::Module* module) {
   return dynamic_cast<model::BaseLinearLayer*>(module) != nullptr && !AsAdapter(module);
 }
 
-
 // A hint for "matched nothing": a few Linear paths that do exist.
 std::string LinearExamples(
     const torch::OrderedDict<std::string, std::shared_ptr<torch::nn::Module>>& modules) {

@@ -60,7 +60,8 @@ void LoRALinearImpl::Init(const at::TensorOptions& options) {
   if (rank_ <= 0)
     throw std::invalid_argument("LoRALinear: rank must be positive, got " + std::to_string(rank_));
   if (!std::isfinite(alpha_) || alpha_ <= 0.0) {
-    throw std::invalid_argument("LoRALinear: alpha must be positive, got " + std::to_string(alpha_));
+    throw std::invalid_argument("LoRALinear: alpha must be positive, got " +
+                                std::to_string(alpha_));
   }
   if (!(dropout_ >= 0.0 && dropout_ < 1.0)) {
     throw std::invalid_argument("LoRALinear: dropout must be in [0, 1), got " +

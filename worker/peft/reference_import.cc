@@ -12,13 +12,13 @@
 #include <map>
 #include <stdexcept>
 
-#include "kernels/block_diag.h"
 #include "formats/gguf.h"  // FormatError
+#include "formats/torch_save_reader.h"
+#include "kernels/block_diag.h"
 #include "worker/peft/adapter_files.h"
 #include "worker/peft/diablo_linear.h"
 #include "worker/peft/inject.h"
 #include "worker/peft/tensor_io.h"
-#include "formats/torch_save_reader.h"
 
 namespace diablo::peft {
 namespace {

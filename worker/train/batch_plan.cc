@@ -42,7 +42,8 @@ BatchPlan::BatchPlan(int64_t examples, int64_t global_batch, int64_t micro_batch
   if (examples <= 0) throw std::invalid_argument("the training set has no examples");
   if (global_batch < world)
     throw std::invalid_argument("optim.global_batch (" + std::to_string(global_batch) +
-                                ") is smaller than the number of ranks (" + std::to_string(world) + ")");
+                                ") is smaller than the number of ranks (" + std::to_string(world) +
+                                ")");
   const int64_t per_rank = (global_batch + world - 1) / world;
   micro_batch_ = micro_batch > 0 ? std::min(micro_batch, per_rank) : per_rank;
   steps_per_epoch_ = (examples + global_batch - 1) / global_batch;
@@ -68,7 +69,8 @@ std::vector<std::vector<int64_t>> BatchPlan::MicroBatches(int64_t step) const {
   std::vector<std::vector<int64_t>> micro;
   for (size_t i = 0; i < mine.size(); i += static_cast<size_t>(micro_batch_))
     micro.emplace_back(mine.begin() + static_cast<std::ptrdiff_t>(i),
-                       mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), i + static_cast<size_t>(micro_batch_))));
+                       mine.begin() + static_cast<std::ptrdiff_t>(std::min(
+                                          mine.size(), i + static_cast<size_t>(micro_batch_))));
   return micro;
 }
 

@@ -1,10 +1,9 @@
 #include "worker/train/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <ATen/ATen.h>
+#include <fcntl.h>
 #include <torch/serialize.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -50,7 +49,10 @@ std::string ReadText(const fs::path& path) {
 }  // namespace
 
 nlohmann::json TrainerState::to_json() const {
-  return {{"step", step}, {"epoch", epoch}, {"loss_scale", loss_scale}, {"good_steps", good_steps},
+  return {{"step", step},
+          {"epoch", epoch},
+          {"loss_scale", loss_scale},
+          {"good_steps", good_steps},
           {"world_size", world_size}};
 }
 
@@ -68,7 +70,9 @@ TrainerState TrainerState::FromJson(const nlohmann::json& j, const std::string& 
   }
 }
 
-std::string CheckpointsDir(const std::string& output_dir) { return (fs::path(output_dir) / "checkpoints").string(); }
+std::string CheckpointsDir(const std::string& output_dir) {
+  return (fs::path(output_dir) / "checkpoints").string();
+}
 
 std::string CheckpointName(int64_t step) {
   char name[32];
@@ -89,8 +93,9 @@ void SaveTrainedWeights(torch::nn::Module& model, const std::string& path) {
   peft::SaveSafetensors(path, weights, {{"format", "pt"}});
 }
 
-std::string SaveCheckpoint(const std::string& output_dir, const TrainConfig& config, torch::nn::Module& model,
-                           torch::optim::Optimizer& optimizer, const TrainerState& state, int64_t keep) {
+std::string SaveCheckpoint(const std::string& output_dir, const TrainConfig& config,
+                           torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                           const TrainerState& state, int64_t keep) {
   const fs::path root = CheckpointsDir(output_dir);
   const std::string name = CheckpointName(state.step);
   const fs::path final_dir = root / name;
@@ -118,7 +123,8 @@ std::string SaveCheckpoint(const std::string& output_dir, const TrainConfig& con
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(root)) {
     std::string n = entry.path().filename().string();
-    if (entry.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos) names.push_back(n);
+    if (entry.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos)
+      names.push_back(n);
   }
   std::sort(names.begin(), names.end());
   for (size_t i = 0; i + static_cast<size_t>(keep) < names.size(); ++i)
@@ -135,33 +141,37 @@ std::string LatestCheckpoint(const std::string& output_dir) {
   if (name.rfind("step-", 0) != 0 || name.find('/') != std::string::npos)
     throw std::invalid_argument((root / kLatest).string() + ": does not name a checkpoint");
   if (!fs::is_directory(root / name))
-    throw std::invalid_argument((root / kLatest).string() + " names " + name + ", which is missing");
+    throw std::invalid_argument((root / kLatest).string() + " names " + name +
+                                ", which is missing");
   return (root / name).string();
 }
 
-TrainerState LoadCheckpoint(const std::string& path, const TrainConfig& config, torch::nn::Module& model,
-                            torch::optim::Optimizer& optimizer) {
+TrainerState LoadCheckpoint(const std::string& path, const TrainConfig& config,
+                            torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
   const fs::path dir(path);
-  TrainerState state = TrainerState::FromJson(nlohmann::json::parse(ReadText(dir / kStateFile), nullptr, false),
-                                              (dir / kStateFile).string());
+  TrainerState state =
+      TrainerState::FromJson(nlohmann::json::parse(ReadText(dir / kStateFile), nullptr, false),
+                             (dir / kStateFile).string());
   if (config.method.name == TrainMethod::kFull) {
-    std::map<std::string, at::Tensor> weights = peft::LoadSafetensors((dir / kFullWeightsFile).string());
+    std::map<std::string, at::Tensor> weights =
+        peft::LoadSafetensors((dir / kFullWeightsFile).string());
     at::NoGradGuard no_grad;
     for (auto& [key, value] : TrainedParameters(model)) {
       auto it = weights.find(key);
       if (it == weights.end() || !it->second.sizes().equals(value.sizes()))
-        throw std::invalid_argument(path + ": no weight " + key + " of shape " + c10::str(value.sizes()) +
-                                    " (a checkpoint of another model?)");
+        throw std::invalid_argument(path + ": no weight " + key + " of shape " +
+                                    c10::str(value.sizes()) + " (a checkpoint of another model?)");
       value.copy_(it->second);
     }
   } else {
     peft::AdapterConfig saved = peft::ReadAdapterConfig(dir.string());
     peft::AdapterConfig wanted = ToAdapterConfig(config);
-    if (saved.method != wanted.method || saved.blocks != wanted.blocks || saved.rank != wanted.rank ||
-        saved.target_modules != wanted.target_modules)
-      throw std::invalid_argument(path + ": the checkpoint's adapter (" + peft::MethodName(saved.method) +
-                                  ") differs from the config's method settings; resume with the config "
-                                  "that started the run");
+    if (saved.method != wanted.method || saved.blocks != wanted.blocks ||
+        saved.rank != wanted.rank || saved.target_modules != wanted.target_modules)
+      throw std::invalid_argument(
+          path + ": the checkpoint's adapter (" + peft::MethodName(saved.method) +
+          ") differs from the config's method settings; resume with the config "
+          "that started the run");
     peft::LoadAdapterWeights(model, dir.string());
   }
   torch::load(optimizer, (dir / kOptimizerFile).string());

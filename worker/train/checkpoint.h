@@ -12,14 +12,13 @@
 // renamed into place; "latest" is rewritten (atomically) only after that.
 #pragma once
 
-#include <cstdint>
-#include <string>
-#include <vector>
-
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "spec/train_config.h"
 
@@ -55,8 +54,8 @@ std::string LatestCheckpoint(const std::string& output_dir);
 // model and optimiser built from the same config.  Throws
 // std::invalid_argument when the checkpoint does not fit (another method,
 // shapes, world size).
-TrainerState LoadCheckpoint(const std::string& path, const TrainConfig& config, torch::nn::Module& model,
-                            torch::optim::Optimizer& optimizer);
+TrainerState LoadCheckpoint(const std::string& path, const TrainConfig& config,
+                            torch::nn::Module& model, torch::optim::Optimizer& optimizer);
 
 // The parameters `full` trains, by their Hugging Face names.
 std::vector<std::pair<std::string, at::Tensor>> TrainedParameters(torch::nn::Module& model);

@@ -3,10 +3,10 @@
 #include "worker/train/collective.h"
 
 #include <ATen/ATen.h>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <cstdlib>
 #include <stdexcept>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #ifdef DIABLO_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -24,8 +24,9 @@ int EnvInt(const char* name, int fallback, int min, int max) {
   char* end = nullptr;
   long value = std::strtol(text, &end, 10);
   if (*end != '\0' || value < min || value > max)
-    throw std::invalid_argument(std::string("environment ") + name + "=" + text + ": expected an integer in [" +
-                                std::to_string(min) + ", " + std::to_string(max) + "]");
+    throw std::invalid_argument(std::string("environment ") + name + "=" + text +
+                                ": expected an integer in [" + std::to_string(min) + ", " +
+                                std::to_string(max) + "]");
   return static_cast<int>(value);
 }
 
@@ -72,7 +73,8 @@ DistributedEnv DistributedEnvFromEnvironment() {
   env.world_size = EnvInt("WORLD_SIZE", 1, 1, 1 << 16);
   env.rank = EnvInt("RANK", 0, 0, env.world_size - 1);
   env.local_rank = EnvInt("LOCAL_RANK", env.rank, 0, 1 << 16);
-  if (const char* addr = std::getenv("MASTER_ADDR"); addr != nullptr && *addr != '\0') env.master_addr = addr;
+  if (const char* addr = std::getenv("MASTER_ADDR"); addr != nullptr && *addr != '\0')
+    env.master_addr = addr;
   env.master_port = EnvInt("MASTER_PORT", 29500, 1, 65535);
   return env;
 }
@@ -89,18 +91,20 @@ std::unique_ptr<Collective> JoinGroup(const DistributedEnv& env, const std::stri
   try {
     store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
   } catch (const std::exception& e) {
-    throw std::runtime_error("rendezvous at " + env.master_addr + ":" + std::to_string(env.master_port) +
-                             " failed (rank " + std::to_string(env.rank) + "): " + e.what());
+    throw std::runtime_error("rendezvous at " + env.master_addr + ":" +
+                             std::to_string(env.master_port) + " failed (rank " +
+                             std::to_string(env.rank) + "): " + e.what());
   }
   if (device == "cuda") {
 #ifdef DIABLO_WITH_NCCL
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;
     return std::make_unique<ProcessGroupCollective>(
-        c10::make_intrusive<c10d::ProcessGroupNCCL>(store, env.rank, env.world_size, opts), env.rank,
-        env.world_size);
+        c10::make_intrusive<c10d::ProcessGroupNCCL>(store, env.rank, env.world_size, opts),
+        env.rank, env.world_size);
 #else
-    throw std::runtime_error("this build of diablo has no NCCL process group; build against a CUDA LibTorch");
+    throw std::runtime_error(
+        "this build of diablo has no NCCL process group; build against a CUDA LibTorch");
 #endif
   }
 #ifdef DIABLO_WITH_GLOO

@@ -3,12 +3,11 @@
 // the model's replies; the tokens overlapping those bytes are the targets.
 #include "worker/train/dataset.h"
 
-#include "worker/train/jsonl_record.h"
-
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include <nlohmann/json.hpp>
+#include "worker/train/jsonl_record.h"
 
 namespace diablo::train {
 namespace {
@@ -30,7 +29,8 @@ model::TokenizedChat Tokenize(const json& record, DataFormat format, const DataC
     case DataFormat::kText: {
       // Plain text is all target: the model learns to continue it and stop.
       model::TokenizedChat out;
-      out.ids = tokenizer.Encode(StringField(record, "text", true, path, line), /*add_special=*/true);
+      out.ids =
+          tokenizer.Encode(StringField(record, "text", true, path, line), /*add_special=*/true);
       if (auto eos = tokenizer.eos_id()) out.ids.push_back(*eos);
       out.is_response.assign(out.ids.size(), 1);
       return out;
@@ -40,7 +40,8 @@ model::TokenizedChat Tokenize(const json& record, DataFormat format, const DataC
       std::string input = StringField(record, "input", false, path, line);
       std::string output = StringField(record, "output", true, path, line);
       if (output.empty()) LineError(path, line, "field \"output\" is empty: nothing to learn");
-      return model::TokenizeChat(tokenizer, chat_template.RenderInstruction(instruction, input, output));
+      return model::TokenizeChat(tokenizer,
+                                 chat_template.RenderInstruction(instruction, input, output));
     }
     case DataFormat::kChat: {
       const json& messages = record.at("messages");
@@ -50,16 +51,19 @@ model::TokenizedChat Tokenize(const json& record, DataFormat format, const DataC
       bool has_reply = false;
       for (size_t i = 0; i < messages.size(); ++i) {
         const json& m = messages[i];
-        if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() ||
-            !m["content"].is_string())
-          LineError(path, line, "messages[" + std::to_string(i) + "] must have string \"role\" and \"content\"");
+        if (!m.is_object() || !m.contains("role") || !m.contains("content") ||
+            !m["role"].is_string() || !m["content"].is_string())
+          LineError(
+              path, line,
+              "messages[" + std::to_string(i) + "] must have string \"role\" and \"content\"");
         chat.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
         has_reply |= chat.back().role == "assistant";
       }
       if (!has_reply && !config.train_on_prompt)
         LineError(path, line, "no \"assistant\" message: nothing to learn");
       try {
-        return model::TokenizeChat(tokenizer, chat_template.Render(chat, /*add_generation_prompt=*/false));
+        return model::TokenizeChat(tokenizer,
+                                   chat_template.Render(chat, /*add_generation_prompt=*/false));
       } catch (const std::invalid_argument& e) {
         LineError(path, line, e.what());
       }
@@ -99,10 +103,14 @@ int64_t Example::label_count() const {
 
 const char* DataFormatName(DataFormat format) {
   switch (format) {
-    case DataFormat::kAuto: return "auto";
-    case DataFormat::kAlpaca: return "alpaca";
-    case DataFormat::kChat: return "chat";
-    case DataFormat::kText: return "text";
+    case DataFormat::kAuto:
+      return "auto";
+    case DataFormat::kAlpaca:
+      return "alpaca";
+    case DataFormat::kChat:
+      return "chat";
+    case DataFormat::kText:
+      return "text";
   }
   return "?";
 }
@@ -124,16 +132,19 @@ Dataset LoadDataset(const std::string& path, const DataConfig& config,
     DataFormat found = DetectFormat(record);
     if (data.format == DataFormat::kAuto) {
       if (found == DataFormat::kAuto)
-        LineError(path, line,
-                  "cannot tell the format: expected \"messages\" (chat), \"instruction\" + \"output\" "
-                  "(alpaca) or \"text\"");
+        LineError(
+            path, line,
+            "cannot tell the format: expected \"messages\" (chat), \"instruction\" + \"output\" "
+            "(alpaca) or \"text\"");
       data.format = found;
     } else if (found != data.format) {
-      LineError(path, line,
-                std::string("expected a ") + DataFormatName(data.format) + " record" +
-                    (found == DataFormat::kAuto ? "" : std::string(", found ") + DataFormatName(found)));
+      LineError(
+          path, line,
+          std::string("expected a ") + DataFormatName(data.format) + " record" +
+              (found == DataFormat::kAuto ? "" : std::string(", found ") + DataFormatName(found)));
     }
-    model::TokenizedChat tokens = Tokenize(record, data.format, config, tokenizer, chat_template, path, line);
+    model::TokenizedChat tokens =
+        Tokenize(record, data.format, config, tokenizer, chat_template, path, line);
     Example e{std::move(tokens.ids), std::move(tokens.is_response)};
     if (config.train_on_prompt) e.target.assign(e.ids.size(), 1);
     bool cut = false;
@@ -155,10 +166,12 @@ Dataset LoadDataset(const std::string& path, const DataConfig& config,
   }
   if (in.bad()) throw std::invalid_argument(path + ": read error");
   if (examples.empty())
-    throw std::invalid_argument(path + ": no usable example (" + std::to_string(data.stats.lines) +
-                                " lines, " + std::to_string(data.stats.dropped) +
-                                " dropped as too long or without a response; raise data.max_seq_len?)");
-  data.examples = config.packing ? Pack(std::move(examples), config.max_seq_len) : std::move(examples);
+    throw std::invalid_argument(
+        path + ": no usable example (" + std::to_string(data.stats.lines) + " lines, " +
+        std::to_string(data.stats.dropped) +
+        " dropped as too long or without a response; raise data.max_seq_len?)");
+  data.examples =
+      config.packing ? Pack(std::move(examples), config.max_seq_len) : std::move(examples);
   data.stats.examples = static_cast<int64_t>(data.examples.size());
   for (const Example& e : data.examples) {
     data.stats.tokens += static_cast<int64_t>(e.ids.size());

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "spec/train_config.h"
 #include "worker/model/chat_template.h"
 #include "worker/model/tokenizer.h"
-#include "spec/train_config.h"
 
 namespace diablo::train {
 

@@ -5,10 +5,9 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <stdexcept>
-
-#include <nlohmann/json.hpp>
 
 #include "worker/model/generate.h"
 #include "worker/train/jsonl_record.h"
@@ -20,8 +19,9 @@ namespace {
 using nlohmann::json;
 
 EvalResult EvaluateLoss(model::LlamaForCausalLMImpl& model, const model::Tokenizer& tokenizer,
-                        const model::ChatTemplate& chat_template, const std::string& path, const DataConfig& data,
-                        const EvalOptions& options, const std::function<void(int64_t, int64_t)>& progress) {
+                        const model::ChatTemplate& chat_template, const std::string& path,
+                        const DataConfig& data, const EvalOptions& options,
+                        const std::function<void(int64_t, int64_t)>& progress) {
   Dataset set = LoadDataset(path, data, tokenizer, chat_template);
   auto n = static_cast<int64_t>(set.examples.size());
   if (options.limit > 0) n = std::min(n, options.limit);
@@ -46,8 +46,8 @@ EvalResult EvaluateLoss(model::LlamaForCausalLMImpl& model, const model::Tokeniz
 }
 
 // Sum of log p(option tokens | prompt) for every option of `item`.
-std::vector<double> ScoreChoices(model::LlamaForCausalLMImpl& model, const model::Tokenizer& tokenizer,
-                                 const EvalItem& item) {
+std::vector<double> ScoreChoices(model::LlamaForCausalLMImpl& model,
+                                 const model::Tokenizer& tokenizer, const EvalItem& item) {
   const at::Device device = model.parameters().front().device();
   std::vector<int32_t> prompt = tokenizer.Encode(item.prompt, /*add_special=*/false);
   std::vector<double> scores;
@@ -91,7 +91,8 @@ std::string FinalNumber(const std::string& text) {
   if (size_t mark = text.rfind("####"); mark != std::string::npos) scope = text.substr(mark + 4);
   static const std::regex number(R"(-?\d[\d,]*(\.\d+)?)");
   std::string last;
-  for (auto it = std::sregex_iterator(scope.begin(), scope.end(), number); it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(scope.begin(), scope.end(), number);
+       it != std::sregex_iterator(); ++it)
     last = it->str();
   if (last.empty()) return "";
   last.erase(std::remove(last.begin(), last.end(), ','), last.end());
@@ -102,8 +103,8 @@ std::string FinalNumber(const std::string& text) {
   return last;
 }
 
-std::vector<EvalItem> LoadEvalItems(const std::string& path, const model::ChatTemplate& chat_template,
-                                    bool with_choices) {
+std::vector<EvalItem> LoadEvalItems(const std::string& path,
+                                    const model::ChatTemplate& chat_template, bool with_choices) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::invalid_argument(path + ": cannot open the evaluation file");
   std::vector<EvalItem> items;
@@ -119,9 +120,11 @@ std::vector<EvalItem> LoadEvalItems(const std::string& path, const model::ChatTe
       std::vector<model::ChatMessage> chat;
       if (m.is_array())
         for (const json& msg : m)
-          if (msg.is_object() && msg.value("role", json()).is_string() && msg.value("content", json()).is_string())
+          if (msg.is_object() && msg.value("role", json()).is_string() &&
+              msg.value("content", json()).is_string())
             chat.push_back({msg["role"], msg["content"]});
-      if (chat.size() != (m.is_array() ? m.size() : 1)) LineError(path, line, "malformed \"messages\"");
+      if (chat.size() != (m.is_array() ? m.size() : 1))
+        LineError(path, line, "malformed \"messages\"");
       if (!chat.empty() && chat.back().role == "assistant") {
         item.reference = chat.back().content;
         chat.pop_back();
@@ -129,8 +132,9 @@ std::vector<EvalItem> LoadEvalItems(const std::string& path, const model::ChatTe
       if (chat.empty()) LineError(path, line, "no prompt before the reply");
       item.prompt = chat_template.Render(chat, /*add_generation_prompt=*/true).text;
     } else if (record.contains("instruction")) {
-      item.prompt = chat_template.RenderInstruction(StringField(record, "instruction", true, path, line),
-                                                    StringField(record, "input", false, path, line), "")
+      item.prompt = chat_template
+                        .RenderInstruction(StringField(record, "instruction", true, path, line),
+                                           StringField(record, "input", false, path, line), "")
                         .text;
       item.reference = StringField(record, "output", false, path, line);
     } else {
@@ -144,7 +148,8 @@ std::vector<EvalItem> LoadEvalItems(const std::string& path, const model::ChatTe
         if (!c.is_string()) LineError(path, line, "\"choices\" must hold strings");
         item.choices.push_back(c);
       }
-      const json answer = record.value("answer", json(item.reference.empty() ? json() : json(item.reference)));
+      const json answer =
+          record.value("answer", json(item.reference.empty() ? json() : json(item.reference)));
       if (answer.is_number_integer()) {
         item.answer = answer.get<int64_t>();
       } else if (answer.is_string()) {
@@ -164,15 +169,18 @@ std::vector<EvalItem> LoadEvalItems(const std::string& path, const model::ChatTe
 }
 
 EvalResult Evaluate(model::LlamaForCausalLMImpl& model, const model::Tokenizer& tokenizer,
-                    const model::ChatTemplate& chat_template, const std::string& path, const DataConfig& data,
-                    const EvalOptions& options, const std::function<void(int64_t, int64_t)>& progress) {
+                    const model::ChatTemplate& chat_template, const std::string& path,
+                    const DataConfig& data, const EvalOptions& options,
+                    const std::function<void(int64_t, int64_t)>& progress) {
   at::NoGradGuard no_grad;
   model.eval();
   if (options.task == EvalTask::kLoss)
     return EvaluateLoss(model, tokenizer, chat_template, path, data, options, progress);
 
-  std::vector<EvalItem> items = LoadEvalItems(path, chat_template, options.task == EvalTask::kChoice);
-  if (options.limit > 0 && static_cast<int64_t>(items.size()) > options.limit) items.resize(options.limit);
+  std::vector<EvalItem> items =
+      LoadEvalItems(path, chat_template, options.task == EvalTask::kChoice);
+  if (options.limit > 0 && static_cast<int64_t>(items.size()) > options.limit)
+    items.resize(options.limit);
   EvalResult r;
   r.task = options.task;
   r.examples = static_cast<int64_t>(items.size());
@@ -209,7 +217,8 @@ EvalResult Evaluate(model::LlamaForCausalLMImpl& model, const model::Tokenizer& 
           o.correct = NormalizeAnswer(o.prediction) == NormalizeAnswer(o.reference);
           break;
         case EvalTask::kNumber:
-          o.correct = !FinalNumber(o.reference).empty() && FinalNumber(o.prediction) == FinalNumber(o.reference);
+          o.correct = !FinalNumber(o.reference).empty() &&
+                      FinalNumber(o.prediction) == FinalNumber(o.reference);
           break;
         case EvalTask::kChoice:
           o.correct = o.prediction == o.reference;

@@ -36,8 +36,8 @@ struct EvalItem {
 // last one the assistant's reply) records, plus "choices" and "answer"
 // (index or text) for the choice task.  Throws std::invalid_argument
 // "<path>:<line>: ..." for malformed records.
-std::vector<EvalItem> LoadEvalItems(const std::string& path, const model::ChatTemplate& chat_template,
-                                    bool with_choices);
+std::vector<EvalItem> LoadEvalItems(const std::string& path,
+                                    const model::ChatTemplate& chat_template, bool with_choices);
 
 struct EvalOptions {
   EvalTask task = EvalTask::kLoss;
@@ -69,7 +69,8 @@ EvalResult Evaluate(model::LlamaForCausalLMImpl& model, const model::Tokenizer& 
                     const std::function<void(int64_t, int64_t)>& progress);
 
 // The answer comparisons, exposed for tests.
-std::string NormalizeAnswer(const std::string& text);        // first line, trimmed, lower-case, no final '.'
-std::string FinalNumber(const std::string& text);            // "" when there is none; "1,234.50" → "1234.5"
+std::string NormalizeAnswer(
+    const std::string& text);                      // first line, trimmed, lower-case, no final '.'
+std::string FinalNumber(const std::string& text);  // "" when there is none; "1,234.50" → "1234.5"
 
 }  // namespace diablo::train

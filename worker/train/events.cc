@@ -22,7 +22,8 @@ std::string Duration(double seconds) {
     std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", static_cast<long long>(s / 3600),
                   static_cast<long long>(s / 60 % 60), static_cast<long long>(s % 60));
   else
-    std::snprintf(text, sizeof text, "%02lld:%02lld", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
+    std::snprintf(text, sizeof text, "%02lld:%02lld", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
   return text;
 }
 
@@ -44,24 +45,28 @@ void ProgressBarSink::Emit(nlohmann::json event) {
   const std::string kind = event.value("event", "");
   if (kind == "step") {
     const auto step = event.value("step", int64_t{0});
-    const double fraction = total_steps_ > 0 ? static_cast<double>(step) / static_cast<double>(total_steps_) : 0;
+    const double fraction =
+        total_steps_ > 0 ? static_cast<double>(step) / static_cast<double>(total_steps_) : 0;
     constexpr int kWidth = 24;
     const int filled = static_cast<int>(fraction * kWidth);
     std::string bar(static_cast<size_t>(filled), '#');
     bar.resize(kWidth, '.');
-    std::fprintf(out_, "\r\033[K[%s] %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %s", bar.c_str(),
-                 static_cast<long long>(step), static_cast<long long>(total_steps_), Number(event, "loss"),
-                 Number(event, "lr"), Number(event, "tokens_per_s"), Duration(Number(event, "eta_s")).c_str());
+    std::fprintf(out_, "\r\033[K[%s] %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %s",
+                 bar.c_str(), static_cast<long long>(step), static_cast<long long>(total_steps_),
+                 Number(event, "loss"), Number(event, "lr"), Number(event, "tokens_per_s"),
+                 Duration(Number(event, "eta_s")).c_str());
     bar_drawn_ = true;
   } else {
     if (bar_drawn_) std::fprintf(out_, "\n");
     bar_drawn_ = false;
     if (kind == "started") {
       total_steps_ = event.value("total_steps", int64_t{0});
-      std::fprintf(out_, "training %s: %lld steps, %lld trainable parameters (%.2f%%), %lld examples\n",
+      std::fprintf(out_,
+                   "training %s: %lld steps, %lld trainable parameters (%.2f%%), %lld examples\n",
                    event.value("method", "").c_str(), static_cast<long long>(total_steps_),
                    static_cast<long long>(event.value("trainable_parameters", int64_t{0})),
-                   Number(event, "trainable_percent"), static_cast<long long>(event.value("train_examples", int64_t{0})));
+                   Number(event, "trainable_percent"),
+                   static_cast<long long>(event.value("train_examples", int64_t{0})));
     } else if (kind == "eval") {
       std::fprintf(out_, "eval at step %lld: loss %.4f  perplexity %.3f\n",
                    static_cast<long long>(event.value("step", int64_t{0})), Number(event, "loss"),

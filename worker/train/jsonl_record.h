@@ -3,14 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 namespace diablo::train {
 
-[[noreturn]] inline void LineError(const std::string& path, int64_t line, const std::string& problem) {
+[[noreturn]] inline void LineError(const std::string& path, int64_t line,
+                                   const std::string& problem) {
   throw std::invalid_argument(path + ":" + std::to_string(line) + ": " + problem);
 }
 
@@ -22,7 +22,8 @@ inline std::string StringField(const nlohmann::json& record, const char* key, bo
     if (required) LineError(path, line, std::string("missing field \"") + key + "\"");
     return "";
   }
-  if (!it->is_string()) LineError(path, line, std::string("field \"") + key + "\" must be a string");
+  if (!it->is_string())
+    LineError(path, line, std::string("field \"") + key + "\" must be a string");
   return it->get<std::string>();
 }
 

@@ -6,9 +6,11 @@
 
 namespace diablo::train {
 
-MicroBatch Collate(const Dataset& data, const std::vector<int64_t>& indices, int32_t pad, at::Device device) {
+MicroBatch Collate(const Dataset& data, const std::vector<int64_t>& indices, int32_t pad,
+                   at::Device device) {
   size_t length = 0;
-  for (int64_t i : indices) length = std::max(length, data.examples[static_cast<size_t>(i)].ids.size());
+  for (int64_t i : indices)
+    length = std::max(length, data.examples[static_cast<size_t>(i)].ids.size());
   std::vector<int64_t> ids(indices.size() * length, pad), positions, targets;
   for (size_t row = 0; row < indices.size(); ++row) {
     const Example& e = data.examples[static_cast<size_t>(indices[row])];
@@ -41,7 +43,8 @@ int64_t SumLabels(const Dataset& data, const std::vector<int64_t>& indices) {
 
 int64_t SumTokens(const Dataset& data, const std::vector<int64_t>& indices) {
   int64_t n = 0;
-  for (int64_t i : indices) n += static_cast<int64_t>(data.examples[static_cast<size_t>(i)].ids.size());
+  for (int64_t i : indices)
+    n += static_cast<int64_t>(data.examples[static_cast<size_t>(i)].ids.size());
   return n;
 }
 

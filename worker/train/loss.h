@@ -4,10 +4,10 @@
 // and the head is the widest matrix).  Shared by training and evaluation.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "worker/model/llama.h"
 #include "worker/train/dataset.h"
@@ -21,7 +21,8 @@ struct MicroBatch {
   at::Tensor ids, positions, targets;
 };
 
-MicroBatch Collate(const Dataset& data, const std::vector<int64_t>& indices, int32_t pad, at::Device device);
+MicroBatch Collate(const Dataset& data, const std::vector<int64_t>& indices, int32_t pad,
+                   at::Device device);
 
 // Summed cross-entropy over the batch's targets (fp32 scalar).
 at::Tensor LossSum(model::LlamaForCausalLMImpl& model, const MicroBatch& batch);

@@ -19,9 +19,12 @@ double LearningRate(const OptimConfig& optim, int64_t step, int64_t total_steps)
   const double decay_steps = static_cast<double>(std::max<int64_t>(1, total_steps - warmup));
   const double progress = std::clamp(static_cast<double>(step - warmup) / decay_steps, 0.0, 1.0);
   switch (optim.scheduler) {
-    case Schedule::kConstant: return optim.lr;
-    case Schedule::kLinear: return optim.lr * (1.0 - progress);
-    case Schedule::kCosine: return optim.lr * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
+    case Schedule::kConstant:
+      return optim.lr;
+    case Schedule::kLinear:
+      return optim.lr * (1.0 - progress);
+    case Schedule::kCosine:
+      return optim.lr * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
   }
   return optim.lr;
 }

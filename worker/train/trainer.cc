@@ -18,10 +18,10 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "formats/safetensors.h"
 #include "worker/model/chat_template.h"
 #include "worker/model/load_model.h"
 #include "worker/model/packed_embedding.h"
-#include "formats/safetensors.h"
 #include "worker/peft/adapter_files.h"
 #include "worker/peft/inject.h"
 #include "worker/train/batch_plan.h"
@@ -43,9 +43,12 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 
 at::ScalarType WeightDtype(Precision precision) {
   switch (precision) {
-    case Precision::kBf16: return at::kBFloat16;
-    case Precision::kFp16: return at::kHalf;
-    case Precision::kFp32: break;
+    case Precision::kBf16:
+      return at::kBFloat16;
+    case Precision::kFp16:
+      return at::kHalf;
+    case Precision::kFp32:
+      break;
   }
   return at::kFloat;
 }
@@ -53,9 +56,11 @@ at::ScalarType WeightDtype(Precision precision) {
 at::Device ResolveDevice(const std::string& wanted, const DistributedEnv& env) {
   const bool cuda = torch::cuda::is_available();
   if (wanted == "cuda" && !cuda)
-    throw std::invalid_argument("device: cuda was asked for, but no CUDA device is visible (use device: cpu)");
+    throw std::invalid_argument(
+        "device: cuda was asked for, but no CUDA device is visible (use device: cpu)");
   if (wanted == "cpu" || !cuda) return at::Device(at::kCPU);
-  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank % torch::cuda::device_count()));
+  return at::Device(at::kCUDA,
+                    static_cast<c10::DeviceIndex>(env.local_rank % torch::cuda::device_count()));
 }
 
 class Run {
@@ -115,9 +120,11 @@ void Run::Setup() {
   model::ChatTemplate chat =
       config_.data.chat_template == "auto"
           ? model::ChatTemplate::ForModel(config_.model, *tokenizer)
-          : model::ChatTemplate::FromName(config_.data.chat_template, model::TemplateTokensOf(*tokenizer));
+          : model::ChatTemplate::FromName(config_.data.chat_template,
+                                          model::TemplateTokensOf(*tokenizer));
   train_ = LoadDataset(config_.data.train, config_.data, *tokenizer, chat);
-  if (!config_.data.eval.empty()) eval_ = LoadDataset(config_.data.eval, config_.data, *tokenizer, chat);
+  if (!config_.data.eval.empty())
+    eval_ = LoadDataset(config_.data.eval, config_.data, *tokenizer, chat);
 
   // The same seed on every rank: LoRA's random init must agree everywhere.
   at::manual_seed(config_.optim.seed);
@@ -133,8 +140,10 @@ void Run::Setup() {
   for (auto& [name, p] : TrainedParameters(model)) params_.push_back(p);
 
   const OptimConfig& o = config_.optim;
-  optimizer_ = std::make_unique<torch::optim::AdamW>(
-      params_, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+  optimizer_ = std::make_unique<torch::optim::AdamW>(params_, torch::optim::AdamWOptions(o.lr)
+                                                                  .betas({o.beta1, o.beta2})
+                                                                  .eps(o.eps)
+                                                                  .weight_decay(o.weight_decay));
 
   collective_ = JoinGroup(env_, device_.is_cuda() ? "cuda" : "cpu", std::chrono::minutes(5));
   const int world = collective_->world_size();
@@ -143,8 +152,9 @@ void Run::Setup() {
     const int64_t per_rank = (o.global_batch + world - 1) / world;
     micro = (per_rank + o.gradient_accumulation - 1) / o.gradient_accumulation;
   }
-  plan_ = std::make_unique<BatchPlan>(static_cast<int64_t>(train_.examples.size()), o.global_batch, micro,
-                                      o.epochs, o.max_steps, o.seed, world, collective_->rank());
+  plan_ =
+      std::make_unique<BatchPlan>(static_cast<int64_t>(train_.examples.size()), o.global_batch,
+                                  micro, o.epochs, o.max_steps, o.seed, world, collective_->rank());
   state_.world_size = world;
   state_.loss_scale = config_.precision == Precision::kFp16 ? 65536.0 : 1.0;
 
@@ -152,14 +162,15 @@ void Run::Setup() {
   if (resume.empty() && options_.resume) {
     resume = LatestCheckpoint(config_.output_dir);
     if (resume.empty())
-      throw std::invalid_argument("--resume: no checkpoint in " + CheckpointsDir(config_.output_dir) +
-                                  " (start without --resume)");
+      throw std::invalid_argument("--resume: no checkpoint in " +
+                                  CheckpointsDir(config_.output_dir) + " (start without --resume)");
   }
   if (!resume.empty()) {
     state_ = LoadCheckpoint(resume, config_, model, *optimizer_);
     if (state_.world_size != world)
-      throw std::invalid_argument(resume + ": written by a run with " + std::to_string(state_.world_size) +
-                                  " ranks; resume with the same number (the global batch is split by rank)");
+      throw std::invalid_argument(
+          resume + ": written by a run with " + std::to_string(state_.world_size) +
+          " ranks; resume with the same number (the global batch is split by rank)");
     resumed_from_ = resume;
   }
   start_step_ = state_.step;
@@ -168,14 +179,16 @@ void Run::Setup() {
 void Run::Step(int64_t step) {
   auto& model = *loaded_.model;
   const double lr = LearningRate(config_.optim, step, plan_->total_steps());
-  for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  for (auto& group : optimizer_->param_groups())
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
 
   const std::vector<int64_t> global = plan_->GlobalBatch(step);
   const double labels = static_cast<double>(SumLabels(train_, global));
   const int64_t tokens = SumTokens(train_, global);
   // Dropout draws from a generator seeded by (seed, rank, step): resuming
   // needs no RNG state and every rank's stream is its own.
-  at::manual_seed(config_.optim.seed * 1000003ull + static_cast<uint64_t>(collective_->rank()) * 7919ull +
+  at::manual_seed(config_.optim.seed * 1000003ull +
+                  static_cast<uint64_t>(collective_->rank()) * 7919ull +
                   static_cast<uint64_t>(step));
 
   auto start = Clock::now();
@@ -192,13 +205,15 @@ void Run::Step(int64_t step) {
     if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
     bucket.push_back(p.grad());
   }
-  at::Tensor loss_tensor = at::full({1}, local_loss, at::TensorOptions(device_).dtype(params_[0].scalar_type()));
+  at::Tensor loss_tensor =
+      at::full({1}, local_loss, at::TensorOptions(device_).dtype(params_[0].scalar_type()));
   bucket.push_back(loss_tensor);
   collective_->AllReduceSum(bucket);
   const double loss = loss_tensor.item<double>() / labels;
 
   if (!std::isfinite(loss)) {
-    throw std::domain_error("the loss is " + std::to_string(loss) + " at step " + std::to_string(step + 1));
+    throw std::domain_error("the loss is " + std::to_string(loss) + " at step " +
+                            std::to_string(step + 1));
   }
   at::NoGradGuard no_grad;
   // One host sync for the norm, not one per adapter tensor.
@@ -236,19 +251,20 @@ void Run::Step(int64_t step) {
   if (rank0() && (state_.step % config_.log_every == 0 || state_.step == plan_->total_steps())) {
     const double elapsed = Seconds(Clock::now() - started_);
     const double per_step = train_seconds_ / static_cast<double>(state_.step - start_step_);
-    nlohmann::json event{{"event", "step"},
-                         {"step", state_.step},
-                         {"total_steps", plan_->total_steps()},
-                         {"epoch", state_.epoch},
-                         {"loss", loss},
-                         {"lr", lr},
-                         {"grad_norm", grad_norm},
-                         {"tokens", tokens},
-                         {"tokens_per_s", static_cast<double>(tokens) / seconds},
-                         {"step_s", seconds},
-                         {"elapsed_s", elapsed},
-                         {"eta_s", per_step * static_cast<double>(plan_->total_steps() - state_.step)},
-                         {"peak_rss_bytes", PeakRssBytes()}};
+    nlohmann::json event{
+        {"event", "step"},
+        {"step", state_.step},
+        {"total_steps", plan_->total_steps()},
+        {"epoch", state_.epoch},
+        {"loss", loss},
+        {"lr", lr},
+        {"grad_norm", grad_norm},
+        {"tokens", tokens},
+        {"tokens_per_s", static_cast<double>(tokens) / seconds},
+        {"step_s", seconds},
+        {"elapsed_s", elapsed},
+        {"eta_s", per_step * static_cast<double>(plan_->total_steps() - state_.step)},
+        {"peak_rss_bytes", PeakRssBytes()}};
     if (config_.precision == Precision::kFp16) {
       event["loss_scale"] = state_.loss_scale;
       event["skipped"] = skipped;
@@ -281,16 +297,23 @@ double Run::Evaluate() {
   model.train();
   const double mean = sums[0].item<double>() / sums[1].item<double>();
   if (rank0())
-    sink_.Emit({{"event", "eval"}, {"step", state_.step}, {"loss", mean}, {"perplexity", std::exp(mean)},
-                {"examples", n}, {"label_tokens", sums[1].item<double>()}});
+    sink_.Emit({{"event", "eval"},
+                {"step", state_.step},
+                {"loss", mean},
+                {"perplexity", std::exp(mean)},
+                {"examples", n},
+                {"label_tokens", sums[1].item<double>()}});
   return mean;
 }
 
 void Run::Save(bool final_save) {
   if (!rank0()) return;
-  last_checkpoint_ = SaveCheckpoint(config_.output_dir, config_, *loaded_.model, *optimizer_, state_,
-                                    config_.keep_checkpoints);
-  sink_.Emit({{"event", "checkpoint"}, {"step", state_.step}, {"path", last_checkpoint_}, {"final", final_save}});
+  last_checkpoint_ = SaveCheckpoint(config_.output_dir, config_, *loaded_.model, *optimizer_,
+                                    state_, config_.keep_checkpoints);
+  sink_.Emit({{"event", "checkpoint"},
+              {"step", state_.step},
+              {"path", last_checkpoint_},
+              {"final", final_save}});
 }
 
 void Run::WriteOutputs() {
@@ -299,7 +322,8 @@ void Run::WriteOutputs() {
   if (config_.method.name == TrainMethod::kFull) {
     SaveTrainedWeights(model, (fs::path(config_.output_dir) / "model.safetensors").string());
   } else {
-    peft::SaveAdapter(model, ToAdapterConfig(config_), (fs::path(config_.output_dir) / "adapter").string());
+    peft::SaveAdapter(model, ToAdapterConfig(config_),
+                      (fs::path(config_.output_dir) / "adapter").string());
   }
 }
 
@@ -311,38 +335,41 @@ int Run::Execute() {
     fs::create_directories(config_.output_dir);
     std::string text = ConfigToJson(config_).dump(2) + "\n";
     std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size());
-    model::WriteFileAtomically((fs::path(config_.output_dir) / "train_config.json").string(), std::span(&bytes, 1));
+    model::WriteFileAtomically((fs::path(config_.output_dir) / "train_config.json").string(),
+                               std::span(&bytes, 1));
     int64_t total = 0, trainable = 0;
     for (const auto& p : model.parameters()) {
       total += p.numel();
       if (p.requires_grad()) trainable += p.numel();
     }
-    if (config_.method.name != TrainMethod::kFull) total -= trainable;  // adapters are not model weights
+    if (config_.method.name != TrainMethod::kFull)
+      total -= trainable;  // adapters are not model weights
     // Packed layers hold their weights as buffers of blocks, not parameters.
     total += ::diablo::model::PackedWeightElements(model);
-    sink_.Emit({{"event", "started"},
-                {"method", FineTuneMethodName(config_.method.name)},
-                {"model", config_.model},
-                {"config", options_.config_path},
-                {"output_dir", config_.output_dir},
-                {"trainable_parameters", trainable},
-                {"model_parameters", total},
-                {"trainable_percent", 100.0 * static_cast<double>(trainable) / static_cast<double>(total)},
-                {"total_steps", plan_->total_steps()},
-                {"start_step", state_.step},
-                {"resumed_from", resumed_from_},
-                {"train_examples", train_.stats.examples},
-                {"train_tokens", train_.stats.tokens},
-                {"train_label_tokens", train_.stats.label_tokens},
-                {"truncated", train_.stats.truncated},
-                {"dropped", train_.stats.dropped},
-                {"eval_examples", eval_.stats.examples},
-                {"data_format", DataFormatName(train_.format)},
-                {"world_size", collective_->world_size()},
-                {"device", device_.str()},
-                {"precision", PrecisionName(config_.precision)},
-                {"base_weights", BaseWeightsName(config_.base_weights)},
-                {"threads", at::get_num_threads()}});
+    sink_.Emit(
+        {{"event", "started"},
+         {"method", FineTuneMethodName(config_.method.name)},
+         {"model", config_.model},
+         {"config", options_.config_path},
+         {"output_dir", config_.output_dir},
+         {"trainable_parameters", trainable},
+         {"model_parameters", total},
+         {"trainable_percent", 100.0 * static_cast<double>(trainable) / static_cast<double>(total)},
+         {"total_steps", plan_->total_steps()},
+         {"start_step", state_.step},
+         {"resumed_from", resumed_from_},
+         {"train_examples", train_.stats.examples},
+         {"train_tokens", train_.stats.tokens},
+         {"train_label_tokens", train_.stats.label_tokens},
+         {"truncated", train_.stats.truncated},
+         {"dropped", train_.stats.dropped},
+         {"eval_examples", eval_.stats.examples},
+         {"data_format", DataFormatName(train_.format)},
+         {"world_size", collective_->world_size()},
+         {"device", device_.str()},
+         {"precision", PrecisionName(config_.precision)},
+         {"base_weights", BaseWeightsName(config_.base_weights)},
+         {"threads", at::get_num_threads()}});
   }
 
   g_stop_requested = false;
@@ -361,20 +388,27 @@ int Run::Execute() {
     if (g_stop_requested) {
       if (state_.step > 0) Save(false);
       if (rank0())
-        sink_.Emit(Error("interrupted", "stopped by a signal after step " + std::to_string(state_.step) +
+        sink_.Emit(Error("interrupted", "stopped by a signal after step " +
+                                            std::to_string(state_.step) +
                                             "; continue with --resume"));
       return kExitInterrupted;
     }
     Step(step);
     const bool last = state_.step == total;
-    if (!eval_.examples.empty() && config_.eval_every > 0 && state_.step % config_.eval_every == 0 && !last)
+    if (!eval_.examples.empty() && config_.eval_every > 0 &&
+        state_.step % config_.eval_every == 0 && !last)
       Evaluate();
-    const bool stop = options_.stop_after_steps > 0 && state_.step - start_step_ >= options_.stop_after_steps;
-    if (!last && (stop || (config_.save_every > 0 && state_.step % config_.save_every == 0))) Save(false);
+    const bool stop =
+        options_.stop_after_steps > 0 && state_.step - start_step_ >= options_.stop_after_steps;
+    if (!last && (stop || (config_.save_every > 0 && state_.step % config_.save_every == 0)))
+      Save(false);
     if (stop && !last) {
       if (rank0())
-        sink_.Emit({{"event", "stopped"}, {"step", state_.step}, {"total_steps", total},
-                    {"checkpoint", last_checkpoint_}, {"message", "stopped as asked; continue with --resume"}});
+        sink_.Emit({{"event", "stopped"},
+                    {"step", state_.step},
+                    {"total_steps", total},
+                    {"checkpoint", last_checkpoint_},
+                    {"message", "stopped as asked; continue with --resume"}});
       return kExitOk;
     }
   }
@@ -383,18 +417,20 @@ int Run::Execute() {
   Save(true);
   WriteOutputs();
   if (rank0()) {
-    nlohmann::json done{{"event", "finished"},
-                        {"step", state_.step},
-                        {"loss", last_loss_},
-                        {"elapsed_s", Seconds(Clock::now() - started_)},
-                        {"train_s", train_seconds_},
-                        {"tokens", tokens_trained_},
-                        {"tokens_per_s", train_seconds_ > 0 ? static_cast<double>(tokens_trained_) / train_seconds_ : 0.0},
-                        {"peak_rss_bytes", PeakRssBytes()},
-                        {"checkpoint", last_checkpoint_},
-                        {"output", (fs::path(config_.output_dir) /
-                                    (config_.method.name == TrainMethod::kFull ? "model.safetensors" : "adapter"))
-                                       .string()}};
+    nlohmann::json done{
+        {"event", "finished"},
+        {"step", state_.step},
+        {"loss", last_loss_},
+        {"elapsed_s", Seconds(Clock::now() - started_)},
+        {"train_s", train_seconds_},
+        {"tokens", tokens_trained_},
+        {"tokens_per_s",
+         train_seconds_ > 0 ? static_cast<double>(tokens_trained_) / train_seconds_ : 0.0},
+        {"peak_rss_bytes", PeakRssBytes()},
+        {"checkpoint", last_checkpoint_},
+        {"output", (fs::path(config_.output_dir) /
+                    (config_.method.name == TrainMethod::kFull ? "model.safetensors" : "adapter"))
+                       .string()}};
     if (std::isfinite(eval_loss)) done["eval_loss"] = eval_loss;
     sink_.Emit(done);
   }
@@ -410,22 +446,25 @@ int RunTraining(const TrainConfig& config, const RunOptions& options, EventSink&
   } catch (const c10::OutOfMemoryError& e) {
     sink.Emit({{"event", "error"},
                {"code", "out_of_memory"},
-               {"message", "out of memory with micro_batch " + std::to_string(config.optim.micro_batch) +
-                               " and max_seq_len " + std::to_string(config.data.max_seq_len) +
-                               ": lower optim.micro_batch (gradient accumulation keeps the global batch), "
-                               "data.max_seq_len, or set gradient_checkpointing: true"}});
+               {"message",
+                "out of memory with micro_batch " + std::to_string(config.optim.micro_batch) +
+                    " and max_seq_len " + std::to_string(config.data.max_seq_len) +
+                    ": lower optim.micro_batch (gradient accumulation keeps the global batch), "
+                    "data.max_seq_len, or set gradient_checkpointing: true"}});
     return kExitOutOfMemory;
   } catch (const std::bad_alloc&) {
     sink.Emit({{"event", "error"},
                {"code", "out_of_memory"},
-               {"message", "out of host memory: lower optim.micro_batch, data.max_seq_len, or set "
-                           "gradient_checkpointing: true"}});
+               {"message",
+                "out of host memory: lower optim.micro_batch, data.max_seq_len, or set "
+                "gradient_checkpointing: true"}});
     return kExitOutOfMemory;
   } catch (const std::domain_error& e) {
     sink.Emit({{"event", "error"},
                {"code", "non_finite"},
-               {"message", std::string(e.what()) + "; stopping (the last checkpoint is kept). Lower optim.lr or "
-                                                   "set optim.max_grad_norm"}});
+               {"message", std::string(e.what()) +
+                               "; stopping (the last checkpoint is kept). Lower optim.lr or "
+                               "set optim.max_grad_norm"}});
     return kExitNonFinite;
   } catch (const c10::Error& e) {
     // LibTorch's what() carries a C++ backtrace; users need the message.

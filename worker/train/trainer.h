@@ -6,15 +6,15 @@
 
 #include <string>
 
-#include "worker/train/events.h"
 #include "spec/train_config.h"
+#include "worker/train/events.h"
 
 namespace diablo::train {
 
 struct RunOptions {
-  bool resume = false;       // continue from the newest checkpoint in output_dir
-  std::string resume_from;   // or from this checkpoint directory
-  std::string config_path;   // recorded in the started event
+  bool resume = false;      // continue from the newest checkpoint in output_dir
+  std::string resume_from;  // or from this checkpoint directory
+  std::string config_path;  // recorded in the started event
   // > 0: write a checkpoint and stop after this many steps of this process
   // (time-boxed sessions; the schedule still spans the whole run).
   int64_t stop_after_steps = 0;

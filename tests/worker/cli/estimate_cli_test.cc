@@ -70,8 +70,8 @@ TEST_F(EstimateCli, PrintsThePapersTrainableParametersForLlama2_7B) {
 }
 
 TEST_F(EstimateCli, JsonCarriesTheSameNumbers) {
-  const CommandResult run = Diablo("estimate --model " + Config() + " --blocks 64 " + kPaperTargets +
-                         " --dtype bf16 --gradient-checkpointing --json");
+  const CommandResult run = Diablo("estimate --model " + Config() + " --blocks 64 " +
+                                   kPaperTargets + " --dtype bf16 --gradient-checkpointing --json");
   ASSERT_EQ(run.exit_code, 0) << run.output;
   const nlohmann::json j = nlohmann::json::parse(run.output);
   EXPECT_EQ(j["trainable_parameters"], 70'254'592);
@@ -84,7 +84,8 @@ TEST_F(EstimateCli, JsonCarriesTheSameNumbers) {
 
 TEST_F(EstimateCli, ReadsTheRealGgufModel) {
   if (!std::filesystem::exists(DIABLO_MODEL_GGUF)) GTEST_SKIP() << "needs the test model";
-  const CommandResult run = Diablo(std::string("estimate --model ") + DIABLO_MODEL_GGUF + " --dtype gguf");
+  const CommandResult run =
+      Diablo(std::string("estimate --model ") + DIABLO_MODEL_GGUF + " --dtype gguf");
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_THAT(run.output, ContainsRegex("model parameters +134,515,008"));
   EXPECT_THAT(run.output, ContainsRegex("frozen weights +92\\.1 MiB"));

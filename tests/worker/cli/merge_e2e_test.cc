@@ -77,8 +77,8 @@ TEST(MergeSmolLM2, TransformersLoadsTheMergedGgufWithOurTokensAndLogits) {
   std::ofstream(dir / "request.json") << json{{"texts", prompts}}.dump();
   auto tokenized =
       RunCommand({DIABLO_VENV_PYTHON,
-                  std::string(DIABLO_SOURCE_DIR) + "/tests/worker/model/tokenizer/hf_reference.py", "auto",
-                  dir / "merged", dir / "request.json", dir / "tokens.json"});
+                  std::string(DIABLO_SOURCE_DIR) + "/tests/worker/model/tokenizer/hf_reference.py",
+                  "auto", dir / "merged", dir / "request.json", dir / "tokens.json"});
   ASSERT_EQ(tokenized.exit_code, 0) << tokenized.output;
   const json tokens = json::parse(ReadBytes(dir / "tokens.json"));
   for (size_t i = 0; i < prompts.size(); ++i) {

@@ -1,14 +1,12 @@
 // `diablo train` as users and the worker agent run it: a real process,
 // JSON-lines events on stdout, data parallelism over Gloo with --nproc, and
 // a run killed with SIGKILL that resumes from its last checkpoint.
-#include <gtest/gtest.h>
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
-
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <ATen/ATen.h>
 
 #include <cstdio>
 
@@ -19,8 +17,8 @@ namespace diablo::testing {
 namespace {
 
 namespace fs = std::filesystem;
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 
 const std::string kDiablo = std::string(DIABLO_BINARY_DIR) + "/bin/diablo";
 
@@ -68,9 +66,11 @@ TEST(TrainCli, EmitsTheEventContractAndWritesTheAdapter) {
     kinds.push_back(e["event"]);
     EXPECT_TRUE(e.contains("time"));
   }
-  EXPECT_THAT(kinds, ::testing::ElementsAre("started", "step", "step", "step", "checkpoint", "finished"));
+  EXPECT_THAT(kinds,
+              ::testing::ElementsAre("started", "step", "step", "step", "checkpoint", "finished"));
   const json& step = r.events[1];
-  for (const char* key : {"loss", "lr", "grad_norm", "tokens", "tokens_per_s", "eta_s", "peak_rss_bytes"})
+  for (const char* key :
+       {"loss", "lr", "grad_norm", "tokens", "tokens_per_s", "eta_s", "peak_rss_bytes"})
     EXPECT_TRUE(step.contains(key)) << key;
   // --set took effect: two warm-up steps to 1e-3, then the cosine starts at its peak.
   EXPECT_DOUBLE_EQ(r.events[1]["lr"].get<double>(), 0.0005);
@@ -105,8 +105,8 @@ TEST(TrainCli, TwoGlooRanksTrainLikeOneRankWithTheSameGlobalBatch) {
   auto a = Adapter(dir / "out"), b = Adapter(dir / "out-2");
   ASSERT_EQ(a.size(), b.size());
   for (const auto& [name, t] : a) {
-    EXPECT_TRUE(at::allclose(t, b.at(name), 1e-5, 1e-5)) << name << " max diff "
-                                                          << (t - b.at(name)).abs().max().item<double>();
+    EXPECT_TRUE(at::allclose(t, b.at(name), 1e-5, 1e-5))
+        << name << " max diff " << (t - b.at(name)).abs().max().item<double>();
   }
   EXPECT_GT(a.begin()->second.abs().sum().item<double>(), 0);  // it did train
 }
@@ -125,7 +125,8 @@ TEST(TrainCli, AKilledRunResumesFromItsLastCheckpoint) {
   if (pid == 0) {
     ::dup2(out[1], STDOUT_FILENO);
     ::close(out[0]);
-    ::execl(kDiablo.c_str(), "diablo", "train", config.c_str(), "--events", static_cast<char*>(nullptr));
+    ::execl(kDiablo.c_str(), "diablo", "train", config.c_str(), "--events",
+            static_cast<char*>(nullptr));
     std::_Exit(127);
   }
   ::close(out[1]);

@@ -13,7 +13,8 @@ namespace {
 using testing::ReadArray;
 
 TEST(GgufParity, SmolLM2LogitsAndGreedyTokensMatchTransformers) {
-  if (!testing::HaveVenv() || !testing::HaveModel()) GTEST_SKIP() << "needs the test venv and model";
+  if (!testing::HaveVenv() || !testing::HaveModel())
+    GTEST_SKIP() << "needs the test venv and model";
   testing::TempDir dir;
   auto index = testing::RunReference(std::string("gguf --model ") + DIABLO_MODEL_GGUF +
                                          " --prompts-file " + DIABLO_SOURCE_DIR +
@@ -48,7 +49,8 @@ TEST(GgufParity, BatchedGenerationEqualsOneByOne) {
   if (!testing::HaveModel()) GTEST_SKIP() << "needs the test model";
   LoadedModel loaded = LoadModel(DIABLO_MODEL_GGUF);
   // Prompts of different lengths exercise left padding and the attention mask.
-  std::vector<std::vector<int64_t>> prompts = {{504, 3575, 282, 4649, 314}, {1348, 7337}, {28, 29, 30, 31, 32, 33, 34}};
+  std::vector<std::vector<int64_t>> prompts = {
+      {504, 3575, 282, 4649, 314}, {1348, 7337}, {28, 29, 30, 31, 32, 33, 34}};
   GenerationOptions options;
   options.max_new_tokens = 12;
   auto batched = Generate(*loaded.model, prompts, options);

@@ -8,10 +8,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "formats/staged_directory.h"
 #include "tests/worker/peft/merge_test_util.h"
 #include "worker/model/hf_config_json.h"
 #include "worker/model/load_model.h"
-#include "formats/staged_directory.h"
 
 namespace diablo::model {
 namespace {

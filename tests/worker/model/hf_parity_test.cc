@@ -4,8 +4,8 @@
 // give transformers' logits to 1e-4 in fp32.
 #include <ATen/ATen.h>
 
-#include "tests/worker/model/reference_io.h"
 #include "formats/gguf.h"
+#include "tests/worker/model/reference_io.h"
 #include "worker/model/load_model.h"
 
 namespace diablo::model {

@@ -1,9 +1,9 @@
 // Regression: libtorch.so exports a partial copy of std::filesystem whose
 // create_directories / remove_all jump to address 0.  Every binary that links
 // LibTorch must bind these to libstdc++ (cmake/DiabloCompilerFlags.cmake).
-#include <filesystem>
-
 #include <ATen/ATen.h>
+
+#include <filesystem>
 
 #include "gtest/gtest.h"
 

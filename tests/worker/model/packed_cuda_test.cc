@@ -26,8 +26,8 @@ PackedBlocks RandomBlocks(GgmlType type, int64_t out, int64_t in, uint32_t seed)
   for (int64_t b = 0; b < out * per_row; ++b, p += info.block_bytes) {
     for (uint32_t i = 0; i < info.block_bytes; ++i) p[i] = static_cast<uint8_t>(rng());
     for (int k = 0; k < (type == GgmlType::kQ4_1 ? 2 : 1); ++k) {
-      const at::Tensor h = at::tensor({(k ? -0.05f : 0.01f) * (1 + static_cast<float>(rng() % 7))})
-                               .to(at::kHalf);
+      const at::Tensor h =
+          at::tensor({(k ? -0.05f : 0.01f) * (1 + static_cast<float>(rng() % 7))}).to(at::kHalf);
       std::memcpy(p + 2 * k, h.data_ptr(), 2);
     }
   }
@@ -54,7 +54,8 @@ TEST_P(PackedCudaTest, DecodesTheSameValuesAsTheCpu) {
   ASSERT_TRUE(got.is_cuda());
   EXPECT_TRUE(at::equal(got.cpu(), want));
   // bf16 / fp16: the same values rounded once.
-  EXPECT_TRUE(at::equal(DequantizeBlocks(OnCuda(cpu), at::kBFloat16).cpu(), want.to(at::kBFloat16)));
+  EXPECT_TRUE(
+      at::equal(DequantizeBlocks(OnCuda(cpu), at::kBFloat16).cpu(), want.to(at::kBFloat16)));
   EXPECT_TRUE(at::equal(DequantizeBlocks(OnCuda(cpu), at::kHalf).cpu(), want.to(at::kHalf)));
   const at::Tensor rows = at::tensor({76, 0, 5, 5}, at::kLong);
   EXPECT_TRUE(at::equal(DequantizeRows(OnCuda(cpu), rows.cuda(), at::kFloat).cpu(),

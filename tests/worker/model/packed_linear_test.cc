@@ -3,7 +3,6 @@
 // at::linear or a dense embedding, for the forward, the input gradient (whole
 // and chunked), row lookups, and DiaBlo and LoRA adapters wrapped around each.
 #include "worker/model/packed_linear.h"
-#include "worker/model/packed_embedding.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "formats/ggml_dequant.h"
+#include "worker/model/packed_embedding.h"
 #include "worker/peft/diablo_linear.h"
 #include "worker/peft/inject.h"
 #include "worker/peft/lora_linear.h"

@@ -12,10 +12,10 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
-#include "tests/worker/peft/test_util.h"
-#include "tests/worker/peft/tiny_model.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "tests/worker/peft/test_util.h"
+#include "tests/worker/peft/tiny_model.h"
 #include "worker/peft/diablo_linear.h"
 #include "worker/peft/inject.h"
 #include "worker/peft/lora_linear.h"

@@ -44,8 +44,8 @@ inline CommandResult RunDiablo(std::vector<std::string> args) {
 }
 
 inline CommandResult RunMergeReference(std::vector<std::string> args) {
-  args.insert(args.begin(), {DIABLO_VENV_PYTHON,
-                             std::string(DIABLO_SOURCE_DIR) + "/tests/worker/peft/merge_reference.py"});
+  args.insert(args.begin(), {DIABLO_VENV_PYTHON, std::string(DIABLO_SOURCE_DIR) +
+                                                     "/tests/worker/peft/merge_reference.py"});
   return RunCommand(args);
 }
 

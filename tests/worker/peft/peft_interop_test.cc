@@ -49,8 +49,9 @@ void CheckAgainstPeft(const AdapterConfig& config) {
   }
   SaveSafetensors(dir / "io.safetensors", io);
 
-  auto result = RunPythonScript(
-      "worker/peft/peft_interop.py", {dir / "base.safetensors", dir / "adapter", dir / "io.safetensors"});
+  auto result =
+      RunPythonScript("worker/peft/peft_interop.py",
+                      {dir / "base.safetensors", dir / "adapter", dir / "io.safetensors"});
   EXPECT_EQ(result.exit_code, 0) << result.output;
 }
 

@@ -12,9 +12,9 @@
 #include <functional>
 #include <memory>
 
+#include "formats/gguf.h"
 #include "tests/worker/peft/test_util.h"
 #include "tests/worker/peft/tiny_model.h"
-#include "formats/gguf.h"
 #include "worker/peft/diablo_linear.h"
 #include "worker/peft/inject.h"
 #include "worker/peft/tensor_io.h"
@@ -35,7 +35,8 @@ class ReferenceImportTest : public ::testing::Test {
   static void SetUpTestSuite() {
     if (std::string(DIABLO_VENV_PYTHON).empty()) return;
     dir_ = new ScratchDir;
-    auto result = RunPythonScript("worker/peft/make_reference_adapter.py", {dir_->path().string(), Marker()});
+    auto result =
+        RunPythonScript("worker/peft/make_reference_adapter.py", {dir_->path().string(), Marker()});
     ASSERT_EQ(result.exit_code, 0) << result.output;
   }
   static void TearDownTestSuite() {

@@ -1,11 +1,12 @@
 // The batch plan and the learning-rate schedule: pure functions the resume
 // and data-parallel guarantees rest on.
+#include "worker/train/batch_plan.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <set>
 
-#include "worker/train/batch_plan.h"
 #include "worker/train/lr_schedule.h"
 
 namespace diablo::train {

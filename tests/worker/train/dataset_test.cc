@@ -1,11 +1,12 @@
 // JSONL datasets: the three formats, which tokens are targets, truncation,
 // packing, and errors that name file and line.
-#include <gtest/gtest.h>
+#include "worker/train/dataset.h"
+
 #include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "tests/worker/train/train_test_util.h"
 #include "worker/model/tokenizer.h"
-#include "worker/train/dataset.h"
 
 namespace diablo::testing {
 namespace {
@@ -47,7 +48,8 @@ class DatasetTest : public ::testing::Test {
 };
 
 TEST_F(DatasetTest, AlpacaLearnsTheResponseAndTheEndOfTurnOnly) {
-  Dataset d = Load(R"({"instruction": "copy", "input": "abc", "output": "abc!"})" "\n");
+  Dataset d = Load(R"({"instruction": "copy", "input": "abc", "output": "abc!"})"
+                   "\n");
   ASSERT_EQ(d.examples.size(), 1u);
   EXPECT_EQ(d.format, train::DataFormat::kAlpaca);
   EXPECT_EQ(tokenizer_->Decode(d.examples[0].ids),
@@ -56,8 +58,10 @@ TEST_F(DatasetTest, AlpacaLearnsTheResponseAndTheEndOfTurnOnly) {
 }
 
 TEST_F(DatasetTest, ChatLearnsEveryAssistantTurn) {
-  Dataset d = Load(R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},)"
-                   R"( {"role": "user", "content": "again"}, {"role": "assistant", "content": "ok"}]})" "\n");
+  Dataset d = Load(
+      R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},)"
+      R"( {"role": "user", "content": "again"}, {"role": "assistant", "content": "ok"}]})"
+      "\n");
   EXPECT_EQ(Targets(d.examples.at(0)), "yo<|im_end|>ok<|im_end|>");
 }
 
@@ -66,13 +70,18 @@ TEST_F(DatasetTest, TextLearnsEverythingAndTrainOnPromptUnmasks) {
   EXPECT_EQ(Targets(d.examples.at(0)), "hello<|im_end|>");
   DataConfig all;
   all.train_on_prompt = true;
-  Dataset a = Load(R"({"instruction": "x", "output": "y"})" "\n", all);
+  Dataset a = Load(R"({"instruction": "x", "output": "y"})"
+                   "\n",
+                   all);
   EXPECT_EQ(Targets(a.examples.at(0)), tokenizer_->Decode(a.examples[0].ids));
 }
 
 TEST_F(DatasetTest, TruncatesOrDropsLongExamples) {
-  const std::string lines = R"({"instruction": "a", "output": "b"})" "\n"
-                            R"({"instruction": "a very long instruction indeed", "output": "the reply"})" "\n";
+  const std::string lines =
+      R"({"instruction": "a", "output": "b"})"
+      "\n"
+      R"({"instruction": "a very long instruction indeed", "output": "the reply"})"
+      "\n";
   DataConfig config;
   config.max_seq_len = 55;  // the long one is 60 tokens, its prompt 49
   Dataset cut = Load(lines, config);
@@ -91,7 +100,9 @@ TEST_F(DatasetTest, TruncatesOrDropsLongExamples) {
 
 TEST_F(DatasetTest, PackingFillsSequencesInOrder) {
   std::string lines;
-  for (int i = 0; i < 6; ++i) lines += R"({"text": "abcdefgh"})" "\n";  // 9 tokens each with EOS
+  for (int i = 0; i < 6; ++i)
+    lines += R"({"text": "abcdefgh"})"
+             "\n";  // 9 tokens each with EOS
   DataConfig config;
   config.packing = true;
   config.max_seq_len = 20;
@@ -102,14 +113,24 @@ TEST_F(DatasetTest, PackingFillsSequencesInOrder) {
 }
 
 TEST_F(DatasetTest, MalformedLinesNameFileAndLine) {
-  const std::string ok = R"({"instruction": "a", "output": "b"})" "\n";
+  const std::string ok = R"({"instruction": "a", "output": "b"})"
+                         "\n";
   EXPECT_THAT(ErrorOf(ok + "{not json}\n"), HasSubstr("d.jsonl:2: not valid JSON"));
-  EXPECT_THAT(ErrorOf(ok + R"({"instruction": "a"})" "\n"), HasSubstr("d.jsonl:2: missing field \"output\""));
-  EXPECT_THAT(ErrorOf(ok + R"({"text": "a"})" "\n"), HasSubstr("d.jsonl:2: expected a alpaca record, found text"));
-  EXPECT_THAT(ErrorOf(R"({"prompt": "a"})" "\n"), HasSubstr("d.jsonl:1: cannot tell the format"));
-  EXPECT_THAT(ErrorOf(R"({"messages": [{"role": "user", "content": "a"}]})" "\n"),
+  EXPECT_THAT(ErrorOf(ok + R"({"instruction": "a"})"
+                           "\n"),
+              HasSubstr("d.jsonl:2: missing field \"output\""));
+  EXPECT_THAT(ErrorOf(ok + R"({"text": "a"})"
+                           "\n"),
+              HasSubstr("d.jsonl:2: expected a alpaca record, found text"));
+  EXPECT_THAT(ErrorOf(R"({"prompt": "a"})"
+                      "\n"),
+              HasSubstr("d.jsonl:1: cannot tell the format"));
+  EXPECT_THAT(ErrorOf(R"({"messages": [{"role": "user", "content": "a"}]})"
+                      "\n"),
               HasSubstr("d.jsonl:1: no \"assistant\" message"));
-  EXPECT_THAT(ErrorOf(R"({"messages": [{"role": "user"}]})" "\n"), HasSubstr("messages[0] must have"));
+  EXPECT_THAT(ErrorOf(R"({"messages": [{"role": "user"}]})"
+                      "\n"),
+              HasSubstr("messages[0] must have"));
   EXPECT_THAT(ErrorOf("[1, 2]\n"), HasSubstr("d.jsonl:1: each line must be a JSON object"));
   EXPECT_THAT(ErrorOf("\n\n"), HasSubstr("no usable example"));
 }

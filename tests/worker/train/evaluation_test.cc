@@ -1,14 +1,14 @@
 // diablo eval's pieces: answer comparison, record reading, and the loss and
 // choice scores against a direct computation from the model's full logits.
-#include <gtest/gtest.h>
-#include <gmock/gmock.h>
+#include "worker/train/evaluation.h"
 
 #include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "tests/worker/train/train_test_util.h"
 #include "worker/model/load_model.h"
 #include "worker/model/tokenizer.h"
-#include "worker/train/evaluation.h"
 
 namespace diablo::testing {
 namespace {
@@ -28,11 +28,13 @@ TEST(EvalAnswers, NormalizeAndFinalNumber) {
 }
 
 // log p(text after `prompt_len` tokens) summed, from the full logits.
-double DirectLogProb(model::LlamaForCausalLMImpl& m, const std::vector<int32_t>& ids, size_t prompt_len) {
+double DirectLogProb(model::LlamaForCausalLMImpl& m, const std::vector<int32_t>& ids,
+                     size_t prompt_len) {
   std::vector<int64_t> wide(ids.begin(), ids.end());
   at::Tensor logp = at::log_softmax(m.forward(at::tensor(wide).unsqueeze(0))[0], -1);
   double total = 0;
-  for (size_t t = prompt_len; t < ids.size(); ++t) total += logp[static_cast<int64_t>(t) - 1][ids[t]].item<double>();
+  for (size_t t = prompt_len; t < ids.size(); ++t)
+    total += logp[static_cast<int64_t>(t) - 1][ids[t]].item<double>();
   return total;
 }
 
@@ -51,7 +53,8 @@ class EvalTest : public ::testing::Test {
     options.task = task;
     options.batch = 2;
     options.max_new_tokens = 4;
-    return train::Evaluate(*loaded_.model, *tokenizer_, chat, (dir_ / "e.jsonl").string(), {}, options, {});
+    return train::Evaluate(*loaded_.model, *tokenizer_, chat, (dir_ / "e.jsonl").string(), {},
+                           options, {});
   }
   fs::path dir_;
   model::LoadedModel loaded_;
@@ -59,17 +62,21 @@ class EvalTest : public ::testing::Test {
 };
 
 TEST_F(EvalTest, LossIsTheMeanNegativeLogLikelihoodOfTheAnswers) {
-  train::EvalResult r = Run(R"({"instruction": "copy", "input": "ab", "output": "ab!"})" "\n"
-                            R"({"instruction": "say", "output": "hello"})" "\n",
+  train::EvalResult r = Run(R"({"instruction": "copy", "input": "ab", "output": "ab!"})"
+                            "\n"
+                            R"({"instruction": "say", "output": "hello"})"
+                            "\n",
                             train::EvalTask::kLoss);
   auto chat = model::ChatTemplate::FromName("chatml", model::TemplateTokensOf(*tokenizer_));
   double nll = 0;
   int64_t count = 0;
-  for (auto [instruction, input, output] : {std::tuple{"copy", "ab", "ab!"}, std::tuple{"say", "", "hello"}}) {
+  for (auto [instruction, input, output] :
+       {std::tuple{"copy", "ab", "ab!"}, std::tuple{"say", "", "hello"}}) {
     std::string prompt = chat.RenderInstruction(instruction, input, "").text;
     std::string full = chat.RenderInstruction(instruction, input, output).text;
     // The answer and its end-of-turn marker are the targets; the newline after it is not.
-    std::string answer_text = full.substr(0, full.rfind("<|im_end|>") + std::string("<|im_end|>").size());
+    std::string answer_text =
+        full.substr(0, full.rfind("<|im_end|>") + std::string("<|im_end|>").size());
     std::vector<int32_t> ids = tokenizer_->Encode(answer_text, false);
     const size_t prompt_len = tokenizer_->Encode(prompt, false).size();
     at::NoGradGuard no_grad;
@@ -97,7 +104,9 @@ TEST_F(EvalTest, ChoicePicksTheMostLikelyOption) {
   const auto best = std::max_element(scores.begin(), scores.end()) - scores.begin();
   const auto worst = std::min_element(scores.begin(), scores.end()) - scores.begin();
   auto line = [&](int64_t answer) {
-    return nlohmann::json{{"instruction", "pick"}, {"choices", options}, {"answer", answer}}.dump() + "\n";
+    return nlohmann::json{{"instruction", "pick"}, {"choices", options}, {"answer", answer}}
+               .dump() +
+           "\n";
   };
   train::EvalResult r = Run(line(best) + line(worst), train::EvalTask::kChoice);
   ASSERT_EQ(r.outcomes.size(), 2u);
@@ -108,8 +117,10 @@ TEST_F(EvalTest, ChoicePicksTheMostLikelyOption) {
 }
 
 TEST_F(EvalTest, GeneratedAnswersAreComparedToTheReference) {
-  train::EvalResult r = Run(R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "4"}]})" "\n",
-                            train::EvalTask::kExact);
+  train::EvalResult r = Run(
+      R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "4"}]})"
+      "\n",
+      train::EvalTask::kExact);
   ASSERT_EQ(r.outcomes.size(), 1u);
   EXPECT_EQ(r.outcomes[0].reference, "4");
   EXPECT_EQ(r.outcomes[0].correct, NormalizeAnswer(r.outcomes[0].prediction) == "4");
@@ -117,13 +128,30 @@ TEST_F(EvalTest, GeneratedAnswersAreComparedToTheReference) {
 }
 
 TEST_F(EvalTest, MalformedRecordsNameTheLine) {
-  EXPECT_THAT([&] { Run(R"({"instruction": "a", "output": "b"})" "\n" R"({"instruction": "a"})" "\n",
-                        train::EvalTask::kExact); },
-              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("e.jsonl:2: no reference answer")));
-  EXPECT_THAT([&] { Run(R"({"instruction": "a", "choices": ["x"], "answer": 0})" "\n", train::EvalTask::kChoice); },
-              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("e.jsonl:1: the choice task needs")));
-  EXPECT_THAT([&] { Run(R"({"instruction": "a", "choices": ["x", "y"], "answer": "z"})" "\n", train::EvalTask::kChoice); },
-              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("\"answer\" must be")));
+  EXPECT_THAT(
+      [&] {
+        Run(R"({"instruction": "a", "output": "b"})"
+            "\n"
+            R"({"instruction": "a"})"
+            "\n",
+            train::EvalTask::kExact);
+      },
+      ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("e.jsonl:2: no reference answer")));
+  EXPECT_THAT(
+      [&] {
+        Run(R"({"instruction": "a", "choices": ["x"], "answer": 0})"
+            "\n",
+            train::EvalTask::kChoice);
+      },
+      ::testing::ThrowsMessage<std::invalid_argument>(
+          HasSubstr("e.jsonl:1: the choice task needs")));
+  EXPECT_THAT(
+      [&] {
+        Run(R"({"instruction": "a", "choices": ["x", "y"], "answer": "z"})"
+            "\n",
+            train::EvalTask::kChoice);
+      },
+      ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("\"answer\" must be")));
 }
 
 }  // namespace

@@ -30,7 +30,9 @@ std::vector<json> RunTrain(const fs::path& dir, const json& doc, const std::stri
   std::FILE* pipe =
       // One malloc arena: glibc's per-thread arenas otherwise add a noisy
       // hundred MiB or more of slack that depends on what else runs.
-      ::popen(("MALLOC_ARENA_MAX=1 " + kDiablo + " train " + config.string() + " 2>" + err.string()).c_str(), "r");
+      ::popen(("MALLOC_ARENA_MAX=1 " + kDiablo + " train " + config.string() + " 2>" + err.string())
+                  .c_str(),
+              "r");
   std::vector<json> events;
   char line[1 << 16];
   while (pipe != nullptr && std::fgets(line, sizeof line, pipe) != nullptr) {
@@ -50,7 +52,8 @@ std::string RunCommand(const std::string& command) {
   std::string out;
   char chunk[4096];
   size_t n;
-  while (pipe != nullptr && (n = std::fread(chunk, 1, sizeof chunk, pipe)) > 0) out.append(chunk, n);
+  while (pipe != nullptr && (n = std::fread(chunk, 1, sizeof chunk, pipe)) > 0)
+    out.append(chunk, n);
   EXPECT_EQ(pipe != nullptr ? ::pclose(pipe) : -1, 0) << command;
   return out;
 }
@@ -136,10 +139,10 @@ TEST(PackedBase, TrainsWithTheSameLossesInLessMemory) {
   const fs::path adapter = dir / "packed" / "adapter";
   EXPECT_TRUE(fs::exists(adapter / "adapter_model.safetensors"));
   auto eval_loss = [&](const std::string& base_weights) {
-    const std::string out = RunCommand(kDiablo + " eval --json --task loss --template chatml --model " +
-                                       DIABLO_MODEL_GGUF + " --adapter " + adapter.string() +
-                                       " --data " + (dir / "train.jsonl").string() +
-                                       " --base-weights " + base_weights);
+    const std::string out =
+        RunCommand(kDiablo + " eval --json --task loss --template chatml --model " +
+                   DIABLO_MODEL_GGUF + " --adapter " + adapter.string() + " --data " +
+                   (dir / "train.jsonl").string() + " --base-weights " + base_weights);
     return json::parse(out).at("loss").get<double>();
   };
   EXPECT_NEAR(eval_loss("packed"), eval_loss("dense"), 1e-4);

@@ -11,9 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "worker/model/llama.h"
 #include "worker/peft/tensor_io.h"
@@ -89,22 +88,24 @@ inline void WriteTinyLlm(const std::filesystem::path& dir, const TinyLlmOptions&
   vocab_json["<|im_start|>"] = 256;
   vocab_json["<|im_end|>"] = 257;
   auto added = [](int id, const char* text) {
-    return json{{"id", id}, {"content", text}, {"single_word", false}, {"lstrip", false},
+    return json{{"id", id},        {"content", text},     {"single_word", false}, {"lstrip", false},
                 {"rstrip", false}, {"normalized", false}, {"special", true}};
   };
-  json tokenizer{{"version", "1.0"},
-                 {"added_tokens", {added(256, "<|im_start|>"), added(257, "<|im_end|>")}},
-                 {"normalizer", nullptr},
-                 {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-                 {"post_processor", {{"type", "ByteLevel"}}},
-                 {"decoder", {{"type", "ByteLevel"}}},
-                 {"model", {{"type", "BPE"}, {"vocab", vocab_json}, {"merges", json::array()}}}};
+  json tokenizer{
+      {"version", "1.0"},
+      {"added_tokens", {added(256, "<|im_start|>"), added(257, "<|im_end|>")}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"post_processor", {{"type", "ByteLevel"}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab_json}, {"merges", json::array()}}}};
   std::ofstream(dir / "tokenizer.json") << tokenizer.dump();
-  json tokenizer_config{
-      {"eos_token", "<|im_end|>"},
-      {"chat_template",
-       "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-       "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"}};
+  json tokenizer_config{{"eos_token", "<|im_end|>"},
+                        {"chat_template",
+                         "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' "
+                         "+ message['content'] + "
+                         "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
+                         "'<|im_start|>assistant\\n' }}{% endif %}"}};
   std::ofstream(dir / "tokenizer_config.json") << tokenizer_config.dump(2);
 }
 

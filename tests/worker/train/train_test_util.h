@@ -5,14 +5,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "spec/train_config.h"
 #include "tests/worker/train/tiny_llm.h"
 #include "worker/train/events.h"
-#include "spec/train_config.h"
 
 namespace diablo::testing {
 
@@ -46,7 +45,8 @@ inline void WriteCopyTask(const std::filesystem::path& file, int count, uint64_t
       state = state * 6364136223846793005ull + 1442695040888963407ull;
       word.push_back(static_cast<char>('a' + (state >> 33) % 6));
     }
-    out << nlohmann::json{{"instruction", "copy"}, {"input", word}, {"output", word + "!"}}.dump() << "\n";
+    out << nlohmann::json{{"instruction", "copy"}, {"input", word}, {"output", word + "!"}}.dump()
+        << "\n";
   }
 }
 
@@ -54,16 +54,28 @@ inline void WriteCopyTask(const std::filesystem::path& file, int count, uint64_t
 inline nlohmann::json TinyConfig(const std::filesystem::path& dir) {
   if (!std::filesystem::exists(dir / "model")) WriteTinyLlm(dir / "model");
   if (!std::filesystem::exists(dir / "train.jsonl")) WriteCopyTask(dir / "train.jsonl", 24);
-  return {{"model", (dir / "model").string()},
-          {"method", {{"name", "diablo"}, {"blocks", 4}, {"target_modules", {"q_proj", "v_proj", "up_proj", "down_proj"}}}},
-          {"data", {{"train", (dir / "train.jsonl").string()}, {"template", "chatml"}, {"max_seq_len", 64}}},
-          {"optim",
-           {{"max_steps", 20}, {"global_batch", 4}, {"micro_batch", 2}, {"lr", 1e-2}, {"scheduler", "cosine"},
-            {"warmup_steps", 2}, {"seed", 7}}},
-          {"output_dir", (dir / "out").string()},
-          {"threads", 1}};
+  return {
+      {"model", (dir / "model").string()},
+      {"method",
+       {{"name", "diablo"},
+        {"blocks", 4},
+        {"target_modules", {"q_proj", "v_proj", "up_proj", "down_proj"}}}},
+      {"data",
+       {{"train", (dir / "train.jsonl").string()}, {"template", "chatml"}, {"max_seq_len", 64}}},
+      {"optim",
+       {{"max_steps", 20},
+        {"global_batch", 4},
+        {"micro_batch", 2},
+        {"lr", 1e-2},
+        {"scheduler", "cosine"},
+        {"warmup_steps", 2},
+        {"seed", 7}}},
+      {"output_dir", (dir / "out").string()},
+      {"threads", 1}};
 }
 
-inline train::TrainConfig Parse(const nlohmann::json& doc) { return train::ConfigFromJson(doc, "test"); }
+inline train::TrainConfig Parse(const nlohmann::json& doc) {
+  return train::ConfigFromJson(doc, "test");
+}
 
 }  // namespace diablo::testing

@@ -1,16 +1,16 @@
 // The training loop on a tiny random model: it learns, it agrees with full
 // fine-tuning where the method says it must, and its checkpoints resume
 // exactly.
-#include <gtest/gtest.h>
+#include "worker/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "tests/worker/train/train_test_util.h"
 #include "worker/peft/tensor_io.h"
 #include "worker/train/checkpoint.h"
-#include "worker/train/trainer.h"
 
 namespace diablo::testing {
 namespace {
@@ -54,7 +54,8 @@ TEST(Trainer, DiaBloWithOneBlockMakesTheSameFirstUpdateAsFullFineTuning) {
   doc["optim"]["scheduler"] = "constant";
   doc["optim"]["lr"] = 1e-3;
   doc["method"]["blocks"] = 1;
-  doc["method"]["target_modules"] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  doc["method"]["target_modules"] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                     "gate_proj", "up_proj", "down_proj"};
   RecordingSink diablo_sink;
   ASSERT_EQ(Train(doc, diablo_sink), 0) << diablo_sink.events.back().dump();
   auto adapter = Adapter(dir / "out");
@@ -118,7 +119,8 @@ TEST(Trainer, GradientCheckpointingGivesTheSameTraining) {
   RecordingSink checkpointed;
   ASSERT_EQ(Train(doc, checkpointed), 0) << checkpointed.events.back().dump();
   auto got = Adapter(dir / "out-gc");
-  for (const auto& [name, t] : expected) EXPECT_TRUE(at::allclose(t, got.at(name), 1e-5, 1e-6)) << name;
+  for (const auto& [name, t] : expected)
+    EXPECT_TRUE(at::allclose(t, got.at(name), 1e-5, 1e-6)) << name;
 }
 
 TEST(Trainer, CheckpointsKeepTheNewestK) {
@@ -130,7 +132,8 @@ TEST(Trainer, CheckpointsKeepTheNewestK) {
   RecordingSink sink;
   ASSERT_EQ(Train(doc, sink), 0);
   std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(dir / "out" / "checkpoints")) names.push_back(e.path().filename());
+  for (const auto& e : fs::directory_iterator(dir / "out" / "checkpoints"))
+    names.push_back(e.path().filename());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"latest", "step-00000008", "step-00000010"}));
   EXPECT_EQ(sink.Of("checkpoint").size(), 5u);
@@ -176,15 +179,18 @@ TEST(Trainer, InitAdapterStartsANewRunFromExistingWeights) {
   next["output_dir"] = (dir / "out-bad").string();
   RecordingSink bad;
   EXPECT_EQ(Train(next, bad), train::kExitError);
-  EXPECT_NE(bad.events.back()["message"].get<std::string>().find("does not fit this model"), std::string::npos)
+  EXPECT_NE(bad.events.back()["message"].get<std::string>().find("does not fit this model"),
+            std::string::npos)
       << bad.events.back().dump();
 }
 
 TEST(Trainer, BadDataIsReportedBeforeTraining) {
   fs::path dir = MakeScratch("baddata");
   json doc = TinyConfig(dir);
-  std::ofstream(dir / "bad.jsonl") << R"({"instruction": "a", "output": "b"})" << "\n"
-                                   << R"({"instruction": "a", "output": 3})" << "\n";
+  std::ofstream(dir / "bad.jsonl") << R"({"instruction": "a", "output": "b"})"
+                                   << "\n"
+                                   << R"({"instruction": "a", "output": 3})"
+                                   << "\n";
   doc["data"]["train"] = (dir / "bad.jsonl").string();
   RecordingSink sink;
   EXPECT_EQ(Train(doc, sink), train::kExitError);

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "formats/gguf.h"
 #include "tests/worker/model/tokenizer/test_util.h"
 #include "worker/model/bpe_tokenizer.h"
-#include "formats/gguf.h"
 #include "worker/model/unicode_classes.h"
 
 namespace diablo::model {

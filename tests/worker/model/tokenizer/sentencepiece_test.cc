@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "tests/worker/model/tokenizer/test_util.h"
 #include "formats/gguf.h"
+#include "tests/worker/model/tokenizer/test_util.h"
 #include "worker/model/tokenizer.h"
 #ifdef DIABLO_WITH_SENTENCEPIECE
 #include <sentencepiece_trainer.h>

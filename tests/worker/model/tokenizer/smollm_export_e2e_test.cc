@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "tests/worker/model/tokenizer/test_util.h"
 #include "formats/gguf.h"
+#include "tests/worker/model/tokenizer/test_util.h"
 #include "worker/model/tokenizer.h"
 #include "worker/model/tokenizer_export.h"
 
