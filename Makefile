@@ -1,6 +1,7 @@
 # The two commands of the README.  Everything else is CMake and scripts/.
 #   make test   set up this machine if needed, build, run every test label
 #   make demo   run the main job on the real SmolLM2 model
+#   make format apply clang-format; make format-check fails on unformatted files
 BUILD_DIR ?= build
 DIABLO_CACHE ?= $(HOME)/.cache/diablo
 export DIABLO_CACHE
@@ -9,7 +10,7 @@ export BUILD_DIR
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_NOHASHDIR := true
 
-.PHONY: all setup build test demo clean format
+.PHONY: all setup build test demo clean format format-check
 
 all: build
 
@@ -25,8 +26,11 @@ test: build
 demo: build
 	@bash scripts/demo.sh
 
-format:
+format: setup
 	@git ls-files '*.h' '*.cc' '*.cu' '*.cuh' | xargs clang-format -i
+
+format-check: setup
+	@bash scripts/check_format.sh
 
 clean:
 	rm -rf $(BUILD_DIR)
