@@ -1,11 +1,15 @@
-// Scheduler: what a trainer's JSON-lines event (docs/training.md, "Progress
-// and events") does to its job — state, progress, checkpoints, log lines.
+// Scheduler: what a trainer's JSON-lines event (spec/trainer_events.h;
+// docs/training.md, "Progress and events") does to its job — state,
+// progress, checkpoints, log lines.
 // The events come from another process: nothing in them is trusted to have
 // the documented type (a NaN loss arrives as null), and none can crash the
 // scheduler.
+#include "spec/trainer_events.h"
+
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -16,6 +20,7 @@ namespace diablo::server {
 namespace {
 
 using nlohmann::json;
+namespace field = events::field;
 
 // A number field; NaN/Inf (written as null) read as NaN, a missing or
 // mistyped field as `fallback`.
@@ -43,15 +48,16 @@ absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt
                                           const std::string& line) {
   json e = json::parse(line, nullptr, false);
   v1::JobEvent event;
-  if (!e.is_object() || !e.contains("event")) {
+  const std::optional<events::Kind> kind =
+      e.is_object() ? events::ParseKind(Text(e, field::kEvent)) : std::nullopt;
+  if (!kind) {  // not an event of the contract: kept as the trainer wrote it
     event.mutable_log()->set_source("trainer");
     event.mutable_log()->set_line(line);
     return AppendEvent(job_id, attempt, std::move(event));
   }
-  const std::string kind = Text(e, "event");
-  event.set_time(Number(e, "time"));
-  if (kind == "started") {
-    const int64_t total = Integer(e, "total_steps"), start = Integer(e, "start_step");
+  event.set_time(Number(e, field::kTime));
+  if (kind == events::Kind::kStarted) {
+    const int64_t total = Integer(e, field::kTotalSteps), start = Integer(e, field::kStartStep);
     ASSIGN_OR_RETURN(Statement update,
                      db_->Prepare("UPDATE jobs SET total_steps = ? WHERE id = ? RETURNING state"));
     update.Bind(total).Bind(job_id);
@@ -62,16 +68,16 @@ absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt
         absl::StrCat("attempt ", attempt, " training ", total, " steps",
                      start > 0 ? absl::StrCat(", resumed at step ", start) : std::string()));
   }
-  if (kind == "step") {
+  if (kind == events::Kind::kStep) {
     v1::StepMetrics* m = event.mutable_step();
-    m->set_step(Integer(e, "step"));
-    m->set_total_steps(Integer(e, "total_steps"));
-    m->set_epoch(Number(e, "epoch"));
-    m->set_loss(Number(e, "loss"));
-    m->set_lr(Number(e, "lr"));
-    m->set_grad_norm(Number(e, "grad_norm"));
-    m->set_tokens_per_s(Number(e, "tokens_per_s"));
-    m->set_eta_s(Number(e, "eta_s"));
+    m->set_step(Integer(e, field::kStep));
+    m->set_total_steps(Integer(e, field::kTotalSteps));
+    m->set_epoch(Number(e, field::kEpoch));
+    m->set_loss(Number(e, field::kLoss));
+    m->set_lr(Number(e, field::kLr));
+    m->set_grad_norm(Number(e, field::kGradNorm));
+    m->set_tokens_per_s(Number(e, field::kTokensPerS));
+    m->set_eta_s(Number(e, field::kEtaS));
     ASSIGN_OR_RETURN(Statement update,
                      db_->Prepare("UPDATE jobs SET step = ?, total_steps = ?, loss = COALESCE(?, "
                                   "loss), tokens_per_s = ?, eta_s = ?, "
@@ -86,17 +92,17 @@ absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt
     RETURN_IF_ERROR(update.Bind(m->tokens_per_s())
                         .Bind(m->eta_s())
                         .Bind(m->lr())
-                        .Bind(Integer(e, "peak_rss_bytes"))
+                        .Bind(Integer(e, field::kPeakRssBytes))
                         .Bind(job_id)
                         .Run());
     return AppendEvent(job_id, attempt, std::move(event));
   }
-  if (kind == "eval") {
+  if (kind == events::Kind::kEval) {
     v1::EvalResult* r = event.mutable_eval();
-    r->set_step(Integer(e, "step"));
-    r->set_loss(Number(e, "loss"));
-    r->set_perplexity(Number(e, "perplexity"));
-    r->set_examples(Integer(e, "examples"));
+    r->set_step(Integer(e, field::kStep));
+    r->set_loss(Number(e, field::kLoss));
+    r->set_perplexity(Number(e, field::kPerplexity));
+    r->set_examples(Integer(e, field::kExamples));
     if (std::isfinite(r->loss())) {
       ASSIGN_OR_RETURN(Statement update,
                        db_->Prepare("UPDATE jobs SET eval_loss = ? WHERE id = ?"));
@@ -104,11 +110,11 @@ absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt
     }
     return AppendEvent(job_id, attempt, std::move(event));
   }
-  if (kind == "checkpoint" && e.contains("key")) {
+  if (kind == events::Kind::kCheckpoint && e.contains(field::kKey)) {
     // The agent adds `key` once every file of the checkpoint is in storage;
     // only then does `latest` name it, and only for the current attempt.
-    const int64_t step = Integer(e, "step");
-    const std::string key = Text(e, "key");
+    const int64_t step = Integer(e, field::kStep);
+    const std::string key = Text(e, field::kKey);
     RETURN_IF_ERROR(ValidateObjectKey(key));
     ASSIGN_OR_RETURN(
         Statement update,
@@ -120,19 +126,25 @@ absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt
     v1::CheckpointSaved* c = event.mutable_checkpoint();
     c->set_step(step);
     c->set_key(key);
-    auto final_flag = e.find("final");
+    auto final_flag = e.find(field::kFinal);
     c->set_final(final_flag != e.end() && final_flag->is_boolean() && final_flag->get<bool>());
     return AppendEvent(job_id, attempt, std::move(event));
   }
   std::string text;
-  if (kind == "error") {
-    const std::string code = Text(e, "code", "failed");
+  if (kind == events::Kind::kError) {
+    // Codes outside the contract count as `failed`: the metric's labels stay
+    // the contract's few, whatever a trainer writes.
+    const std::string code(events::ErrorCodeName(events::ParseErrorCode(Text(e, field::kCode))));
     ++trainer_errors_[code];
-    text = absl::StrCat("error (", code, "): ", Text(e, "message"));
-  } else if (kind == "finished") {
-    text = absl::StrFormat("finished at step %d, loss %.4f, %.0f tokens/s", Integer(e, "step"),
-                           Number(e, "loss"), Number(e, "tokens_per_s"));
-  } else {
+    text = absl::StrCat("error (", code, "): ", Text(e, field::kMessage));
+  } else if (kind == events::Kind::kFinished) {
+    text =
+        absl::StrFormat("finished at step %d, loss %.4f, %.0f tokens/s", Integer(e, field::kStep),
+                        Number(e, field::kLoss), Number(e, field::kTokensPerS));
+  } else if (kind == events::Kind::kStopped) {
+    text = absl::StrFormat("stopped at step %d of %d: %s", Integer(e, field::kStep),
+                           Integer(e, field::kTotalSteps), Text(e, field::kMessage));
+  } else {  // a checkpoint without a key: written, but not (yet) in storage
     text = line;
   }
   event.mutable_log()->set_source("trainer");

@@ -7,6 +7,7 @@
 #include <deque>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +15,7 @@
 #include "common/rpc_client.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "spec/trainer_events.h"
 #include "worker/agent/process.h"
 #include "worker/agent/reporter.h"
 
@@ -36,11 +38,6 @@ json* FieldOf(json& doc, const std::string& dotted) {
     node = &(*node)[key];
   }
   return node;
-}
-
-// Error codes of `diablo train` that the same config would hit again.
-bool IsPermanent(const std::string& code) {
-  return code == "bad_config" || code == "non_finite" || code == "out_of_memory";
 }
 
 }  // namespace
@@ -161,23 +158,24 @@ void AttemptRunner::HandleEvent(int rank, const std::string& line, std::string* 
     reporter_->Log(line);
     return;
   }
-  const std::string kind = event.value("event", "");
-  if (kind == "error") {
-    *last_error_code = event.value("code", "failed");
-    *last_error = event.value("message", "");
+  const std::optional<events::Kind> kind =
+      events::ParseKind(event.value(events::field::kEvent, ""));
+  if (kind == events::Kind::kError) {
+    *last_error_code = event.value(events::field::kCode, "failed");
+    *last_error = event.value(events::field::kMessage, "");
   }
   if (rank != 0) {
-    if (kind == "error")
+    if (kind == events::Kind::kError)
       reporter_->Log(absl::StrCat("rank ", rank, ": ", *last_error_code, ": ", *last_error));
     return;
   }
-  if (kind == "checkpoint" && event.contains("path")) {
-    const fs::path dir = event.value("path", "");
+  if (kind == events::Kind::kCheckpoint && event.contains(events::field::kPath)) {
+    const fs::path dir = event.value(events::field::kPath, "");
     const std::string key =
         absl::StrCat(lease_.output_prefix(), "/checkpoints/", dir.filename().string());
     absl::Status uploaded = PutDirectory(storage_, key, dir);
     if (uploaded.ok()) {
-      event["key"] = key;  // only now may the scheduler name it as the latest
+      event[events::field::kKey] = key;  // only now may the scheduler name it as the latest
     } else {
       Log(absl::StrCat("checkpoint upload failed (the attempt continues): ", uploaded.message()));
     }
@@ -257,7 +255,7 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
                          : absl::StrCat("trainer rank ", rank, " exited with code ", codes[i]);
     if (!error_codes[i].empty()) {
       absl::StrAppend(&outcome.reason, " (", error_codes[i], ": ", errors[i], ")");
-      outcome.permanent = IsPermanent(error_codes[i]);
+      outcome.permanent = events::IsPermanent(events::ParseErrorCode(error_codes[i]));
     }
     break;
   }

@@ -152,7 +152,7 @@ Runner RegisterTrain(CLI::App& app) {
     } catch (const std::exception& e) {
       // The worker agent reads the event; a person reads stderr.
       if (options->events)
-        sink->Emit({{"event", "error"}, {"code", "bad_config"}, {"message", e.what()}});
+        sink->Emit(train::MakeErrorEvent(events::ErrorCode::kBadConfig, e.what()));
       throw;
     }
     train::RunOptions run;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <string>
 
 namespace diablo::train {
@@ -42,8 +43,9 @@ void JsonLinesSink::Emit(nlohmann::json event) {
 }
 
 void ProgressBarSink::Emit(nlohmann::json event) {
-  const std::string kind = event.value("event", "");
-  if (kind == "step") {
+  const std::optional<events::Kind> kind =
+      events::ParseKind(event.value(events::field::kEvent, ""));
+  if (kind == events::Kind::kStep) {
     const auto step = event.value("step", int64_t{0});
     const double fraction =
         total_steps_ > 0 ? static_cast<double>(step) / static_cast<double>(total_steps_) : 0;
@@ -56,10 +58,15 @@ void ProgressBarSink::Emit(nlohmann::json event) {
                  Number(event, "loss"), Number(event, "lr"), Number(event, "tokens_per_s"),
                  Duration(Number(event, "eta_s")).c_str());
     bar_drawn_ = true;
-  } else {
-    if (bar_drawn_) std::fprintf(out_, "\n");
-    bar_drawn_ = false;
-    if (kind == "started") {
+    std::fflush(out_);
+    return;
+  }
+  if (bar_drawn_) std::fprintf(out_, "\n");
+  bar_drawn_ = false;
+  // A kind this build does not know prints as `stopped` does: its message,
+  // or the whole line.
+  switch (kind.value_or(events::Kind::kStopped)) {
+    case events::Kind::kStarted:
       total_steps_ = event.value("total_steps", int64_t{0});
       std::fprintf(out_,
                    "training %s: %lld steps, %lld trainable parameters (%.2f%%), %lld examples\n",
@@ -67,22 +74,28 @@ void ProgressBarSink::Emit(nlohmann::json event) {
                    static_cast<long long>(event.value("trainable_parameters", int64_t{0})),
                    Number(event, "trainable_percent"),
                    static_cast<long long>(event.value("train_examples", int64_t{0})));
-    } else if (kind == "eval") {
+      break;
+    case events::Kind::kEval:
       std::fprintf(out_, "eval at step %lld: loss %.4f  perplexity %.3f\n",
                    static_cast<long long>(event.value("step", int64_t{0})), Number(event, "loss"),
                    Number(event, "perplexity"));
-    } else if (kind == "checkpoint") {
+      break;
+    case events::Kind::kCheckpoint:
       std::fprintf(out_, "checkpoint: %s\n", event.value("path", "").c_str());
-    } else if (kind == "finished") {
+      break;
+    case events::Kind::kFinished:
       std::fprintf(out_, "finished: %lld steps in %s, final loss %.4f, adapter in %s\n",
                    static_cast<long long>(event.value("step", int64_t{0})),
                    Duration(Number(event, "elapsed_s")).c_str(), Number(event, "loss"),
                    event.value("output", "").c_str());
-    } else if (kind == "error") {
+      break;
+    case events::Kind::kError:
       std::fprintf(out_, "error: %s\n", event.value("message", "").c_str());
-    } else {
+      break;
+    case events::Kind::kStep:  // drawn above
+    case events::Kind::kStopped:
       std::fprintf(out_, "%s\n", event.value("message", event.dump()).c_str());
-    }
+      break;
   }
   std::fflush(out_);
 }

@@ -7,14 +7,17 @@
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
+
+#include "spec/trainer_events.h"
 
 namespace diablo::train {
 
 class EventSink {
  public:
   virtual ~EventSink() = default;
-  // `event` has "event" set to started | step | eval | checkpoint | finished
-  // | error | log; the sink adds "time" (Unix seconds).
+  // `event` is one of spec/trainer_events.h's kinds (MakeEvent); the sink
+  // adds "time" (Unix seconds).
   virtual void Emit(nlohmann::json event) = 0;
 };
 
@@ -40,6 +43,20 @@ class ProgressBarSink : public EventSink {
   bool bar_drawn_ = false;
   int64_t total_steps_ = 0;
 };
+
+// An event of `kind` (spec/trainer_events.h) with `fields`; the sink adds
+// the time.
+inline nlohmann::json MakeEvent(events::Kind kind,
+                                nlohmann::json fields = nlohmann::json::object()) {
+  fields[events::field::kEvent] = events::KindName(kind);
+  return fields;
+}
+
+// An error event with its contract code.
+inline nlohmann::json MakeErrorEvent(events::ErrorCode code, const std::string& message) {
+  return MakeEvent(events::Kind::kError, {{events::field::kCode, events::ErrorCodeName(code)},
+                                          {events::field::kMessage, message}});
+}
 
 // Drops everything (ranks other than 0).
 class NullSink : public EventSink {

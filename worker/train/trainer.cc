@@ -76,8 +76,10 @@ class Run {
   double Evaluate();
   void Save(bool final_save);
   void WriteOutputs();
-  nlohmann::json Error(const std::string& code, const std::string& message) const {
-    return {{"event", "error"}, {"code", code}, {"message", message}, {"step", state_.step}};
+  nlohmann::json Error(events::ErrorCode code, const std::string& message) const {
+    nlohmann::json event = MakeErrorEvent(code, message);
+    event[events::field::kStep] = state_.step;
+    return event;
   }
   bool rank0() const { return collective_->rank() == 0; }
 
@@ -251,20 +253,21 @@ void Run::Step(int64_t step) {
   if (rank0() && (state_.step % config_.log_every == 0 || state_.step == plan_->total_steps())) {
     const double elapsed = Seconds(Clock::now() - started_);
     const double per_step = train_seconds_ / static_cast<double>(state_.step - start_step_);
-    nlohmann::json event{
-        {"event", "step"},
-        {"step", state_.step},
-        {"total_steps", plan_->total_steps()},
-        {"epoch", state_.epoch},
-        {"loss", loss},
-        {"lr", lr},
-        {"grad_norm", grad_norm},
-        {"tokens", tokens},
-        {"tokens_per_s", static_cast<double>(tokens) / seconds},
-        {"step_s", seconds},
-        {"elapsed_s", elapsed},
-        {"eta_s", per_step * static_cast<double>(plan_->total_steps() - state_.step)},
-        {"peak_rss_bytes", PeakRssBytes()}};
+    namespace field = events::field;
+    nlohmann::json event = MakeEvent(
+        events::Kind::kStep,
+        {{field::kStep, state_.step},
+         {field::kTotalSteps, plan_->total_steps()},
+         {field::kEpoch, state_.epoch},
+         {field::kLoss, loss},
+         {field::kLr, lr},
+         {field::kGradNorm, grad_norm},
+         {"tokens", tokens},
+         {field::kTokensPerS, static_cast<double>(tokens) / seconds},
+         {"step_s", seconds},
+         {"elapsed_s", elapsed},
+         {field::kEtaS, per_step * static_cast<double>(plan_->total_steps() - state_.step)},
+         {field::kPeakRssBytes, PeakRssBytes()}});
     if (config_.precision == Precision::kFp16) {
       event["loss_scale"] = state_.loss_scale;
       event["skipped"] = skipped;
@@ -297,12 +300,11 @@ double Run::Evaluate() {
   model.train();
   const double mean = sums[0].item<double>() / sums[1].item<double>();
   if (rank0())
-    sink_.Emit({{"event", "eval"},
-                {"step", state_.step},
-                {"loss", mean},
-                {"perplexity", std::exp(mean)},
-                {"examples", n},
-                {"label_tokens", sums[1].item<double>()}});
+    sink_.Emit(MakeEvent(events::Kind::kEval, {{events::field::kStep, state_.step},
+                                               {events::field::kLoss, mean},
+                                               {events::field::kPerplexity, std::exp(mean)},
+                                               {events::field::kExamples, n},
+                                               {"label_tokens", sums[1].item<double>()}}));
   return mean;
 }
 
@@ -310,10 +312,9 @@ void Run::Save(bool final_save) {
   if (!rank0()) return;
   last_checkpoint_ = SaveCheckpoint(config_.output_dir, config_, *loaded_.model, *optimizer_,
                                     state_, config_.keep_checkpoints);
-  sink_.Emit({{"event", "checkpoint"},
-              {"step", state_.step},
-              {"path", last_checkpoint_},
-              {"final", final_save}});
+  sink_.Emit(MakeEvent(events::Kind::kCheckpoint, {{events::field::kStep, state_.step},
+                                                   {events::field::kPath, last_checkpoint_},
+                                                   {events::field::kFinal, final_save}}));
 }
 
 void Run::WriteOutputs() {
@@ -346,17 +347,17 @@ int Run::Execute() {
       total -= trainable;  // adapters are not model weights
     // Packed layers hold their weights as buffers of blocks, not parameters.
     total += ::diablo::model::PackedWeightElements(model);
-    sink_.Emit(
-        {{"event", "started"},
-         {"method", FineTuneMethodName(config_.method.name)},
+    sink_.Emit(MakeEvent(
+        events::Kind::kStarted,
+        {{"method", FineTuneMethodName(config_.method.name)},
          {"model", config_.model},
          {"config", options_.config_path},
          {"output_dir", config_.output_dir},
          {"trainable_parameters", trainable},
          {"model_parameters", total},
          {"trainable_percent", 100.0 * static_cast<double>(trainable) / static_cast<double>(total)},
-         {"total_steps", plan_->total_steps()},
-         {"start_step", state_.step},
+         {events::field::kTotalSteps, plan_->total_steps()},
+         {events::field::kStartStep, state_.step},
          {"resumed_from", resumed_from_},
          {"train_examples", train_.stats.examples},
          {"train_tokens", train_.stats.tokens},
@@ -369,7 +370,7 @@ int Run::Execute() {
          {"device", device_.str()},
          {"precision", PrecisionName(config_.precision)},
          {"base_weights", BaseWeightsName(config_.base_weights)},
-         {"threads", at::get_num_threads()}});
+         {"threads", at::get_num_threads()}}));
   }
 
   g_stop_requested = false;
@@ -388,9 +389,9 @@ int Run::Execute() {
     if (g_stop_requested) {
       if (state_.step > 0) Save(false);
       if (rank0())
-        sink_.Emit(Error("interrupted", "stopped by a signal after step " +
-                                            std::to_string(state_.step) +
-                                            "; continue with --resume"));
+        sink_.Emit(Error(events::ErrorCode::kInterrupted, "stopped by a signal after step " +
+                                                              std::to_string(state_.step) +
+                                                              "; continue with --resume"));
       return kExitInterrupted;
     }
     Step(step);
@@ -404,11 +405,12 @@ int Run::Execute() {
       Save(false);
     if (stop && !last) {
       if (rank0())
-        sink_.Emit({{"event", "stopped"},
-                    {"step", state_.step},
-                    {"total_steps", total},
-                    {"checkpoint", last_checkpoint_},
-                    {"message", "stopped as asked; continue with --resume"}});
+        sink_.Emit(
+            MakeEvent(events::Kind::kStopped,
+                      {{events::field::kStep, state_.step},
+                       {events::field::kTotalSteps, total},
+                       {"checkpoint", last_checkpoint_},
+                       {events::field::kMessage, "stopped as asked; continue with --resume"}}));
       return kExitOk;
     }
   }
@@ -417,20 +419,21 @@ int Run::Execute() {
   Save(true);
   WriteOutputs();
   if (rank0()) {
-    nlohmann::json done{
-        {"event", "finished"},
-        {"step", state_.step},
-        {"loss", last_loss_},
-        {"elapsed_s", Seconds(Clock::now() - started_)},
-        {"train_s", train_seconds_},
-        {"tokens", tokens_trained_},
-        {"tokens_per_s",
-         train_seconds_ > 0 ? static_cast<double>(tokens_trained_) / train_seconds_ : 0.0},
-        {"peak_rss_bytes", PeakRssBytes()},
-        {"checkpoint", last_checkpoint_},
-        {"output", (fs::path(config_.output_dir) /
-                    (config_.method.name == TrainMethod::kFull ? "model.safetensors" : "adapter"))
-                       .string()}};
+    namespace field = events::field;
+    nlohmann::json done = MakeEvent(
+        events::Kind::kFinished,
+        {{field::kStep, state_.step},
+         {field::kLoss, last_loss_},
+         {"elapsed_s", Seconds(Clock::now() - started_)},
+         {"train_s", train_seconds_},
+         {"tokens", tokens_trained_},
+         {field::kTokensPerS,
+          train_seconds_ > 0 ? static_cast<double>(tokens_trained_) / train_seconds_ : 0.0},
+         {field::kPeakRssBytes, PeakRssBytes()},
+         {"checkpoint", last_checkpoint_},
+         {"output", (fs::path(config_.output_dir) /
+                     (config_.method.name == TrainMethod::kFull ? "model.safetensors" : "adapter"))
+                        .string()}});
     if (std::isfinite(eval_loss)) done["eval_loss"] = eval_loss;
     sink_.Emit(done);
   }
@@ -444,34 +447,30 @@ int RunTraining(const TrainConfig& config, const RunOptions& options, EventSink&
   try {
     return run.Execute();
   } catch (const c10::OutOfMemoryError& e) {
-    sink.Emit({{"event", "error"},
-               {"code", "out_of_memory"},
-               {"message",
-                "out of memory with micro_batch " + std::to_string(config.optim.micro_batch) +
-                    " and max_seq_len " + std::to_string(config.data.max_seq_len) +
-                    ": lower optim.micro_batch (gradient accumulation keeps the global batch), "
-                    "data.max_seq_len, or set gradient_checkpointing: true"}});
+    sink.Emit(MakeErrorEvent(
+        events::ErrorCode::kOutOfMemory,
+        "out of memory with micro_batch " + std::to_string(config.optim.micro_batch) +
+            " and max_seq_len " + std::to_string(config.data.max_seq_len) +
+            ": lower optim.micro_batch (gradient accumulation keeps the global batch), "
+            "data.max_seq_len, or set gradient_checkpointing: true"));
     return kExitOutOfMemory;
   } catch (const std::bad_alloc&) {
-    sink.Emit({{"event", "error"},
-               {"code", "out_of_memory"},
-               {"message",
-                "out of host memory: lower optim.micro_batch, data.max_seq_len, or set "
-                "gradient_checkpointing: true"}});
+    sink.Emit(MakeErrorEvent(events::ErrorCode::kOutOfMemory,
+                             "out of host memory: lower optim.micro_batch, data.max_seq_len, or "
+                             "set gradient_checkpointing: true"));
     return kExitOutOfMemory;
   } catch (const std::domain_error& e) {
-    sink.Emit({{"event", "error"},
-               {"code", "non_finite"},
-               {"message", std::string(e.what()) +
-                               "; stopping (the last checkpoint is kept). Lower optim.lr or "
-                               "set optim.max_grad_norm"}});
+    sink.Emit(MakeErrorEvent(events::ErrorCode::kNonFinite,
+                             std::string(e.what()) +
+                                 "; stopping (the last checkpoint is kept). Lower optim.lr or "
+                                 "set optim.max_grad_norm"));
     return kExitNonFinite;
   } catch (const c10::Error& e) {
     // LibTorch's what() carries a C++ backtrace; users need the message.
-    sink.Emit({{"event", "error"}, {"code", "failed"}, {"message", e.what_without_backtrace()}});
+    sink.Emit(MakeErrorEvent(events::ErrorCode::kFailed, e.what_without_backtrace()));
     return kExitError;
   } catch (const std::exception& e) {
-    sink.Emit({{"event", "error"}, {"code", "failed"}, {"message", e.what()}});
+    sink.Emit(MakeErrorEvent(events::ErrorCode::kFailed, e.what()));
     return kExitError;
   }
 }

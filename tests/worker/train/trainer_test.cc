@@ -7,7 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <optional>
+#include <set>
 
+#include "spec/trainer_events.h"
 #include "tests/worker/train/train_test_util.h"
 #include "worker/peft/tensor_io.h"
 #include "worker/train/checkpoint.h"
@@ -155,6 +158,68 @@ TEST(Trainer, DivergingLossStopsWithAnErrorAndKeepsTheLastCheckpoint) {
   EXPECT_EQ(error["code"], "non_finite");
   EXPECT_NE(error["message"].get<std::string>().find("lr"), std::string::npos);
   EXPECT_FALSE(train::LatestCheckpoint((dir / "out").string()).empty());
+}
+
+// The other half of tests/server/trainer_events_test.cc: every event the
+// trainer writes is of spec/trainer_events.h, with each field its readers
+// (the agent, the scheduler) rely on, of the documented type.
+TEST(Trainer, EveryEventItWritesIsOfTheContract) {
+  fs::path dir = MakeScratch("contract");
+  json doc = TinyConfig(dir);
+  doc["optim"]["max_steps"] = 6;
+  doc["data"]["eval"] = (dir / "train.jsonl").string();
+  doc["eval_every"] = 2;
+  doc["save_every"] = 2;
+  doc["log_every"] = 1;
+  RecordingSink sink;
+  train::RunOptions stop;
+  stop.stop_after_steps = 3;
+  ASSERT_EQ(Train(doc, sink, stop), 0) << sink.events.back().dump();
+  train::RunOptions resume;
+  resume.resume = true;
+  ASSERT_EQ(Train(doc, sink, resume), 0) << sink.events.back().dump();
+  doc["output_dir"] = (dir / "out-diverging").string();
+  doc["optim"]["lr"] = 9.0;  // diverges, as in the test above
+  doc["optim"]["scheduler"] = "constant";
+  doc["optim"]["warmup_steps"] = 0;
+  doc["optim"]["max_steps"] = 200;
+  doc["method"]["name"] = "full";
+  ASSERT_EQ(Train(doc, sink), train::kExitNonFinite);
+
+  std::set<events::Kind> seen;
+  for (const json& event : sink.events) {
+    SCOPED_TRACE(event.dump());
+    ASSERT_TRUE(event.contains(events::field::kEvent));
+    const std::optional<events::Kind> kind =
+        events::ParseKind(event[events::field::kEvent].get<std::string>());
+    ASSERT_TRUE(kind.has_value()) << "an event kind outside the contract";
+    seen.insert(*kind);
+    for (const events::Field& f : events::RequiredFields(*kind)) {
+      ASSERT_TRUE(event.contains(f.name)) << "missing " << f.name;
+      const json& value = event[f.name];
+      switch (f.type) {
+        case events::Type::kInteger:
+          EXPECT_TRUE(value.is_number_integer()) << f.name;
+          break;
+        case events::Type::kNumber:  // null stands for NaN/Inf
+          EXPECT_TRUE(value.is_number() || value.is_null()) << f.name;
+          break;
+        case events::Type::kString:
+          EXPECT_TRUE(value.is_string()) << f.name;
+          break;
+        case events::Type::kBoolean:
+          EXPECT_TRUE(value.is_boolean()) << f.name;
+          break;
+      }
+    }
+    if (kind == events::Kind::kError) {
+      const std::string code = event[events::field::kCode].get<std::string>();
+      EXPECT_EQ(events::ErrorCodeName(events::ParseErrorCode(code)), code)
+          << "an error code outside the contract";
+    }
+  }
+  for (events::Kind kind : events::kAllKinds)
+    EXPECT_TRUE(seen.count(kind)) << "no " << events::KindName(kind) << " event was written";
 }
 
 TEST(Trainer, InitAdapterStartsANewRunFromExistingWeights) {
