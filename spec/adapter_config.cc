@@ -8,16 +8,6 @@
 
 namespace diablo::peft {
 
-const char* MethodName(Method method) {
-  switch (method) {
-    case Method::kDiaBlo:
-      return "diablo";
-    case Method::kLoRA:
-      return "lora";
-  }
-  return "unknown";
-}
-
 const char* LoRAInitName(LoRAInit init) {
   switch (init) {
     case LoRAInit::kDefault:
@@ -28,13 +18,6 @@ const char* LoRAInitName(LoRAInit init) {
       return "milora";
   }
   return "unknown";
-}
-
-Method ParseMethod(const std::string& name) {
-  if (name == "diablo") return Method::kDiaBlo;
-  if (name == "lora") return Method::kLoRA;
-  throw std::invalid_argument("unknown adapter method '" + name +
-                              "' (expected \"diablo\" or \"lora\")");
 }
 
 LoRAInit ParseLoRAInit(const std::string& name) {
@@ -49,6 +32,9 @@ void ValidateAdapterConfig(const AdapterConfig& config) {
   auto fail = [](const std::string& message) {
     throw std::invalid_argument("adapter config: " + message);
   };
+  if (config.method == Method::kFull) {
+    fail("method full trains the whole model and has no adapter; use diablo or lora");
+  }
   if (config.target_modules.empty()) {
     fail("target_modules is empty; name at least one layer, e.g. \"q_proj\"");
   }

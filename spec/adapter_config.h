@@ -7,9 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "spec/fine_tune_method.h"
+
 namespace diablo::peft {
 
-enum class Method { kDiaBlo, kLoRA };
+// The project's one method enum; an adapter is kDiaBlo or kLoRA, never kFull
+// (ValidateAdapterConfig refuses it).
+using Method = FineTuneMethod;
 enum class LoRAInit { kDefault, kPiSSA, kMiLoRA };  // kDefault: Kaiming-uniform A, zero B
 
 struct AdapterConfig {
@@ -32,11 +36,9 @@ struct AdapterConfig {
   LoRAInit init = LoRAInit::kDefault;
 };
 
-const char* MethodName(Method method);    // "diablo" | "lora"
 const char* LoRAInitName(LoRAInit init);  // "default" | "pissa" | "milora"
-// Inverses of the two above (case-sensitive); throw std::invalid_argument
+// The inverse of LoRAInitName (case-sensitive); throws std::invalid_argument
 // listing the accepted names.
-Method ParseMethod(const std::string& name);
 LoRAInit ParseLoRAInit(const std::string& name);
 
 // Throws std::invalid_argument naming the first field that is out of range

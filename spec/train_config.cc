@@ -318,22 +318,6 @@ TrainConfig LoadTrainConfig(const std::string& path, const std::vector<std::stri
   return ConfigFromJson(ReadConfigDocument(path, overrides), path);
 }
 
-const char* BaseWeightsName(BaseWeights base_weights) {
-  return base_weights == BaseWeights::kPacked ? "packed" : "dense";
-}
-
-const char* PrecisionName(Precision precision) {
-  switch (precision) {
-    case Precision::kFp32:
-      return "fp32";
-    case Precision::kBf16:
-      return "bf16";
-    case Precision::kFp16:
-      return "fp16";
-  }
-  return "?";
-}
-
 json ConfigToJson(const TrainConfig& c) {
   const char* formats[] = {"auto", "alpaca", "chat", "text"};
   const char* schedules[] = {"constant", "linear", "cosine"};
@@ -390,7 +374,7 @@ peft::AdapterConfig ToAdapterConfig(const TrainConfig& c) {
   if (c.method.name == TrainMethod::kFull)
     throw std::invalid_argument("method full trains the whole model and has no adapter");
   peft::AdapterConfig a;
-  a.method = c.method.name == TrainMethod::kDiaBlo ? peft::Method::kDiaBlo : peft::Method::kLoRA;
+  a.method = c.method.name;
   a.target_modules = c.method.target_modules;
   a.dropout = c.method.dropout;
   a.base_model = c.model;

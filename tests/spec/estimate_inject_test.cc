@@ -130,13 +130,12 @@ TEST(EstimateVsInjection, CountsEqualInjectionOnTheTinyTestModel) {
       peft::InjectAdapters(*tiny, adapter);  // default targets: every projection
 
       estimate::EstimateOptions options;
-      options.method =
-          method == peft::Method::kDiaBlo ? estimate::Method::kDiaBlo : estimate::Method::kLoRA;
+      options.method = method;
       options.blocks = n;
       options.rank = n;
       EXPECT_EQ(estimate::EstimateTraining(config, options).trainable_parameters,
                 peft::CountTrainableParameters(*tiny))
-          << peft::MethodName(method) << " " << n;
+          << FineTuneMethodName(method) << " " << n;
     }
   }
 }

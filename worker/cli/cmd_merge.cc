@@ -129,7 +129,7 @@ int RunMerge(const MergeFlags& f) {
   if (!peft::FindAdapters(*loaded.model).empty()) {
     throw std::logic_error("adapter layers remain after merging");
   }
-  Progress("merged " + std::to_string(merged) + " " + peft::MethodName(adapter.method) +
+  Progress("merged " + std::to_string(merged) + " " + FineTuneMethodName(adapter.method) +
            " layers into the weights");
 
   files["config.json"] = model::HfConfigFileFor(f.model, *loaded.model, dtype);

@@ -269,7 +269,7 @@ std::string AdapterConfigToJson(const AdapterConfig& config) {
   j["revision"] = nullptr;
   if (config.method == Method::kDiaBlo) {
     j["peft_type"] = "DIABLO";
-    j["method"] = MethodName(config.method);
+    j["method"] = FineTuneMethodName(config.method);
     j["num_blocks"] = config.blocks;
     j["target_modules"] = config.target_modules;
     j["dropout"] = config.dropout;
@@ -354,8 +354,8 @@ void SaveAdapter(torch::nn::Module& model, const AdapterConfig& config, const st
       throw std::invalid_argument("cannot save adapter of '" + slot.module + "': " + what);
     };
     if (slot.layer->method() != config.method) {
-      fail(std::string("the layer carries ") + MethodName(slot.layer->method()) +
-           " but the config says " + MethodName(config.method));
+      fail(std::string("the layer carries ") + FineTuneMethodName(slot.layer->method()) +
+           " but the config says " + FineTuneMethodName(config.method));
     }
     if (auto* d = dynamic_cast<DiaBloLinearImpl*>(slot.layer)) {
       if (d->requested_blocks() != config.blocks) {
@@ -373,9 +373,10 @@ void SaveAdapter(torch::nn::Module& model, const AdapterConfig& config, const st
     tensors.emplace(name, slot.parameter.detach().to(at::kFloat));
   }
   std::filesystem::create_directories(dir);
-  SaveSafetensors(
-      JoinPath(dir, kAdapterWeightsFile), tensors,
-      {{"format", "pt"}, {"method", MethodName(config.method)}, {"diablo_version", kVersion}});
+  SaveSafetensors(JoinPath(dir, kAdapterWeightsFile), tensors,
+                  {{"format", "pt"},
+                   {"method", FineTuneMethodName(config.method)},
+                   {"diablo_version", kVersion}});
   std::string json = AdapterConfigToJson(config);
   std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(json.data()), json.size());
   model::WriteFileAtomically(JoinPath(dir, kAdapterConfigFile), std::span(&bytes, 1));

@@ -169,7 +169,7 @@ TrainerState LoadCheckpoint(const std::string& path, const TrainConfig& config,
     if (saved.method != wanted.method || saved.blocks != wanted.blocks ||
         saved.rank != wanted.rank || saved.target_modules != wanted.target_modules)
       throw std::invalid_argument(
-          path + ": the checkpoint's adapter (" + peft::MethodName(saved.method) +
+          path + ": the checkpoint's adapter (" + FineTuneMethodName(saved.method) +
           ") differs from the config's method settings; resume with the config "
           "that started the run");
     peft::LoadAdapterWeights(model, dir.string());

@@ -122,7 +122,7 @@ TEST(AdapterFilesTest, LoRADirectoryUsesPeftKeysAndConfigFields) {
 
 TEST(AdapterFilesTest, SaveThenLoadReproducesTheAdaptersInAFreshModel) {
   for (const AdapterConfig& config : {DiaBloConfig(), LoRAConfig()}) {
-    SCOPED_TRACE(MethodName(config.method));
+    SCOPED_TRACE(FineTuneMethodName(config.method));
     ScratchDir dir;
     auto trained = MakeTinyModel({}, 1);
     InjectAdapters(*trained, config);
