@@ -215,17 +215,15 @@ absl::StatusOr<int64_t> EstimateBytes(const train::TrainConfig& config, const fs
   try {
     estimate::ModelSource source = ReadModelSourceCached(model);
     estimate::EstimateOptions options;
-    // Both configs name methods and precisions alike ("lora", "bf16").
+    // The config's enums are the estimator's (spec/fine_tune_method.h,
+    // spec/precision.h).
     options.method = config.method.name;
     options.blocks = config.method.blocks;
     options.rank = config.method.rank;
     options.target_modules = config.method.target_modules;
-    if (config.base_weights == train::BaseWeights::kPacked) {
-      options.precision = estimate::Precision::kStored;
-      options.stored_weight_bytes = source.stored_weight_bytes;
-    } else {
-      options.precision = estimate::ParsePrecision(train::PrecisionName(config.precision));
-    }
+    options.precision = config.precision;
+    options.base_weights = config.base_weights;
+    options.stored_weight_bytes = source.stored_weight_bytes;
     const train::OptimConfig& o = config.optim;
     options.micro_batch = o.micro_batch > 0
                               ? o.micro_batch

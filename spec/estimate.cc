@@ -143,15 +143,15 @@ void Validate(const EstimateOptions& o) {
     Fail("label_tokens must be between 0 (all positions) and micro_batch * seq_len = " +
          std::to_string(o.micro_batch * o.seq_len) + ", got " + std::to_string(o.label_tokens));
   }
-  if (o.precision == Precision::kStored && o.stored_weight_bytes == 0) {
-    Fail("precision \"gguf\" (weights as the file stores them) needs a GGUF model");
+  if (o.base_weights == BaseWeights::kPacked && o.stored_weight_bytes == 0) {
+    Fail("packed base weights (as the file stores them) need a GGUF model");
   }
 }
 
 uint64_t FrozenWeightBytes(const std::vector<ModuleShape>& modules, const EstimateOptions& o) {
   if (o.method == Method::kFull) return 0;
-  if (o.precision == Precision::kStored) return o.stored_weight_bytes;
-  const uint64_t element = o.precision == Precision::kFloat32 ? 4 : 2;
+  if (o.base_weights == BaseWeights::kPacked) return o.stored_weight_bytes;
+  const uint64_t element = o.precision == Precision::kFp32 ? 4 : 2;
   uint64_t bytes = 0;
   for (const ModuleShape& m : modules) {
     bytes += static_cast<uint64_t>(m.parameters()) * (m.kind == ModuleKind::kNorm ? 4 : element);
@@ -160,8 +160,7 @@ uint64_t FrozenWeightBytes(const std::vector<ModuleShape>& modules, const Estima
 }
 
 uint64_t ActivationBytes(const model::LlamaConfig& c, const EstimateOptions& o) {
-  const uint64_t a =
-      o.precision == Precision::kBFloat16 || o.precision == Precision::kFloat16 ? 2 : 4;
+  const uint64_t a = o.precision == Precision::kFp32 ? 4 : 2;
   const uint64_t tokens = static_cast<uint64_t>(o.micro_batch * o.seq_len);
   const uint64_t labels = o.label_tokens > 0 ? static_cast<uint64_t>(o.label_tokens) : tokens;
   const uint64_t h = c.hidden_size, m = c.intermediate_size, layers = c.num_hidden_layers;
@@ -174,29 +173,6 @@ uint64_t ActivationBytes(const model::LlamaConfig& c, const EstimateOptions& o) 
 }
 
 }  // namespace
-
-const char* PrecisionName(Precision precision) {
-  switch (precision) {
-    case Precision::kFloat32:
-      return "float32";
-    case Precision::kBFloat16:
-      return "bfloat16";
-    case Precision::kFloat16:
-      return "float16";
-    case Precision::kStored:
-      return "gguf";
-  }
-  return "unknown";
-}
-
-Precision ParsePrecision(const std::string& name) {
-  if (name == "float32" || name == "fp32") return Precision::kFloat32;
-  if (name == "bfloat16" || name == "bf16") return Precision::kBFloat16;
-  if (name == "float16" || name == "fp16") return Precision::kFloat16;
-  if (name == "gguf") return Precision::kStored;
-  throw std::invalid_argument("unknown weight precision '" + name +
-                              "' (expected float32, bfloat16, float16 or gguf)");
-}
 
 Estimate EstimateTraining(const model::LlamaConfig& config, const EstimateOptions& options) {
   Validate(options);

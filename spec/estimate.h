@@ -9,19 +9,11 @@
 
 #include "formats/llama_config.h"
 #include "spec/fine_tune_method.h"
+#include "spec/precision.h"
 
 namespace diablo::estimate {
 
 using Method = FineTuneMethod;
-
-// How the frozen weights are held in memory.  kStored keeps them as the GGUF
-// file stores them (quantised); it needs EstimateOptions::stored_weight_bytes.
-enum class Precision { kFloat32, kBFloat16, kFloat16, kStored };
-
-const char* PrecisionName(Precision precision);  // "float32" | "bfloat16" | "float16" | "gguf"
-// The inverse; also accepts "fp32", "bf16", "fp16".  Throws
-// std::invalid_argument listing the accepted names.
-Precision ParsePrecision(const std::string& name);
 
 struct EstimateOptions {
   Method method = Method::kDiaBlo;
@@ -33,10 +25,14 @@ struct EstimateOptions {
   // describes what training without targets does.  Ignored by kFull.
   std::vector<std::string> target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                              "gate_proj", "up_proj", "down_proj"};
-  Precision precision = Precision::kFloat32;
-  uint64_t stored_weight_bytes = 0;  // for Precision::kStored (ModelSource gives it)
-  int64_t micro_batch = 1;           // sequences per forward/backward
-  int64_t seq_len = 2048;            // tokens per sequence (padded length)
+  // Frozen weights and activations at `precision`; with BaseWeights::kPacked
+  // the weights take the bytes the GGUF file stores them in,
+  // `stored_weight_bytes` (ModelSource gives it).
+  Precision precision = Precision::kFp32;
+  BaseWeights base_weights = BaseWeights::kDense;
+  uint64_t stored_weight_bytes = 0;
+  int64_t micro_batch = 1;  // sequences per forward/backward
+  int64_t seq_len = 2048;   // tokens per sequence (padded length)
   // Positions per micro-batch that carry a label and so need logits; 0 means
   // every position (the upper bound).
   int64_t label_tokens = 0;

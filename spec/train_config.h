@@ -11,6 +11,7 @@
 
 #include "spec/adapter_config.h"
 #include "spec/fine_tune_method.h"
+#include "spec/precision.h"
 
 namespace diablo::train {
 
@@ -18,10 +19,9 @@ using TrainMethod = FineTuneMethod;
 enum class DataFormat { kAuto, kAlpaca, kChat, kText };
 enum class Truncation { kRight, kDrop };  // cut the end of a long example, or skip it
 enum class Schedule { kConstant, kLinear, kCosine };
-enum class Precision { kFp32, kBf16, kFp16 };
-// How the frozen projections sit in memory: expanded to `precision`, or kept
-// in their GGUF Q4_0/Q4_1/Q8_0 blocks and dequantised per use (adapters only).
-enum class BaseWeights { kDense, kPacked };
+using Precision = ::diablo::Precision;
+// Packed base weights train adapters only (diablo, lora).
+using BaseWeights = ::diablo::BaseWeights;
 
 struct MethodConfig {
   TrainMethod name = TrainMethod::kDiaBlo;
@@ -102,8 +102,5 @@ nlohmann::json ConfigToJson(const TrainConfig& config);
 
 // The adapter settings of a diablo/lora run (throws for method full).
 peft::AdapterConfig ToAdapterConfig(const TrainConfig& config);
-
-const char* PrecisionName(Precision precision);
-const char* BaseWeightsName(BaseWeights base_weights);
 
 }  // namespace diablo::train

@@ -58,7 +58,7 @@ TEST_F(EstimateGguf, TotalParametersAndStoredBytesMatchTheTensorDirectory) {
   EXPECT_EQ(static_cast<uint64_t>(e.total_parameters), ours);
 
   EstimateOptions stored;
-  stored.precision = Precision::kStored;
+  stored.base_weights = BaseWeights::kPacked;
   stored.stored_weight_bytes = source.stored_weight_bytes;
   EXPECT_EQ(EstimateTraining(source.config, stored).memory.frozen_weights,
             reference["bytes"].get<uint64_t>());

@@ -161,14 +161,16 @@ TEST(Estimate, ErrorsNameTheProblem) {
   o.blocks = 0;
   EXPECT_THAT(message(o), HasSubstr("blocks must be a positive"));
   o = PaperDiaBlo();
-  o.precision = Precision::kStored;
-  EXPECT_THAT(message(o), HasSubstr("needs a GGUF model"));
+  o.base_weights = BaseWeights::kPacked;
+  EXPECT_THAT(message(o), HasSubstr("need a GGUF model"));
   o = PaperDiaBlo();
   o.label_tokens = 4096;
   o.seq_len = 2048;
   EXPECT_THAT(message(o), HasSubstr("label_tokens must be between 0"));
   EXPECT_THROW(ParseFineTuneMethod("dora"), std::invalid_argument);
-  EXPECT_EQ(ParsePrecision("bf16"), Precision::kBFloat16);
+  EXPECT_EQ(ParsePrecision("bf16"), Precision::kBf16);
+  EXPECT_EQ(ParsePrecision("bfloat16"), Precision::kBf16);
+  EXPECT_THROW(ParsePrecision("gguf"), std::invalid_argument);
 }
 
 TEST(Estimate, ModelSourceErrorsNameThePath) {
@@ -200,16 +202,16 @@ TEST(EstimateMemory, FrozenWeightsFollowThePrecisionWithNormsInFp32) {
   const uint64_t norms = 4096 * (2 * 32 + 1);
   const uint64_t others = 6'738'415'616 - norms;
   EXPECT_EQ(EstimateTraining(Llama2_7B(), o).memory.frozen_weights, 4 * (others + norms));
-  o.precision = Precision::kBFloat16;
+  o.precision = Precision::kBf16;
   EXPECT_EQ(EstimateTraining(Llama2_7B(), o).memory.frozen_weights, 2 * others + 4 * norms);
-  o.precision = Precision::kStored;
+  o.base_weights = BaseWeights::kPacked;
   o.stored_weight_bytes = 3'825'000'000;
   EXPECT_EQ(EstimateTraining(Llama2_7B(), o).memory.frozen_weights, 3'825'000'000u);
 }
 
 TEST(EstimateMemory, ActivationsFollowTheDocumentedFormula) {
   EstimateOptions o = PaperDiaBlo();
-  o.precision = Precision::kBFloat16;
+  o.precision = Precision::kBf16;
   o.micro_batch = 2;
   o.seq_len = 512;
   const uint64_t t = 1024, h = 4096, m = 11008, v = 32000, a = 2;

@@ -71,6 +71,11 @@ std::string Joined(const std::vector<std::string>& items) {
   return text;
 }
 
+// "gguf" for weights kept as the file stores them, else the dtype's name.
+const char* WeightsName(const estimate::EstimateOptions& o) {
+  return o.base_weights == BaseWeights::kPacked ? "gguf" : PrecisionDtypeName(o.precision);
+}
+
 std::string MethodSummary(const estimate::EstimateOptions& o) {
   switch (o.method) {
     case estimate::Method::kDiaBlo:
@@ -93,7 +98,7 @@ nlohmann::json ToJson(const estimate::ModelSource& source, const estimate::Estim
   if (o.method == estimate::Method::kDiaBlo) j["blocks"] = o.blocks;
   if (o.method == estimate::Method::kLoRA) j["rank"] = o.rank;
   if (o.method != estimate::Method::kFull) j["target_modules"] = o.target_modules;
-  j["dtype"] = estimate::PrecisionName(o.precision);
+  j["dtype"] = WeightsName(o);
   j["micro_batch"] = o.micro_batch;
   j["seq_len"] = o.seq_len;
   j["label_tokens"] = o.label_tokens > 0 ? o.label_tokens : o.micro_batch * o.seq_len;
@@ -138,7 +143,7 @@ void PrintHuman(const estimate::ModelSource& source, const estimate::EstimateOpt
   const int64_t labels = o.label_tokens > 0 ? o.label_tokens : o.micro_batch * o.seq_len;
   std::printf("\nmemory: micro-batch %lld x %lld tokens (%lld with labels), %s weights, %s\n",
               static_cast<long long>(o.micro_batch), static_cast<long long>(o.seq_len),
-              static_cast<long long>(labels), estimate::PrecisionName(o.precision),
+              static_cast<long long>(labels), WeightsName(o),
               o.gradient_checkpointing ? "gradient checkpointing" : "no gradient checkpointing");
   const estimate::MemoryEstimate& m = e.memory;
   auto memory = [](const char* label, uint64_t bytes, const char* note = "") {
@@ -207,8 +212,11 @@ Runner RegisterEstimate(CLI::App& app) {
     const estimate::ModelSource source = estimate::ReadModelSource(f->model);
     estimate::EstimateOptions options = f->options;
     options.method = ParseFineTuneMethod(f->method);
-    options.precision = estimate::ParsePrecision(f->dtype);
-    if (options.precision == estimate::Precision::kStored && source.format != "gguf") {
+    if (f->dtype == "gguf")
+      options.base_weights = BaseWeights::kPacked;
+    else
+      options.precision = ParsePrecision(f->dtype);
+    if (options.base_weights == BaseWeights::kPacked && source.format != "gguf") {
       throw std::invalid_argument("--dtype gguf keeps weights as a GGUF file stores them, but " +
                                   f->model +
                                   " is not a GGUF file; use float32, bfloat16 or "
