@@ -138,11 +138,20 @@ class Section {
   std::set<std::string> seen_;
 };
 
+// (name, value) pairs for Section::Enum from the enum's own name function, so
+// each value is spelt once (spec/fine_tune_method.h, spec/precision.h).
+template <typename E>
+std::vector<std::pair<std::string, E>> NamedValues(const char* (*name)(E),
+                                                   std::initializer_list<E> values) {
+  std::vector<std::pair<std::string, E>> named;
+  for (E value : values) named.emplace_back(name(value), value);
+  return named;
+}
+
 void ReadMethod(Section s, MethodConfig& m) {
   s.Enum<TrainMethod>("name", m.name,
-                      {{"diablo", TrainMethod::kDiaBlo},
-                       {"lora", TrainMethod::kLoRA},
-                       {"full", TrainMethod::kFull}});
+                      NamedValues(FineTuneMethodName,
+                                  {TrainMethod::kDiaBlo, TrainMethod::kLoRA, TrainMethod::kFull}));
   s.Int("blocks", m.blocks, 1);
   s.Int("rank", m.rank, 1);
   s.Double("alpha", m.alpha, 1e-12, 1e12);
@@ -238,9 +247,9 @@ TrainConfig ConfigFromJson(const json& doc, const std::string& source) {
   ReadOptim(top.Child("optim"), c.optim);
   top.Enum<Precision>(
       "precision", c.precision,
-      {{"fp32", Precision::kFp32}, {"bf16", Precision::kBf16}, {"fp16", Precision::kFp16}});
+      NamedValues(PrecisionName, {Precision::kFp32, Precision::kBf16, Precision::kFp16}));
   top.Enum<BaseWeights>("base_weights", c.base_weights,
-                        {{"dense", BaseWeights::kDense}, {"packed", BaseWeights::kPacked}});
+                        NamedValues(BaseWeightsName, {BaseWeights::kDense, BaseWeights::kPacked}));
   top.Bool("gradient_checkpointing", c.gradient_checkpointing);
   top.Int("eval_every", c.eval_every, 0);
   top.Int("save_every", c.save_every, 0);
