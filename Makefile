@@ -1,7 +1,8 @@
 # The two commands of the README.  Everything else is CMake and scripts/.
 #   make test   set up this machine if needed, build, run every test label
 #   make demo   run the main job on the real SmolLM2 model
-#   make format apply clang-format; make format-check fails on unformatted files
+#   make format apply clang-format
+#   make check  the before-commit checks: clang-format, no runtime data in the tree
 BUILD_DIR ?= build
 DIABLO_CACHE ?= $(HOME)/.cache/diablo
 export DIABLO_CACHE
@@ -10,7 +11,7 @@ export BUILD_DIR
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_NOHASHDIR := true
 
-.PHONY: all setup build test demo clean format format-check
+.PHONY: all setup build test demo clean format check
 
 all: build
 
@@ -29,8 +30,11 @@ demo: build
 format: setup
 	@git ls-files '*.h' '*.cc' '*.cu' '*.cuh' | xargs clang-format -i
 
-format-check: setup
+# Before every commit: formatting, and nothing in the tree that belongs
+# outside it (runtime data, model weights, large files).
+check: setup
 	@bash scripts/check_format.sh
+	@bash scripts/check_tree.sh
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "CLI/CLI.hpp"
+#include "common/state_dir.h"
 #include "diablo/build_info.h"
 #include "server/auth.h"
 #include "server/db.h"
@@ -89,9 +90,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("diablo-scheduler ") + diablo::kVersion + " (" +
                                         diablo::kGitCommit + ")");
   app.add_option("--data-dir", options.data_dir,
-                 "Directory for scheduler.db, scratch space and caches")
-      ->envname("DIABLO_DATA_DIR")
-      ->capture_default_str();
+                 "Directory for scheduler.db, scratch space and caches (default: "
+                 "$XDG_STATE_HOME/diablo/scheduler, else ~/.local/state/diablo/scheduler)")
+      ->envname("DIABLO_DATA_DIR");
   app.add_option("--listen", options.listen_address,
                  "Address to serve on, host:port; port 0 picks a free port")
       ->envname("DIABLO_LISTEN")
@@ -166,6 +167,15 @@ int main(int argc, char** argv) {
   revoke->add_option("id", token_args.id, "Token id (from token list)")->required();
   CLI11_PARSE(app, argc, argv);
 
+  if (options.data_dir.empty()) {
+    absl::StatusOr<std::string> state = diablo::DefaultStateDir("scheduler");
+    if (!state.ok()) {
+      std::fprintf(stderr, "diablo-scheduler: %s; name one with --data-dir or DIABLO_DATA_DIR\n",
+                   std::string(state.status().message()).c_str());
+      return 2;
+    }
+    options.data_dir = *state;
+  }
   if (token->parsed()) {
     const std::string verb = create->parsed() ? "create" : revoke->parsed() ? "revoke" : "list";
     return RunToken(options.data_dir, verb, token_args);

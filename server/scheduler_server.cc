@@ -72,6 +72,8 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(
 
   namespace fs = std::filesystem;
   std::error_code ec;
+  if (options.data_dir.empty())
+    return absl::InvalidArgumentError("the data directory (--data-dir) is not set");
   const fs::path data_dir = fs::absolute(options.data_dir);
   fs::create_directories(data_dir, ec);
   if (ec)

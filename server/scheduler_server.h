@@ -24,7 +24,8 @@ struct SchedulerOptions {
   // host:port to listen on; port 0 picks a free port (see SchedulerServer::port).
   std::string listen_address = "127.0.0.1:50051";
   // Holds scheduler.db (the SQLite store), scratch space and caches.
-  std::string data_dir = "diablo-data";
+  // Required; diablo-scheduler defaults it to DefaultStateDir("scheduler").
+  std::string data_dir;
   // Object storage; empty: file://<data_dir>/storage.
   std::string storage_uri;
   // host:port for Prometheus /metrics; empty: no metrics endpoint.

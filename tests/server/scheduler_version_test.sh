@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Starts a real diablo-scheduler on a free loopback port, asks it for its
 # version with diablo-ctl, checks the bad-address error, then stops it with
-# SIGTERM and expects a clean exit.
+# SIGTERM and expects a clean exit.  Without --data-dir its data goes to the
+# per-user state directory (a private one here), never the working directory.
 set -u
 scheduler=$1; ctl=$2
-log=$(mktemp); trap 'kill $pid 2>/dev/null; rm -f "$log"' EXIT
+log=$(mktemp); state=$(mktemp -d); cwd=$(mktemp -d)
+trap 'kill $pid 2>/dev/null; rm -rf "$log" "$state" "$cwd"' EXIT
 
-"$scheduler" --listen 127.0.0.1:0 2>"$log" &
+(cd "$cwd" && XDG_STATE_HOME="$state" exec "$scheduler" --listen 127.0.0.1:0) 2>"$log" &
 pid=$!
 port=""
 for _ in $(seq 100); do
@@ -40,4 +42,6 @@ kill -TERM $pid
 wait $pid; rc=$?
 [ $rc -eq 0 ] || { echo "FAIL: scheduler exited $rc after SIGTERM"; cat "$log"; exit 1; }
 grep -q "received SIGTERM" "$log" || { echo "FAIL: no shutdown message"; exit 1; }
+[ -f "$state/diablo/scheduler/scheduler.db" ] || { echo "FAIL: no scheduler.db in the default state directory"; exit 1; }
+[ -z "$(ls -A "$cwd")" ] || { echo "FAIL: the scheduler wrote into its working directory: $(ls -A "$cwd")"; exit 1; }
 echo "ok"

@@ -11,6 +11,7 @@
 
 #include "CLI/CLI.hpp"
 #include "common/net_address.h"
+#include "common/state_dir.h"
 #include "diablo/build_info.h"
 #include "worker/agent/agent.h"
 
@@ -32,7 +33,7 @@ std::filesystem::path SelfDirectory() {
 int main(int argc, char** argv) {
   diablo::agent::AgentSettings settings;
   settings.name = HostName();
-  std::string work_dir = "diablo-worker-data";
+  std::string work_dir;
   double memory_gib = 0;
 
   CLI::App app{
@@ -66,9 +67,10 @@ int main(int argc, char** argv) {
                  "default this machine's RAM on a CPU worker")
       ->envname("DIABLO_MEMORY_GIB")
       ->check(CLI::Range(0.0, 1e6));
-  app.add_option("--work-dir", work_dir, "Job directories and the input cache")
-      ->envname("DIABLO_WORK_DIR")
-      ->capture_default_str();
+  app.add_option("--work-dir", work_dir,
+                 "Job directories and the input cache (default: $XDG_STATE_HOME/diablo/worker, "
+                 "else ~/.local/state/diablo/worker)")
+      ->envname("DIABLO_WORK_DIR");
   app.add_option("--diablo", settings.diablo_binary,
                  "The `diablo` trainer binary (default: next to diablo-worker)");
   app.add_option("--storage", settings.storage_override,
@@ -109,6 +111,15 @@ int main(int argc, char** argv) {
   settings.memory_bytes =
       memory_gib > 0 ? static_cast<int64_t>(memory_gib * (1 << 30))
                      : static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  if (work_dir.empty()) {
+    absl::StatusOr<std::string> state = diablo::DefaultStateDir("worker");
+    if (!state.ok()) {
+      std::fprintf(stderr, "diablo-worker: %s; name one with --work-dir or DIABLO_WORK_DIR\n",
+                   std::string(state.status().message()).c_str());
+      return 2;
+    }
+    work_dir = *state;
+  }
   settings.work_dir = std::filesystem::absolute(work_dir);
   if (settings.diablo_binary.empty())
     settings.diablo_binary = (SelfDirectory() / "diablo").string();
