@@ -71,8 +71,23 @@ class Run {
   int Execute();
 
  private:
+  // Setup, top to bottom.
   void Setup();
+  void LoadModelAndData();
+  void MakeTrainable();
+  void PlanBatches();
+  void ResumeIfAsked();
+  // One optimiser step, top to bottom.
   void Step(int64_t step);
+  double SetLearningRate(int64_t step);
+  double ComputeGradients(int64_t step, double labels);
+  bool ApplyUpdate(int64_t step, double* grad_norm);
+  void ReportStep(double loss, double lr, double grad_norm, int64_t tokens, double seconds,
+                  bool skipped);
+  // Around the loop.
+  void WriteRunConfig();
+  void ReportStarted();
+  void ReportFinished(double eval_loss);
   double Evaluate();
   void Save(bool final_save);
   void WriteOutputs();
@@ -112,11 +127,16 @@ void Run::Setup() {
   if (config_.threads > 0) at::set_num_threads(static_cast<int>(config_.threads));
   if (config_.method.name == TrainMethod::kFull && config_.precision != Precision::kFp32)
     throw std::invalid_argument("method full trains every weight in fp32: set precision: fp32");
+  LoadModelAndData();
+  MakeTrainable();
+  PlanBatches();
+  ResumeIfAsked();
+}
 
+void Run::LoadModelAndData() {
   const bool packed = config_.base_weights == BaseWeights::kPacked;
   loaded_ = model::LoadModel(config_.model,
                              {.dtype = WeightDtype(config_.precision), .keep_quantized = packed});
-  auto& model = *loaded_.model;
   std::unique_ptr<model::Tokenizer> tokenizer = model::LoadTokenizer(config_.model);
   pad_id_ = tokenizer->eos_id().value_or(0);
   model::ChatTemplate chat =
@@ -127,7 +147,12 @@ void Run::Setup() {
   train_ = LoadDataset(config_.data.train, config_.data, *tokenizer, chat);
   if (!config_.data.eval.empty())
     eval_ = LoadDataset(config_.data.eval, config_.data, *tokenizer, chat);
+}
 
+// Adapters injected (or every weight unfrozen), the model on its device, and
+// the optimiser over what trains.
+void Run::MakeTrainable() {
+  auto& model = *loaded_.model;
   // The same seed on every rank: LoRA's random init must agree everywhere.
   at::manual_seed(config_.optim.seed);
   if (config_.method.name == TrainMethod::kFull) {
@@ -146,7 +171,11 @@ void Run::Setup() {
                                                                   .betas({o.beta1, o.beta2})
                                                                   .eps(o.eps)
                                                                   .weight_decay(o.weight_decay));
+}
 
+// Joins the ranks and splits the data between them.
+void Run::PlanBatches() {
+  const OptimConfig& o = config_.optim;
   collective_ = JoinGroup(env_, device_.is_cuda() ? "cuda" : "cpu", std::chrono::minutes(5));
   const int world = collective_->world_size();
   int64_t micro = o.micro_batch;
@@ -159,7 +188,9 @@ void Run::Setup() {
                                   micro, o.epochs, o.max_steps, o.seed, world, collective_->rank());
   state_.world_size = world;
   state_.loss_scale = config_.precision == Precision::kFp16 ? 65536.0 : 1.0;
+}
 
+void Run::ResumeIfAsked() {
   std::string resume = options_.resume_from;
   if (resume.empty() && options_.resume) {
     resume = LatestCheckpoint(config_.output_dir);
@@ -168,7 +199,8 @@ void Run::Setup() {
                                   CheckpointsDir(config_.output_dir) + " (start without --resume)");
   }
   if (!resume.empty()) {
-    state_ = LoadCheckpoint(resume, config_, model, *optimizer_);
+    const int world = state_.world_size;
+    state_ = LoadCheckpoint(resume, config_, *loaded_.model, *optimizer_);
     if (state_.world_size != world)
       throw std::invalid_argument(
           resume + ": written by a run with " + std::to_string(state_.world_size) +
@@ -179,21 +211,41 @@ void Run::Setup() {
 }
 
 void Run::Step(int64_t step) {
-  auto& model = *loaded_.model;
-  const double lr = LearningRate(config_.optim, step, plan_->total_steps());
-  for (auto& group : optimizer_->param_groups())
-    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-
+  const double lr = SetLearningRate(step);
   const std::vector<int64_t> global = plan_->GlobalBatch(step);
   const double labels = static_cast<double>(SumLabels(train_, global));
   const int64_t tokens = SumTokens(train_, global);
+
+  auto start = Clock::now();
+  const double loss = ComputeGradients(step, labels);
+  double grad_norm = 0;
+  const bool skipped = !ApplyUpdate(step, &grad_norm);
+  const double seconds = Seconds(Clock::now() - start);
+  train_seconds_ += seconds;
+  tokens_trained_ += tokens;
+  state_.step = step + 1;
+  state_.epoch = plan_->EpochOf(step);
+  last_loss_ = loss;
+  ReportStep(loss, lr, grad_norm, tokens, seconds, skipped);
+}
+
+double Run::SetLearningRate(int64_t step) {
+  const double lr = LearningRate(config_.optim, step, plan_->total_steps());
+  for (auto& group : optimizer_->param_groups())
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  return lr;
+}
+
+// Forward and backward over the step's micro-batches, then one all-reduce of
+// the gradients and the loss; returns the mean loss over the step's labels
+// (all ranks).  Gradients stay multiplied by the loss scale.
+double Run::ComputeGradients(int64_t step, double labels) {
+  auto& model = *loaded_.model;
   // Dropout draws from a generator seeded by (seed, rank, step): resuming
   // needs no RNG state and every rank's stream is its own.
   at::manual_seed(config_.optim.seed * 1000003ull +
                   static_cast<uint64_t>(collective_->rank()) * 7919ull +
                   static_cast<uint64_t>(step));
-
-  auto start = Clock::now();
   optimizer_->zero_grad();
   double local_loss = 0;
   for (const auto& indices : plan_->MicroBatches(step)) {
@@ -212,44 +264,45 @@ void Run::Step(int64_t step) {
   bucket.push_back(loss_tensor);
   collective_->AllReduceSum(bucket);
   const double loss = loss_tensor.item<double>() / labels;
-
   if (!std::isfinite(loss)) {
     throw std::domain_error("the loss is " + std::to_string(loss) + " at step " +
                             std::to_string(step + 1));
   }
+  return loss;
+}
+
+// Unscales and clips the gradients and steps the optimiser.  Returns false
+// when an fp16 overflow skipped the update (the loss scale is halved).
+bool Run::ApplyUpdate(int64_t step, double* grad_norm) {
   at::NoGradGuard no_grad;
   // One host sync for the norm, not one per adapter tensor.
   std::vector<at::Tensor> squares;
   squares.reserve(params_.size());
   for (auto& p : params_) squares.push_back(p.grad().to(at::kDouble).pow(2).sum());
-  double grad_norm = std::sqrt(at::stack(squares).sum().item<double>()) / state_.loss_scale;
-  bool skipped = false;
-  if (!std::isfinite(grad_norm)) {
+  *grad_norm = std::sqrt(at::stack(squares).sum().item<double>()) / state_.loss_scale;
+  if (!std::isfinite(*grad_norm)) {
     if (config_.precision != Precision::kFp16)
       throw std::domain_error("the gradient is not finite at step " + std::to_string(step + 1));
     // fp16 overflow: skip this update and try a smaller scale.
     state_.loss_scale = std::max(1.0, state_.loss_scale / 2);
     state_.good_steps = 0;
-    skipped = true;
-  } else {
-    double factor = 1.0 / state_.loss_scale;
-    if (config_.optim.max_grad_norm > 0 && grad_norm > config_.optim.max_grad_norm)
-      factor *= config_.optim.max_grad_norm / (grad_norm + 1e-6);
-    if (factor != 1.0)
-      for (auto& p : params_) p.grad().mul_(factor);
-    optimizer_->step();
-    if (config_.precision == Precision::kFp16 && ++state_.good_steps == 2000) {
-      state_.loss_scale *= 2;
-      state_.good_steps = 0;
-    }
+    return false;
   }
-  const double seconds = Seconds(Clock::now() - start);
-  train_seconds_ += seconds;
-  tokens_trained_ += tokens;
-  state_.step = step + 1;
-  state_.epoch = plan_->EpochOf(step);
-  last_loss_ = loss;
+  double factor = 1.0 / state_.loss_scale;
+  if (config_.optim.max_grad_norm > 0 && *grad_norm > config_.optim.max_grad_norm)
+    factor *= config_.optim.max_grad_norm / (*grad_norm + 1e-6);
+  if (factor != 1.0)
+    for (auto& p : params_) p.grad().mul_(factor);
+  optimizer_->step();
+  if (config_.precision == Precision::kFp16 && ++state_.good_steps == 2000) {
+    state_.loss_scale *= 2;
+    state_.good_steps = 0;
+  }
+  return true;
+}
 
+void Run::ReportStep(double loss, double lr, double grad_norm, int64_t tokens, double seconds,
+                     bool skipped) {
   if (rank0() && (state_.step % config_.log_every == 0 || state_.step == plan_->total_steps())) {
     const double elapsed = Seconds(Clock::now() - started_);
     const double per_step = train_seconds_ / static_cast<double>(state_.step - start_step_);
@@ -328,49 +381,78 @@ void Run::WriteOutputs() {
   }
 }
 
+// The config as run (defaults filled in), beside the checkpoints.
+void Run::WriteRunConfig() {
+  fs::create_directories(config_.output_dir);
+  std::string text = ConfigToJson(config_).dump(2) + "\n";
+  std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  model::WriteFileAtomically((fs::path(config_.output_dir) / "train_config.json").string(),
+                             std::span(&bytes, 1));
+}
+
+void Run::ReportStarted() {
+  auto& model = *loaded_.model;
+  int64_t total = 0, trainable = 0;
+  for (const auto& p : model.parameters()) {
+    total += p.numel();
+    if (p.requires_grad()) trainable += p.numel();
+  }
+  if (config_.method.name != TrainMethod::kFull)
+    total -= trainable;  // adapters are not model weights
+  // Packed layers hold their weights as buffers of blocks, not parameters.
+  total += ::diablo::model::PackedWeightElements(model);
+  sink_.Emit(MakeEvent(
+      events::Kind::kStarted,
+      {{"method", FineTuneMethodName(config_.method.name)},
+       {"model", config_.model},
+       {"config", options_.config_path},
+       {"output_dir", config_.output_dir},
+       {"trainable_parameters", trainable},
+       {"model_parameters", total},
+       {"trainable_percent", 100.0 * static_cast<double>(trainable) / static_cast<double>(total)},
+       {events::field::kTotalSteps, plan_->total_steps()},
+       {events::field::kStartStep, state_.step},
+       {"resumed_from", resumed_from_},
+       {"train_examples", train_.stats.examples},
+       {"train_tokens", train_.stats.tokens},
+       {"train_label_tokens", train_.stats.label_tokens},
+       {"truncated", train_.stats.truncated},
+       {"dropped", train_.stats.dropped},
+       {"eval_examples", eval_.stats.examples},
+       {"data_format", DataFormatName(train_.format)},
+       {"world_size", collective_->world_size()},
+       {"device", device_.str()},
+       {"precision", PrecisionName(config_.precision)},
+       {"base_weights", BaseWeightsName(config_.base_weights)},
+       {"threads", at::get_num_threads()}}));
+}
+
+void Run::ReportFinished(double eval_loss) {
+  namespace field = events::field;
+  nlohmann::json done = MakeEvent(
+      events::Kind::kFinished,
+      {{field::kStep, state_.step},
+       {field::kLoss, last_loss_},
+       {"elapsed_s", Seconds(Clock::now() - started_)},
+       {"train_s", train_seconds_},
+       {"tokens", tokens_trained_},
+       {field::kTokensPerS,
+        train_seconds_ > 0 ? static_cast<double>(tokens_trained_) / train_seconds_ : 0.0},
+       {field::kPeakRssBytes, PeakRssBytes()},
+       {"checkpoint", last_checkpoint_},
+       {"output", (fs::path(config_.output_dir) /
+                   (config_.method.name == TrainMethod::kFull ? "model.safetensors" : "adapter"))
+                      .string()}});
+  if (std::isfinite(eval_loss)) done["eval_loss"] = eval_loss;
+  sink_.Emit(done);
+}
+
 int Run::Execute() {
   started_ = Clock::now();
   Setup();
-  auto& model = *loaded_.model;
   if (rank0()) {
-    fs::create_directories(config_.output_dir);
-    std::string text = ConfigToJson(config_).dump(2) + "\n";
-    std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size());
-    model::WriteFileAtomically((fs::path(config_.output_dir) / "train_config.json").string(),
-                               std::span(&bytes, 1));
-    int64_t total = 0, trainable = 0;
-    for (const auto& p : model.parameters()) {
-      total += p.numel();
-      if (p.requires_grad()) trainable += p.numel();
-    }
-    if (config_.method.name != TrainMethod::kFull)
-      total -= trainable;  // adapters are not model weights
-    // Packed layers hold their weights as buffers of blocks, not parameters.
-    total += ::diablo::model::PackedWeightElements(model);
-    sink_.Emit(MakeEvent(
-        events::Kind::kStarted,
-        {{"method", FineTuneMethodName(config_.method.name)},
-         {"model", config_.model},
-         {"config", options_.config_path},
-         {"output_dir", config_.output_dir},
-         {"trainable_parameters", trainable},
-         {"model_parameters", total},
-         {"trainable_percent", 100.0 * static_cast<double>(trainable) / static_cast<double>(total)},
-         {events::field::kTotalSteps, plan_->total_steps()},
-         {events::field::kStartStep, state_.step},
-         {"resumed_from", resumed_from_},
-         {"train_examples", train_.stats.examples},
-         {"train_tokens", train_.stats.tokens},
-         {"train_label_tokens", train_.stats.label_tokens},
-         {"truncated", train_.stats.truncated},
-         {"dropped", train_.stats.dropped},
-         {"eval_examples", eval_.stats.examples},
-         {"data_format", DataFormatName(train_.format)},
-         {"world_size", collective_->world_size()},
-         {"device", device_.str()},
-         {"precision", PrecisionName(config_.precision)},
-         {"base_weights", BaseWeightsName(config_.base_weights)},
-         {"threads", at::get_num_threads()}}));
+    WriteRunConfig();
+    ReportStarted();
   }
 
   g_stop_requested = false;
@@ -418,25 +500,7 @@ int Run::Execute() {
   if (!eval_.examples.empty()) eval_loss = Evaluate();
   Save(true);
   WriteOutputs();
-  if (rank0()) {
-    namespace field = events::field;
-    nlohmann::json done = MakeEvent(
-        events::Kind::kFinished,
-        {{field::kStep, state_.step},
-         {field::kLoss, last_loss_},
-         {"elapsed_s", Seconds(Clock::now() - started_)},
-         {"train_s", train_seconds_},
-         {"tokens", tokens_trained_},
-         {field::kTokensPerS,
-          train_seconds_ > 0 ? static_cast<double>(tokens_trained_) / train_seconds_ : 0.0},
-         {field::kPeakRssBytes, PeakRssBytes()},
-         {"checkpoint", last_checkpoint_},
-         {"output", (fs::path(config_.output_dir) /
-                     (config_.method.name == TrainMethod::kFull ? "model.safetensors" : "adapter"))
-                        .string()}});
-    if (std::isfinite(eval_loss)) done["eval_loss"] = eval_loss;
-    sink_.Emit(done);
-  }
+  if (rank0()) ReportFinished(eval_loss);
   return kExitOk;
 }
 
