@@ -3,6 +3,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "client/ctl.h"
@@ -21,24 +25,15 @@ std::string DefaultConfigFile() {
   return std::filesystem::exists(path, ec) ? path.string() : "";
 }
 
-}  // namespace
+using diablo::ctl::Options;
 
-int main(int argc, char** argv) {
-  using namespace diablo::ctl;
-  Options options;
-  std::string output = "table";
-  CLI::App app{
-      "diablo-ctl: submit and follow DiaBlo fine-tuning jobs on a diablo-scheduler.\n\n"
-      "The server and token come from --server/--token, DIABLO_SERVER/DIABLO_TOKEN, or a\n"
-      "config file (--config, default ~/.config/diablo/ctl.toml) with lines like\n"
-      "  server = \"scheduler.internal:50051\"\n  token = \"dbl_...\"\n\n"
-      "Examples:\n"
-      "  diablo-ctl submit job.yaml --wait          local files in job.yaml are uploaded\n"
-      "  diablo-ctl list --state running\n"
-      "  diablo-ctl watch j-3f9c0a1b2c4d5e6f\n"
-      "  diablo-ctl download j-3f9c0a1b2c4d5e6f --out adapter/\n\n"
-      "Exit codes: 0 ok, 1 the server refused or was unreachable, 2 bad usage or local\n"
-      "input, 3 the job failed, 4 the job was cancelled, 5 a download failed its checksum."};
+// A subcommand and what runs when it is the one parsed.
+struct Command {
+  CLI::App* app;
+  std::function<int()> run;
+};
+
+void AddGlobalOptions(CLI::App& app, Options& options, std::string& output) {
   app.set_config("--config", DefaultConfigFile(), "TOML file with server, token, tls-ca ...");
   app.set_version_flag("--client-version", std::string("diablo-ctl ") + diablo::kVersion);
   app.add_option("--server", options.rpc.server, "Scheduler address, host:port")
@@ -55,95 +50,151 @@ int main(int argc, char** argv) {
   app.add_option("-o,--output", output, "table (for people) or json (one JSON document per line)")
       ->capture_default_str()
       ->check(CLI::IsMember({"table", "json"}));
-  app.require_subcommand(1);
+}
 
-  auto* version = app.add_subcommand("version", "Print client and server versions");
-
-  SubmitArgs submit_args;
+Command AddSubmit(CLI::App& app, const Options& options) {
+  auto args = std::make_shared<diablo::ctl::SubmitArgs>();
   auto* submit = app.add_subcommand(
       "submit", "Submit a training job (the same YAML/JSON `diablo train` reads)");
-  submit->add_option("config", submit_args.config_path, "Job configuration file")
+  submit->add_option("config", args->config_path, "Job configuration file")
       ->required()
       ->check(CLI::ExistingFile);
-  submit->add_option("--set", submit_args.overrides,
+  submit->add_option("--set", args->overrides,
                      "Override a field: --set optim.lr=3e-4 (repeatable)");
-  submit->add_option("--name", submit_args.name, "Job name (default: the file's name)");
-  submit->add_option("--label", submit_args.labels, "key=value label (repeatable)");
-  submit->add_option("--priority", submit_args.priority, "Higher runs first")
-      ->capture_default_str();
-  submit->add_option("--devices", submit_args.devices, "Devices per node")
+  submit->add_option("--name", args->name, "Job name (default: the file's name)");
+  submit->add_option("--label", args->labels, "key=value label (repeatable)");
+  submit->add_option("--priority", args->priority, "Higher runs first")->capture_default_str();
+  submit->add_option("--devices", args->devices, "Devices per node")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
-  submit->add_option("--nodes", submit_args.nodes, "Nodes (all start together)")
+  submit->add_option("--nodes", args->nodes, "Nodes (all start together)")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
-  submit->add_option("--max-retries", submit_args.max_retries, "Retries after a failed attempt")
+  submit->add_option("--max-retries", args->max_retries, "Retries after a failed attempt")
       ->capture_default_str()
       ->check(CLI::Range(0, 100));
-  submit->add_option("--idempotency-key", submit_args.idempotency_key,
+  submit->add_option("--idempotency-key", args->idempotency_key,
                      "Submitting twice with one key makes one job");
-  submit->add_flag("--queue-anyway", submit_args.queue_anyway,
+  submit->add_flag("--queue-anyway", args->queue_anyway,
                    "Queue even if no registered worker can run it now");
-  submit->add_flag("--no-upload", submit_args.no_upload,
+  submit->add_flag("--no-upload", args->no_upload,
                    "Send paths as they are (storage the workers share)");
-  submit->add_flag("--wait", submit_args.wait,
+  submit->add_flag("--wait", args->wait,
                    "Watch the job until it ends (exit code from its final state)");
+  return {submit, [&options, args] { return diablo::ctl::Submit(options, *args); }};
+}
 
-  std::vector<std::string> states, labels;
-  int limit = 50;
+Command AddList(CLI::App& app, const Options& options) {
+  struct Args {
+    std::vector<std::string> states, labels;
+    int limit = 50;
+  };
+  auto args = std::make_shared<Args>();
   auto* list = app.add_subcommand("list", "List jobs, newest first");
-  list->add_option("--state", states, "Only jobs in this state (repeatable)");
-  list->add_option("--label", labels, "Only jobs with this key=value label (repeatable)");
-  list->add_option("--limit", limit, "At most this many")
+  list->add_option("--state", args->states, "Only jobs in this state (repeatable)");
+  list->add_option("--label", args->labels, "Only jobs with this key=value label (repeatable)");
+  list->add_option("--limit", args->limit, "At most this many")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  return {list, [&options, args] {
+            return diablo::ctl::List(options, args->states, args->labels, args->limit);
+          }};
+}
 
-  std::string job_id, reason, out_dir, only;
-  bool follow = false;
+// get, watch, cancel, logs and download: the verbs on one job.
+std::vector<Command> AddJobCommands(CLI::App& app, const Options& options) {
+  struct Args {
+    std::string job_id, reason, out_dir, only;
+    bool follow = false;
+  };
+  auto args = std::make_shared<Args>();
+  std::vector<Command> commands;
   auto* get = app.add_subcommand("get", "Show a job");
-  get->add_option("job", job_id, "Job id")->required();
+  get->add_option("job", args->job_id, "Job id")->required();
+  commands.push_back({get, [&options, args] { return diablo::ctl::Get(options, args->job_id); }});
   auto* watch = app.add_subcommand(
       "watch", "Follow a job until it ends: progress bar, evals, checkpoints, logs");
-  watch->add_option("job", job_id, "Job id")->required();
+  watch->add_option("job", args->job_id, "Job id")->required();
+  commands.push_back(
+      {watch, [&options, args] { return diablo::ctl::Watch(options, args->job_id, false); }});
   auto* cancel = app.add_subcommand("cancel", "Cancel a job; its trainers stop within seconds");
-  cancel->add_option("job", job_id, "Job id")->required();
-  cancel->add_option("--reason", reason, "Recorded with the job");
+  cancel->add_option("job", args->job_id, "Job id")->required();
+  cancel->add_option("--reason", args->reason, "Recorded with the job");
+  commands.push_back({cancel, [&options, args] {
+                        return diablo::ctl::Cancel(options, args->job_id, args->reason);
+                      }});
   auto* logs = app.add_subcommand("logs", "Print a job's log lines and events");
-  logs->add_option("job", job_id, "Job id")->required();
-  logs->add_flag("-f,--follow", follow, "Keep printing until the job ends");
+  logs->add_option("job", args->job_id, "Job id")->required();
+  logs->add_flag("-f,--follow", args->follow, "Keep printing until the job ends");
+  commands.push_back(
+      {logs, [&options, args] { return diablo::ctl::Logs(options, args->job_id, args->follow); }});
   auto* download =
       app.add_subcommand("download", "Download a job's adapter and outputs (checksums verified)");
-  download->add_option("job", job_id, "Job id")->required();
-  download->add_option("--out", out_dir, "Directory to write into (default: ./<job id>)");
-  download->add_option("--only", only,
+  download->add_option("job", args->job_id, "Job id")->required();
+  download->add_option("--out", args->out_dir, "Directory to write into (default: ./<job id>)");
+  download->add_option("--only", args->only,
                        "Only this artifact (or directory of artifacts), e.g. adapter");
+  commands.push_back({download, [&options, args] {
+                        return diablo::ctl::Download(options, args->job_id, args->out_dir,
+                                                     args->only);
+                      }});
+  return commands;
+}
 
+// files upload, list and rm.
+std::vector<Command> AddFileCommands(CLI::App& app, const Options& options) {
+  struct Args {
+    std::string path, name, id;
+  };
+  auto args = std::make_shared<Args>();
   auto* files = app.add_subcommand("files", "Datasets and models in the service's storage");
   files->require_subcommand(1);
-  std::string path, name;
   auto* upload =
       files->add_subcommand("upload", "Upload a file; prints upload://<id> for job specs");
-  upload->add_option("path", path, "Local file")->required()->check(CLI::ExistingFile);
-  upload->add_option("--name", name, "Name to store (default: the file's name)");
-  auto* files_list = files->add_subcommand("list", "List uploaded files");
-  auto* files_rm = files->add_subcommand("rm", "Delete an uploaded file");
-  files_rm->add_option("id", job_id, "File id or upload://<id>")->required();
-  auto* workers = app.add_subcommand("workers", "List registered workers");
+  upload->add_option("path", args->path, "Local file")->required()->check(CLI::ExistingFile);
+  upload->add_option("--name", args->name, "Name to store (default: the file's name)");
+  auto* list = files->add_subcommand("list", "List uploaded files");
+  auto* rm = files->add_subcommand("rm", "Delete an uploaded file");
+  rm->add_option("id", args->id, "File id or upload://<id>")->required();
+  return {{upload,
+           [&options, args] { return diablo::ctl::FilesUpload(options, args->path, args->name); }},
+          {list, [&options] { return diablo::ctl::FilesList(options); }},
+          {rm, [&options, args] { return diablo::ctl::FilesRemove(options, args->id); }}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  std::string output = "table";
+  CLI::App app{
+      "diablo-ctl: submit and follow DiaBlo fine-tuning jobs on a diablo-scheduler.\n\n"
+      "The server and token come from --server/--token, DIABLO_SERVER/DIABLO_TOKEN, or a\n"
+      "config file (--config, default ~/.config/diablo/ctl.toml) with lines like\n"
+      "  server = \"scheduler.internal:50051\"\n  token = \"dbl_...\"\n\n"
+      "Examples:\n"
+      "  diablo-ctl submit job.yaml --wait          local files in job.yaml are uploaded\n"
+      "  diablo-ctl list --state running\n"
+      "  diablo-ctl watch j-3f9c0a1b2c4d5e6f\n"
+      "  diablo-ctl download j-3f9c0a1b2c4d5e6f --out adapter/\n\n"
+      "Exit codes: 0 ok, 1 the server refused or was unreachable, 2 bad usage or local\n"
+      "input, 3 the job failed, 4 the job was cancelled, 5 a download failed its checksum."};
+  AddGlobalOptions(app, options, output);
+  app.require_subcommand(1);
+
+  std::vector<Command> commands;
+  commands.push_back({app.add_subcommand("version", "Print client and server versions"),
+                      [&options] { return diablo::ctl::Version(options); }});
+  commands.push_back(AddSubmit(app, options));
+  commands.push_back(AddList(app, options));
+  for (Command& c : AddJobCommands(app, options)) commands.push_back(std::move(c));
+  for (Command& c : AddFileCommands(app, options)) commands.push_back(std::move(c));
+  commands.push_back({app.add_subcommand("workers", "List registered workers"),
+                      [&options] { return diablo::ctl::Workers(options); }});
 
   CLI11_PARSE(app, argc, argv);
   options.json = output == "json";
-
-  if (version->parsed()) return Version(options);
-  if (submit->parsed()) return Submit(options, submit_args);
-  if (list->parsed()) return List(options, states, labels, limit);
-  if (get->parsed()) return Get(options, job_id);
-  if (watch->parsed()) return Watch(options, job_id, false);
-  if (cancel->parsed()) return Cancel(options, job_id, reason);
-  if (logs->parsed()) return Logs(options, job_id, follow);
-  if (download->parsed()) return Download(options, job_id, out_dir, only);
-  if (upload->parsed()) return FilesUpload(options, path, name);
-  if (files_list->parsed()) return FilesList(options);
-  if (files_rm->parsed()) return FilesRemove(options, job_id);
-  if (workers->parsed()) return Workers(options);
-  return kUsage;
+  for (const Command& command : commands)
+    if (command.app->parsed()) return command.run();
+  return diablo::ctl::kUsage;
 }

@@ -67,28 +67,13 @@ int RunToken(const std::string& data_dir, const std::string& verb, const TokenAr
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  diablo::SchedulerOptions options;
+// Settings of the serving command that are not SchedulerOptions.
+struct ServeFlags {
   double grace_seconds = 10;
   bool no_auth = false;
+};
 
-  CLI::App app{
-      "diablo-scheduler: the DiaBlo fine-tuning service.\n"
-      "Serves the gRPC API (diablo.v1 job, file, worker and fleet services, grpc.health.v1\n"
-      "health checking and server reflection) until SIGINT or SIGTERM, then finishes the\n"
-      "calls in flight for up to --shutdown-grace seconds.  Jobs, events, workers, files\n"
-      "and tokens live in <data-dir>/scheduler.db (SQLite); datasets, checkpoints and\n"
-      "adapters in --storage.\n\n"
-      "Example:\n"
-      "  diablo-scheduler --data-dir /var/lib/diablo token create --tenant ml-team\n"
-      "  diablo-scheduler --data-dir /var/lib/diablo token create --tenant ml-team --role worker\n"
-      "  diablo-scheduler --data-dir /var/lib/diablo --listen 0.0.0.0:50051 --metrics-listen "
-      "0.0.0.0:9464\n"
-      "  DIABLO_TOKEN=<user token> diablo-ctl --server 127.0.0.1:50051 version"};
-  app.set_version_flag("--version", std::string("diablo-scheduler ") + diablo::kVersion + " (" +
-                                        diablo::kGitCommit + ")");
+void AddServeOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlags& flags) {
   app.add_option("--data-dir", options.data_dir,
                  "Directory for scheduler.db, scratch space and caches (default: "
                  "$XDG_STATE_HOME/diablo/scheduler, else ~/.local/state/diablo/scheduler)")
@@ -104,7 +89,7 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-listen", options.metrics_listen,
                  "Serve Prometheus /metrics on host:port")
       ->envname("DIABLO_METRICS_LISTEN");
-  app.add_flag("--no-auth", no_auth,
+  app.add_flag("--no-auth", flags.no_auth,
                "Accept calls without a token (tenant \"default\"); for a single-user machine only");
   app.add_option("--tls-cert", options.tls_cert, "Server certificate (PEM); enables TLS");
   app.add_option("--tls-key", options.tls_key, "Server private key (PEM)");
@@ -145,12 +130,14 @@ int main(int argc, char** argv) {
                  "Concurrent calls allowed on one client connection")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
-  app.add_option("--shutdown-grace", grace_seconds,
+  app.add_option("--shutdown-grace", flags.grace_seconds,
                  "Seconds to let running calls finish after SIGTERM")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
+}
 
-  TokenArgs token_args;
+// The `token` subcommands (create, list, revoke) on `app`; returns `token`.
+CLI::App* AddTokenCommands(CLI::App& app, TokenArgs& token_args) {
   auto* token = app.add_subcommand("token", "Manage API tokens (in <data-dir>/scheduler.db)");
   token->require_subcommand(1);
   auto* create =
@@ -165,22 +152,12 @@ int main(int argc, char** argv) {
   token->add_subcommand("list", "List tokens (never their secrets)");
   auto* revoke = token->add_subcommand("revoke", "Revoke a token: calls with it fail from now on");
   revoke->add_option("id", token_args.id, "Token id (from token list)")->required();
-  CLI11_PARSE(app, argc, argv);
+  return token;
+}
 
-  if (options.data_dir.empty()) {
-    absl::StatusOr<std::string> state = diablo::DefaultStateDir("scheduler");
-    if (!state.ok()) {
-      std::fprintf(stderr, "diablo-scheduler: %s; name one with --data-dir or DIABLO_DATA_DIR\n",
-                   std::string(state.status().message()).c_str());
-      return 2;
-    }
-    options.data_dir = *state;
-  }
-  if (token->parsed()) {
-    const std::string verb = create->parsed() ? "create" : revoke->parsed() ? "revoke" : "list";
-    return RunToken(options.data_dir, verb, token_args);
-  }
-  options.auth.enabled = !no_auth;
+// Serves until SIGINT or SIGTERM, then drains for the grace period.
+int Serve(diablo::SchedulerOptions& options, const ServeFlags& flags) {
+  options.auth.enabled = !flags.no_auth;
   if (options.scheduler.lease_timeout_s <= options.scheduler.heartbeat_interval_s) {
     std::fprintf(stderr,
                  "diablo-scheduler: --lease-timeout must be longer than --heartbeat-interval\n");
@@ -201,7 +178,50 @@ int main(int argc, char** argv) {
   sigwait(&signals, &received);
   std::fprintf(stderr, "diablo-scheduler: received %s, shutting down\n",
                received == SIGINT ? "SIGINT" : "SIGTERM");
-  (*server)->Shutdown(absl::Milliseconds(grace_seconds * 1000));
+  (*server)->Shutdown(absl::Milliseconds(flags.grace_seconds * 1000));
   (*server)->Wait();
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  diablo::SchedulerOptions options;
+  ServeFlags flags;
+  CLI::App app{
+      "diablo-scheduler: the DiaBlo fine-tuning service.\n"
+      "Serves the gRPC API (diablo.v1 job, file, worker and fleet services, grpc.health.v1\n"
+      "health checking and server reflection) until SIGINT or SIGTERM, then finishes the\n"
+      "calls in flight for up to --shutdown-grace seconds.  Jobs, events, workers, files\n"
+      "and tokens live in <data-dir>/scheduler.db (SQLite); datasets, checkpoints and\n"
+      "adapters in --storage.\n\n"
+      "Example:\n"
+      "  diablo-scheduler --data-dir /var/lib/diablo token create --tenant ml-team\n"
+      "  diablo-scheduler --data-dir /var/lib/diablo token create --tenant ml-team --role worker\n"
+      "  diablo-scheduler --data-dir /var/lib/diablo --listen 0.0.0.0:50051 --metrics-listen "
+      "0.0.0.0:9464\n"
+      "  DIABLO_TOKEN=<user token> diablo-ctl --server 127.0.0.1:50051 version"};
+  app.set_version_flag("--version", std::string("diablo-scheduler ") + diablo::kVersion + " (" +
+                                        diablo::kGitCommit + ")");
+  AddServeOptions(app, options, flags);
+  TokenArgs token_args;
+  CLI::App* token = AddTokenCommands(app, token_args);
+  CLI11_PARSE(app, argc, argv);
+
+  if (options.data_dir.empty()) {
+    absl::StatusOr<std::string> state = diablo::DefaultStateDir("scheduler");
+    if (!state.ok()) {
+      std::fprintf(stderr, "diablo-scheduler: %s; name one with --data-dir or DIABLO_DATA_DIR\n",
+                   std::string(state.status().message()).c_str());
+      return 2;
+    }
+    options.data_dir = *state;
+  }
+  if (token->parsed()) {
+    const std::string verb = token->got_subcommand("create")   ? "create"
+                             : token->got_subcommand("revoke") ? "revoke"
+                                                               : "list";
+    return RunToken(options.data_dir, verb, token_args);
+  }
+  return Serve(options, flags);
 }

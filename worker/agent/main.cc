@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "common/net_address.h"
 #include "common/state_dir.h"
 #include "diablo/build_info.h"
@@ -28,24 +29,13 @@ std::filesystem::path SelfDirectory() {
   return std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  diablo::agent::AgentSettings settings;
-  settings.name = HostName();
-  std::string work_dir;
+// Flags that are not AgentSettings themselves.
+struct CommandLine {
+  std::string work_dir;  // empty: the per-user state directory
   double memory_gib = 0;
+};
 
-  CLI::App app{
-      "diablo-worker: runs DiaBlo fine-tuning jobs on this node for a diablo-scheduler.\n"
-      "Registers, keeps a heartbeat, leases jobs that fit, runs one `diablo train` per\n"
-      "device (one for a CPU node) with the torchrun environment, streams their events,\n"
-      "uploads checkpoints and adapters to storage, and stops trainers on cancel.\n\n"
-      "Example:\n"
-      "  DIABLO_TOKEN=<worker token> diablo-worker --server 10.0.0.5:50051 --devices 8 --host "
-      "10.0.0.7"};
-  app.set_version_flag("--version", std::string("diablo-worker ") + diablo::kVersion + " (" +
-                                        diablo::kGitCommit + ")");
+void AddOptions(CLI::App& app, diablo::agent::AgentSettings& settings, CommandLine& flags) {
   app.add_option("--server", settings.rpc.server, "Scheduler address, host:port")
       ->envname("DIABLO_SERVER")
       ->capture_default_str();
@@ -62,12 +52,12 @@ int main(int argc, char** argv) {
       ->envname("DIABLO_DEVICES")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
-  app.add_option("--memory-gib", memory_gib,
+  app.add_option("--memory-gib", flags.memory_gib,
                  "Memory one rank may use, GiB: one GPU's memory on a GPU worker (required there), "
                  "default this machine's RAM on a CPU worker")
       ->envname("DIABLO_MEMORY_GIB")
       ->check(CLI::Range(0.0, 1e6));
-  app.add_option("--work-dir", work_dir,
+  app.add_option("--work-dir", flags.work_dir,
                  "Job directories and the input cache (default: $XDG_STATE_HOME/diablo/worker, "
                  "else ~/.local/state/diablo/worker)")
       ->envname("DIABLO_WORK_DIR");
@@ -95,48 +85,45 @@ int main(int argc, char** argv) {
                  "CA certificate (PEM) of the scheduler; enables TLS");
   app.add_option("--tls-cert", settings.rpc.tls_cert, "Client certificate (PEM) for mutual TLS");
   app.add_option("--tls-key", settings.rpc.tls_key, "Client private key (PEM) for mutual TLS");
-  CLI11_PARSE(app, argc, argv);
+}
 
-  if (auto address = diablo::ParseHostPort(settings.rpc.server, "--server"); !address.ok()) {
-    std::fprintf(stderr, "diablo-worker: %s\n", std::string(address.status().message()).c_str());
-    return 2;
-  }
-  if (settings.devices > 0 && memory_gib <= 0) {
+// Checks the command line and fills in what it left to defaults.
+absl::Status CompleteSettings(diablo::agent::AgentSettings& settings, const CommandLine& flags) {
+  if (auto address = diablo::ParseHostPort(settings.rpc.server, "--server"); !address.ok())
+    return address.status();
+  if (settings.devices > 0 && flags.memory_gib <= 0) {
     // Host RAM says nothing about what fits on a GPU: placement would overcommit.
-    std::fprintf(
-        stderr, "diablo-worker: --devices %d needs --memory-gib (the memory of one GPU, e.g. 80)\n",
-        settings.devices);
-    return 2;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--devices ", settings.devices, " needs --memory-gib (the memory of one GPU, e.g. 80)"));
   }
   settings.memory_bytes =
-      memory_gib > 0 ? static_cast<int64_t>(memory_gib * (1 << 30))
-                     : static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+      flags.memory_gib > 0 ? static_cast<int64_t>(flags.memory_gib * (1 << 30))
+                           : static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  std::string work_dir = flags.work_dir;
   if (work_dir.empty()) {
     absl::StatusOr<std::string> state = diablo::DefaultStateDir("worker");
-    if (!state.ok()) {
-      std::fprintf(stderr, "diablo-worker: %s; name one with --work-dir or DIABLO_WORK_DIR\n",
-                   std::string(state.status().message()).c_str());
-      return 2;
-    }
+    if (!state.ok())
+      return absl::FailedPreconditionError(
+          absl::StrCat(state.status().message(), "; name one with --work-dir or DIABLO_WORK_DIR"));
     work_dir = *state;
   }
   settings.work_dir = std::filesystem::absolute(work_dir);
   if (settings.diablo_binary.empty())
     settings.diablo_binary = (SelfDirectory() / "diablo").string();
-  if (access(settings.diablo_binary.c_str(), X_OK) != 0) {
-    std::fprintf(stderr,
-                 "diablo-worker: the trainer %s is not an executable; point --diablo at `diablo`\n",
-                 settings.diablo_binary.c_str());
-    return 2;
-  }
+  if (access(settings.diablo_binary.c_str(), X_OK) != 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("the trainer ", settings.diablo_binary,
+                     " is not an executable; point --diablo at `diablo`"));
   std::error_code ec;
   std::filesystem::create_directories(settings.work_dir, ec);
-  if (ec) {
-    std::fprintf(stderr, "diablo-worker: --work-dir %s: %s\n", settings.work_dir.c_str(),
-                 ec.message().c_str());
-    return 2;
-  }
+  if (ec)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--work-dir ", settings.work_dir.string(), ": ", ec.message()));
+  return absl::OkStatus();
+}
 
+// Runs the agent until SIGINT or SIGTERM, which drain it.
+int RunUntilSignalled(const diablo::agent::AgentSettings& settings) {
   // Signals go to one thread, which shuts the agent down.
   sigset_t signals;
   sigemptyset(&signals);
@@ -158,4 +145,29 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  diablo::agent::AgentSettings settings;
+  settings.name = HostName();
+  CommandLine flags;
+  CLI::App app{
+      "diablo-worker: runs DiaBlo fine-tuning jobs on this node for a diablo-scheduler.\n"
+      "Registers, keeps a heartbeat, leases jobs that fit, runs one `diablo train` per\n"
+      "device (one for a CPU node) with the torchrun environment, streams their events,\n"
+      "uploads checkpoints and adapters to storage, and stops trainers on cancel.\n\n"
+      "Example:\n"
+      "  DIABLO_TOKEN=<worker token> diablo-worker --server 10.0.0.5:50051 --devices 8 --host "
+      "10.0.0.7"};
+  app.set_version_flag("--version", std::string("diablo-worker ") + diablo::kVersion + " (" +
+                                        diablo::kGitCommit + ")");
+  AddOptions(app, settings, flags);
+  CLI11_PARSE(app, argc, argv);
+  if (absl::Status ok = CompleteSettings(settings, flags); !ok.ok()) {
+    std::fprintf(stderr, "diablo-worker: %s\n", std::string(ok.message()).c_str());
+    return 2;
+  }
+  return RunUntilSignalled(settings);
 }
