@@ -33,6 +33,69 @@ std::string OneLine(std::string s, size_t width) {
   return s.size() > width ? s.substr(0, width - 3) + "..." : s;
 }
 
+// Opens the model (and adapter) and scores the file, with a progress line on
+// a terminal.
+train::EvalResult RunEvaluation(EvalFlags& f) {
+  if (f.threads > 0) at::set_num_threads(f.threads);
+  f.options.task = train::ParseEvalTask(f.task);
+  ModelSession session = OpenModel(f.model);
+  model::ChatTemplate chat =
+      f.template_name == "auto" ? model::ChatTemplate::ForModel(f.model.model, *session.tokenizer)
+                                : model::ChatTemplate::FromName(
+                                      f.template_name, model::TemplateTokensOf(*session.tokenizer));
+  train::DataConfig data;
+  data.max_seq_len = f.max_seq_len;
+  const bool tty = isatty(STDERR_FILENO) && !f.json;
+  auto progress = [tty](int64_t done, int64_t total) {
+    if (tty)
+      std::fprintf(stderr, "\r\033[Kevaluating %lld/%lld", static_cast<long long>(done),
+                   static_cast<long long>(total));
+  };
+  train::EvalResult r = train::Evaluate(*session.loaded.model, *session.tokenizer, chat, f.data,
+                                        data, f.options, progress);
+  if (tty) std::fprintf(stderr, "\r\033[K");
+  return r;
+}
+
+void PrintJson(const EvalFlags& f, const train::EvalResult& r) {
+  nlohmann::json out{{"task", f.task}, {"examples", r.examples}, {"adapter", f.model.adapter}};
+  if (r.task == train::EvalTask::kLoss) {
+    out["loss"] = r.loss;
+    out["perplexity"] = r.perplexity;
+    out["label_tokens"] = r.label_tokens;
+  } else {
+    out["accuracy"] = r.accuracy;
+    out["correct"] = r.correct;
+    out["samples"] = nlohmann::json::array();
+    for (int64_t i = 0; i < std::min<int64_t>(f.show, static_cast<int64_t>(r.outcomes.size()));
+         ++i) {
+      const auto& o = r.outcomes[static_cast<size_t>(i)];
+      out["samples"].push_back({{"line", o.line},
+                                {"prediction", o.prediction},
+                                {"reference", o.reference},
+                                {"correct", o.correct}});
+    }
+  }
+  std::printf("%s\n", out.dump().c_str());
+}
+
+void PrintHuman(const EvalFlags& f, const train::EvalResult& r) {
+  if (r.task == train::EvalTask::kLoss) {
+    std::printf("loss %.4f  perplexity %.3f  (%lld records, %lld answer tokens)\n", r.loss,
+                r.perplexity, static_cast<long long>(r.examples),
+                static_cast<long long>(r.label_tokens));
+    return;
+  }
+  for (int64_t i = 0; i < std::min<int64_t>(f.show, static_cast<int64_t>(r.outcomes.size())); ++i) {
+    const auto& o = r.outcomes[static_cast<size_t>(i)];
+    std::printf("[%s] line %lld\n  answer:    %s\n  reference: %s\n", o.correct ? "ok" : "wrong",
+                static_cast<long long>(o.line), OneLine(o.prediction, 100).c_str(),
+                OneLine(o.reference, 100).c_str());
+  }
+  std::printf("%s accuracy %.1f%%  (%lld of %lld)\n", f.task.c_str(), 100.0 * r.accuracy,
+              static_cast<long long>(r.correct), static_cast<long long>(r.examples));
+}
+
 }  // namespace
 
 Runner RegisterEval(CLI::App& app) {
@@ -75,64 +138,11 @@ Runner RegisterEval(CLI::App& app) {
   cmd->add_option("--threads", f->threads, "CPU threads (default: LibTorch's)")
       ->check(CLI::NonNegativeNumber);
   return [f]() -> int {
-    if (f->threads > 0) at::set_num_threads(f->threads);
-    f->options.task = train::ParseEvalTask(f->task);
-    ModelSession session = OpenModel(f->model);
-    model::ChatTemplate chat =
-        f->template_name == "auto"
-            ? model::ChatTemplate::ForModel(f->model.model, *session.tokenizer)
-            : model::ChatTemplate::FromName(f->template_name,
-                                            model::TemplateTokensOf(*session.tokenizer));
-    train::DataConfig data;
-    data.max_seq_len = f->max_seq_len;
-    const bool tty = isatty(STDERR_FILENO) && !f->json;
-    auto progress = [tty](int64_t done, int64_t total) {
-      if (tty)
-        std::fprintf(stderr, "\r\033[Kevaluating %lld/%lld", static_cast<long long>(done),
-                     static_cast<long long>(total));
-    };
-    train::EvalResult r = train::Evaluate(*session.loaded.model, *session.tokenizer, chat, f->data,
-                                          data, f->options, progress);
-    if (tty) std::fprintf(stderr, "\r\033[K");
-
-    if (f->json) {
-      nlohmann::json out{
-          {"task", f->task}, {"examples", r.examples}, {"adapter", f->model.adapter}};
-      if (r.task == train::EvalTask::kLoss) {
-        out["loss"] = r.loss;
-        out["perplexity"] = r.perplexity;
-        out["label_tokens"] = r.label_tokens;
-      } else {
-        out["accuracy"] = r.accuracy;
-        out["correct"] = r.correct;
-        out["samples"] = nlohmann::json::array();
-        for (int64_t i = 0; i < std::min<int64_t>(f->show, static_cast<int64_t>(r.outcomes.size()));
-             ++i) {
-          const auto& o = r.outcomes[static_cast<size_t>(i)];
-          out["samples"].push_back({{"line", o.line},
-                                    {"prediction", o.prediction},
-                                    {"reference", o.reference},
-                                    {"correct", o.correct}});
-        }
-      }
-      std::printf("%s\n", out.dump().c_str());
-      return 0;
-    }
-    if (r.task == train::EvalTask::kLoss) {
-      std::printf("loss %.4f  perplexity %.3f  (%lld records, %lld answer tokens)\n", r.loss,
-                  r.perplexity, static_cast<long long>(r.examples),
-                  static_cast<long long>(r.label_tokens));
-      return 0;
-    }
-    for (int64_t i = 0; i < std::min<int64_t>(f->show, static_cast<int64_t>(r.outcomes.size()));
-         ++i) {
-      const auto& o = r.outcomes[static_cast<size_t>(i)];
-      std::printf("[%s] line %lld\n  answer:    %s\n  reference: %s\n", o.correct ? "ok" : "wrong",
-                  static_cast<long long>(o.line), OneLine(o.prediction, 100).c_str(),
-                  OneLine(o.reference, 100).c_str());
-    }
-    std::printf("%s accuracy %.1f%%  (%lld of %lld)\n", f->task.c_str(), 100.0 * r.accuracy,
-                static_cast<long long>(r.correct), static_cast<long long>(r.examples));
+    const train::EvalResult result = RunEvaluation(*f);
+    if (f->json)
+      PrintJson(*f, result);
+    else
+      PrintHuman(*f, result);
     return 0;
   };
 }
