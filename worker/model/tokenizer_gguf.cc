@@ -68,9 +68,8 @@ std::vector<std::string> StringArray(const GgufFile& file, const std::string& ke
   return out;
 }
 
-}  // namespace
-
-BpeSpec ReadGgufBpeSpec(const GgufFile& file, const std::string& path) {
+// Only byte-level BPE ("gpt2") vocabularies are read.
+void CheckBpeModel(const GgufFile& file, const std::string& path) {
   if (!file.Has("tokenizer.ggml.model")) {
     throw FormatError(path +
                       ": no tokenizer.ggml.model: this GGUF file carries no tokenizer; "
@@ -85,20 +84,26 @@ BpeSpec ReadGgufBpeSpec(const GgufFile& file, const std::string& path) {
                                          "tokenizer.model"
                                        : ""));
   }
-  BpeSpec spec;
-  spec.source = path;
-  spec.vocab = StringArray(file, "tokenizer.ggml.tokens", path);
+}
+
+std::vector<std::pair<std::string, std::string>> ReadMerges(const GgufFile& file,
+                                                            const std::string& path) {
   std::vector<std::string> merges = StringArray(file, "tokenizer.ggml.merges", path);
-  spec.merges.reserve(merges.size());
+  std::vector<std::pair<std::string, std::string>> pairs;
+  pairs.reserve(merges.size());
   for (size_t i = 0; i < merges.size(); ++i) {
     const size_t space = merges[i].find(' ');
     if (space == std::string::npos || merges[i].find(' ', space + 1) != std::string::npos) {
       throw FormatError(path + ": tokenizer.ggml.merges[" + std::to_string(i) + "] \"" + merges[i] +
                         "\" is not two tokens separated by one space");
     }
-    spec.merges.emplace_back(merges[i].substr(0, space), merges[i].substr(space + 1));
+    pairs.emplace_back(merges[i].substr(0, space), merges[i].substr(space + 1));
   }
+  return pairs;
+}
 
+// The pre-tokenizer named by tokenizer.ggml.pre (default gpt2).
+void ReadPreTokenizer(const GgufFile& file, const std::string& path, BpeSpec& spec) {
   const std::string pre =
       file.Has("tokenizer.ggml.pre") ? file.GetString("tokenizer.ggml.pre") : "gpt2";
   auto known = KnownPreTokenizers().find(pre);
@@ -120,7 +125,9 @@ BpeSpec ReadGgufBpeSpec(const GgufFile& file, const std::string& path) {
   spec.pre.max_digits = known->second.max_digits;
   spec.ignore_merges = known->second.ignore_merges;
   spec.nfc = pre == "qwen2";  // Qwen2's tokenizer.json normalises to NFC
+}
 
+void ReadAddedTokens(const GgufFile& file, const std::string& path, BpeSpec& spec) {
   // Control and user-defined tokens are written in text as themselves.
   if (file.Has("tokenizer.ggml.token_type")) {
     const GgufArray& types = file.GetArray("tokenizer.ggml.token_type");
@@ -137,7 +144,9 @@ BpeSpec ReadGgufBpeSpec(const GgufFile& file, const std::string& path) {
       }
     }
   }
+}
 
+void ReadSpecialIds(const GgufFile& file, const std::string& path, BpeSpec& spec) {
   auto id_or = [&](const char* key) -> std::optional<int32_t> {
     if (!file.Has(key)) return std::nullopt;
     const uint64_t id = file.GetUint(key);
@@ -158,6 +167,19 @@ BpeSpec ReadGgufBpeSpec(const GgufFile& file, const std::string& path) {
   if (BoolOr(file, "tokenizer.ggml.add_eos_token", false) && spec.special_ids.eos) {
     spec.suffix_ids.push_back(*spec.special_ids.eos);
   }
+}
+
+}  // namespace
+
+BpeSpec ReadGgufBpeSpec(const GgufFile& file, const std::string& path) {
+  CheckBpeModel(file, path);
+  BpeSpec spec;
+  spec.source = path;
+  spec.vocab = StringArray(file, "tokenizer.ggml.tokens", path);
+  spec.merges = ReadMerges(file, path);
+  ReadPreTokenizer(file, path, spec);
+  ReadAddedTokens(file, path, spec);
+  ReadSpecialIds(file, path, spec);
   return spec;
 }
 
