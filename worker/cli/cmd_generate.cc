@@ -21,6 +21,32 @@ struct GenerateFlags {
   model::GenerationOptions generation;
 };
 
+// Each prompt's token ids: as plain text, or as a user turn of the chat
+// template (the model's, or --template's).
+std::vector<std::vector<int64_t>> EncodePrompts(const GenerateFlags& f,
+                                                const model::Tokenizer& tokenizer) {
+  std::vector<std::vector<int64_t>> prompts;
+  for (const std::string& prompt : f.prompts) {
+    std::vector<int32_t> ids;
+    if (f.chat || !f.template_name.empty()) {
+      model::ChatTemplate chat =
+          f.template_name.empty()
+              ? model::ChatTemplate::ForModel(f.model.model, tokenizer)
+              : model::ChatTemplate::FromName(f.template_name, model::TemplateTokensOf(tokenizer));
+      std::vector<model::ChatMessage> messages;
+      if (!f.system.empty()) messages.push_back({"system", f.system});
+      messages.push_back({"user", prompt});
+      ids =
+          model::TokenizeChat(tokenizer, chat.Render(messages, /*add_generation_prompt=*/true)).ids;
+    } else {
+      ids = tokenizer.Encode(prompt, /*add_special=*/true);
+    }
+    if (ids.empty()) throw std::invalid_argument("a prompt encodes to no tokens");
+    prompts.emplace_back(ids.begin(), ids.end());
+  }
+  return prompts;
+}
+
 }  // namespace
 
 Runner RegisterGenerate(CLI::App& app) {
@@ -58,25 +84,7 @@ Runner RegisterGenerate(CLI::App& app) {
   return [f] {
     ModelSession session = OpenModel(f->model);
     const model::Tokenizer& tokenizer = *session.tokenizer;
-    std::vector<std::vector<int64_t>> prompts;
-    for (const std::string& prompt : f->prompts) {
-      std::vector<int32_t> ids;
-      if (f->chat || !f->template_name.empty()) {
-        model::ChatTemplate chat = f->template_name.empty()
-                                       ? model::ChatTemplate::ForModel(f->model.model, tokenizer)
-                                       : model::ChatTemplate::FromName(
-                                             f->template_name, model::TemplateTokensOf(tokenizer));
-        std::vector<model::ChatMessage> messages;
-        if (!f->system.empty()) messages.push_back({"system", f->system});
-        messages.push_back({"user", prompt});
-        ids = model::TokenizeChat(tokenizer, chat.Render(messages, /*add_generation_prompt=*/true))
-                  .ids;
-      } else {
-        ids = tokenizer.Encode(prompt, /*add_special=*/true);
-      }
-      if (ids.empty()) throw std::invalid_argument("a prompt encodes to no tokens");
-      prompts.emplace_back(ids.begin(), ids.end());
-    }
+    const std::vector<std::vector<int64_t>> prompts = EncodePrompts(*f, tokenizer);
     model::GenerationOptions options = f->generation;
     options.stop_ids = model::EndOfTurnIds(tokenizer);
     options.decode = [&tokenizer](const std::vector<int64_t>& ids) {
