@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/ctl.h"
+#include "common/safe_name.h"
 #include "common/sha256.h"
 
 namespace diablo::ctl {
@@ -21,6 +22,10 @@ constexpr size_t kChunk = 1 << 20;
 
 std::string UploadFile(const Options& options, Clients& clients, const std::string& path,
                        const std::string& name, int* exit_code) {
+  if (absl::Status ok = ValidateFileName(name, "the upload name"); !ok.ok()) {
+    *exit_code = UsageError(std::string(ok.message()));
+    return "";
+  }
   absl::StatusOr<std::string> digest = Sha256OfFile(path);
   if (!digest.ok()) {
     *exit_code = UsageError(std::string(digest.status().message()));
@@ -142,6 +147,16 @@ int Download(const Options& options, const std::string& id, const std::string& o
   if (artifacts.artifacts().empty())
     return UsageError(
         absl::StrCat("job ", id, " has no artifacts yet (they appear when it succeeds)"));
+  // Every name is checked before anything is written: a server (or whoever
+  // answers in its place) must not steer a write outside the folder.
+  for (const v1::Artifact& artifact : artifacts.artifacts()) {
+    if (absl::Status ok = ValidateRelativePath(artifact.name(), "the server sent artifact name");
+        !ok.ok()) {
+      std::fprintf(stderr, "diablo-ctl: %s; nothing was written\n",
+                   std::string(ok.message()).c_str());
+      return kRpcFailed;
+    }
+  }
   const fs::path root = out_dir.empty() ? fs::path(id) : fs::path(out_dir);
   int downloaded = 0;
   for (const v1::Artifact& artifact : artifacts.artifacts()) {

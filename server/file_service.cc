@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/safe_name.h"
 #include "common/sha256.h"
 #include "server/grpc_status.h"
 #include "server/serve.h"
@@ -28,10 +29,8 @@ grpc::Status FileServiceImpl::UploadFile(grpc::ServerContext* context,
     return timer.Done(
         Error(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be the upload header"));
   const v1::UploadHeader header = message.header();
-  if (header.name().empty() || header.name().size() > 255 ||
-      header.name().find('/') != std::string::npos)
-    return timer.Done(Error(grpc::StatusCode::INVALID_ARGUMENT,
-                            "header.name: a file name (no '/'), 1-255 characters"));
+  if (absl::Status name = ValidateFileName(header.name(), "header.name"); !name.ok())
+    return timer.Done(ToGrpc(name));
   if (header.size_bytes() < 0 || header.size_bytes() > ctx_.max_upload_bytes)
     return timer.Done(
         Error(grpc::StatusCode::INVALID_ARGUMENT,

@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -194,5 +195,14 @@ class Scheduler {
 double NowSeconds();
 // A new random id with a prefix: "j-3f9c0a1b2c4d5e6f".
 std::string NewId(const char* prefix);
+
+// Where attempt `attempt` of a job writes its checkpoints and outputs
+// ("jobs/<id>/attempts/<n>"), as its lease tells the worker.
+std::string AttemptOutputPrefix(const std::string& job_id, int attempt);
+// A storage key a worker reports for that attempt (artifact, checkpoint):
+// a valid object key under AttemptOutputPrefix, else PERMISSION_DENIED
+// naming `what`, so one attempt can never publish another's objects.
+absl::Status ValidateAttemptKey(const std::string& key, const std::string& job_id, int attempt,
+                                std::string_view what);
 
 }  // namespace diablo::server

@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/absl_view.h"
+#include "common/safe_name.h"
 #include "common/status_macros.h"
 #include "server/scheduler.h"
 
@@ -316,7 +318,7 @@ absl::StatusOr<std::optional<v1::Lease>> Scheduler::PendingLease(const std::stri
   lease.set_resume_key(select.Text(9));
   lease.set_resume_step(select.Int(10));
   lease.set_world_size(static_cast<int32_t>(select.Int(11) * select.Int(2)));
-  lease.set_output_prefix(absl::StrCat("jobs/", lease.job_id(), "/attempts/", lease.attempt()));
+  lease.set_output_prefix(AttemptOutputPrefix(lease.job_id(), lease.attempt()));
   lease.set_stall_timeout_s(config_.stall_timeout_s);
   ASSIGN_OR_RETURN(
       Statement mark,
@@ -353,6 +355,21 @@ absl::StatusOr<v1::LeaseJobResponse> Scheduler::LeaseJob(const v1::LeaseJobReque
 }
 
 // ---- reports and completion
+
+std::string AttemptOutputPrefix(const std::string& job_id, int attempt) {
+  return absl::StrCat("jobs/", job_id, "/attempts/", attempt);
+}
+
+absl::Status ValidateAttemptKey(const std::string& key, const std::string& job_id, int attempt,
+                                std::string_view what) {
+  RETURN_IF_ERROR(ValidateObjectKey(key));
+  const std::string prefix = AttemptOutputPrefix(job_id, attempt) + "/";
+  if (key.rfind(prefix, 0) != 0)
+    return absl::PermissionDeniedError(absl::StrCat(AbslView(what), " ", key,
+                                                    " is outside the attempt's output prefix ",
+                                                    prefix, ": a worker writes only there"));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Scheduler::AttemptRef> Scheduler::CurrentAttempt(int64_t fence) {
   ASSIGN_OR_RETURN(Statement select,
@@ -434,7 +451,8 @@ absl::Status Scheduler::CompleteAttempt(const v1::CompleteAttemptRequest& reques
       return absl::InvalidArgumentError(
           "artifacts: rank 0 of a successful attempt must list what it uploaded");
     for (const v1::UploadedArtifact& artifact : request.artifacts()) {
-      RETURN_IF_ERROR(ValidateObjectKey(artifact.key()));
+      RETURN_IF_ERROR(ValidateRelativePath(artifact.name(), "artifacts.name"));
+      RETURN_IF_ERROR(ValidateAttemptKey(artifact.key(), job_id, number, "artifacts.key"));
       ASSIGN_OR_RETURN(Statement insert,
                        db_->Prepare("INSERT OR REPLACE INTO artifacts (job_id, name, storage_key, "
                                     "size_bytes, sha256) VALUES (?, ?, ?, ?, ?)"));

@@ -115,7 +115,7 @@ absl::Status Scheduler::ApplyTrainerEvent(const std::string& job_id, int attempt
     // only then does `latest` name it, and only for the current attempt.
     const int64_t step = Integer(e, field::kStep);
     const std::string key = Text(e, field::kKey);
-    RETURN_IF_ERROR(ValidateObjectKey(key));
+    RETURN_IF_ERROR(ValidateAttemptKey(key, job_id, attempt, "checkpoint key"));
     ASSIGN_OR_RETURN(
         Statement update,
         db_->Prepare("UPDATE jobs SET checkpoint_step = ?, checkpoint_key = ? WHERE id = ?"));

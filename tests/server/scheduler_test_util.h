@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -84,6 +85,7 @@ class SchedulerFixture : public ::testing::Test {
     auto response = scheduler_->LeaseJob(request);
     EXPECT_TRUE(response.ok()) << response.status();
     if (!response.ok() || !response->has_lease()) return std::nullopt;
+    output_prefixes_[response->lease().fence()] = response->lease().output_prefix();
     return response->lease();
   }
 
@@ -104,7 +106,11 @@ class SchedulerFixture : public ::testing::Test {
     if (succeeded) {
       auto* artifact = request.add_artifacts();
       artifact->set_name("adapter/adapter_model.safetensors");
-      artifact->set_key("jobs/x/attempts/1/output/adapter/adapter_model.safetensors");
+      // Where the worker holding this fence was told to write.
+      const auto prefix = output_prefixes_.find(fence);
+      artifact->set_key(
+          (prefix != output_prefixes_.end() ? prefix->second : std::string("jobs/x/attempts/1")) +
+          "/output/adapter/adapter_model.safetensors");
       artifact->set_size_bytes(10);
       artifact->set_sha256(std::string(64, 'a'));
     }
@@ -144,6 +150,7 @@ class SchedulerFixture : public ::testing::Test {
   std::filesystem::path dir_;
   SchedulerConfig config_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::map<int64_t, std::string> output_prefixes_;  // by fence, from Lease()
 };
 
 }  // namespace diablo::server::testing

@@ -45,6 +45,37 @@ class DiabloError(Exception):
         return cls(code, details or "")
 
 
+# The rules of common/safe_name.h: names that become paths (upload names,
+# artifact names) stay relative, inside their folder, free of control
+# characters, and bounded.
+MAX_NAME_SEGMENT_BYTES = 255
+MAX_RELATIVE_PATH_BYTES = 1024
+
+
+def check_relative_name(name, what, allow_folders=True):
+    """Raises DiabloError(INVALID_ARGUMENT) unless `name` is a safe relative path."""
+    def refuse(rule):
+        raise DiabloError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} {name!r} {rule}")
+    encoded = name.encode("utf-8", "surrogateescape")
+    if not name:
+        refuse("is empty")
+    if len(encoded) > MAX_RELATIVE_PATH_BYTES:
+        refuse(f"is longer than {MAX_RELATIVE_PATH_BYTES} bytes")
+    if name.startswith("/"):
+        refuse("is absolute: it must be a relative path")
+    if not allow_folders and "/" in name:
+        refuse("contains '/': it must be a file name, not a path")
+    for segment in name.split("/"):
+        if segment in ("", ".", ".."):
+            refuse("has an empty, '.' or '..' part: names must stay inside their folder")
+        if len(segment.encode("utf-8", "surrogateescape")) > MAX_NAME_SEGMENT_BYTES:
+            refuse(f"has a part longer than {MAX_NAME_SEGMENT_BYTES} bytes")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in segment):
+            refuse("contains a control character")
+        if "\\" in segment:
+            refuse("contains a backslash; use '/' between folders")
+
+
 class ChecksumError(DiabloError):
     """A downloaded artifact's SHA-256 (or size) differs from the job's record; nothing was kept."""
 
@@ -212,6 +243,7 @@ class Client:
         existing = self.find_file(digest)
         if existing is not None:
             return existing.id
+        check_relative_name(name or path.name, "the upload name", allow_folders=False)
         size = path.stat().st_size
         header = file_pb2.UploadHeader(name=name or path.name, size_bytes=size, sha256=digest)
 
@@ -446,12 +478,13 @@ class Client:
             raise DiabloError(grpc.StatusCode.NOT_FOUND,
                               f"job {job_id} has no artifacts{' named ' + only if only else ''} "
                               "(they appear when it succeeds)")
+        # Every name is checked before anything is written: whoever answers in
+        # the server's place must not steer a write outside out_dir.
+        for artifact in artifacts:
+            check_relative_name(artifact.name, "the server sent artifact name")
         paths = []
         for artifact in artifacts:
-            relative = PurePosixPath(artifact.name)
-            if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-                raise DiabloError(grpc.StatusCode.INVALID_ARGUMENT, f"unsafe artifact name {artifact.name!r}")
-            target = out_dir.joinpath(*relative.parts)
+            target = out_dir.joinpath(*PurePosixPath(artifact.name).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             self._download_one(job_id, artifact, target)
             paths.append(target)
