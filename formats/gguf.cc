@@ -6,10 +6,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <limits>
 #include <set>
 
+#include "formats/byte_cursor.h"
 #include "formats/mapped_file.h"
 
 namespace diablo::model {
@@ -58,107 +58,69 @@ size_t ScalarSize(uint32_t t) {
   }
 }
 
-class Reader {
- public:
-  Reader(std::span<const uint8_t> bytes, const std::string& source)
-      : bytes_(bytes), source_(source) {}
+// Reads one scalar or string value of type `t` into the array-element variant.
+GgufArray::value_type ReadScalar(ByteCursor& r, uint32_t t, const std::string& key) {
+  switch (t) {
+    case kU8:
+      return uint64_t{r.Read<uint8_t>("u8 value")};
+    case kI8:
+      return int64_t{r.Read<int8_t>("i8 value")};
+    case kU16:
+      return uint64_t{r.Read<uint16_t>("u16 value")};
+    case kI16:
+      return int64_t{r.Read<int16_t>("i16 value")};
+    case kU32:
+      return uint64_t{r.Read<uint32_t>("u32 value")};
+    case kI32:
+      return int64_t{r.Read<int32_t>("i32 value")};
+    case kF32:
+      return double{r.Read<float>("f32 value")};
+    case kU64:
+      return r.Read<uint64_t>("u64 value");
+    case kI64:
+      return r.Read<int64_t>("i64 value");
+    case kF64:
+      return r.Read<double>("f64 value");
+    case kBool: {
+      uint8_t b = r.Read<uint8_t>("bool value");
+      if (b > 1) r.Fail("metadata '" + key + "' has a bool that is neither 0 nor 1");
+      return b == 1;
+    }
+    case kString:
+      return r.ReadPrefixedString<uint64_t>("string value");
+    default:
+      r.Fail("metadata '" + key + "' has unknown value type " + std::to_string(t));
+  }
+}
 
-  [[noreturn]] void Fail(const std::string& what) const {
-    throw FormatError(source_ + ": not a valid GGUF file: " + what + " (at byte " +
-                      std::to_string(pos_) + " of " + std::to_string(bytes_.size()) + ")");
+GgufValue ReadValue(ByteCursor& r, uint32_t t, const std::string& key) {
+  if (t != kArray) {
+    return std::visit([](auto&& v) -> GgufValue { return v; }, ReadScalar(r, t, key));
   }
-  size_t remaining() const { return bytes_.size() - pos_; }
-  size_t pos() const { return pos_; }
-
-  void Need(uint64_t n, const char* what) const {
-    if (n > remaining()) {
-      Fail(std::string("truncated while reading ") + what + ": needs " + std::to_string(n) +
-           " bytes, " + std::to_string(remaining()) + " left");
-    }
+  uint32_t element_type = r.Read<uint32_t>("array element type");
+  uint64_t count = r.Read<uint64_t>("array length");
+  if (element_type == kArray) r.Fail("metadata '" + key + "' is an array of arrays (unsupported)");
+  // Every element takes at least one byte (strings at least eight), so a
+  // count larger than the bytes left is a lie; refuse before reserving.
+  size_t min_size = element_type == kString ? 8 : ScalarSize(element_type);
+  if (min_size == 0) {
+    r.Fail("metadata '" + key + "' has unknown array element type " + std::to_string(element_type));
   }
-  template <typename T>
-  T Read(const char* what) {
-    Need(sizeof(T), what);
-    T value;
-    std::memcpy(&value, bytes_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return value;
-  }
-  std::string ReadString(const char* what) {
-    uint64_t length = Read<uint64_t>(what);
-    Need(length, what);
-    std::string s(reinterpret_cast<const char*>(bytes_.data() + pos_), length);
-    pos_ += length;
-    return s;
-  }
-  // Reads one scalar or string value of type `t` into the array-element variant.
-  GgufArray::value_type ReadScalar(uint32_t t, const std::string& key) {
-    switch (t) {
-      case kU8:
-        return uint64_t{Read<uint8_t>("u8 value")};
-      case kI8:
-        return int64_t{Read<int8_t>("i8 value")};
-      case kU16:
-        return uint64_t{Read<uint16_t>("u16 value")};
-      case kI16:
-        return int64_t{Read<int16_t>("i16 value")};
-      case kU32:
-        return uint64_t{Read<uint32_t>("u32 value")};
-      case kI32:
-        return int64_t{Read<int32_t>("i32 value")};
-      case kF32:
-        return double{Read<float>("f32 value")};
-      case kU64:
-        return Read<uint64_t>("u64 value");
-      case kI64:
-        return Read<int64_t>("i64 value");
-      case kF64:
-        return Read<double>("f64 value");
-      case kBool: {
-        uint8_t b = Read<uint8_t>("bool value");
-        if (b > 1) Fail("metadata '" + key + "' has a bool that is neither 0 nor 1");
-        return b == 1;
-      }
-      case kString:
-        return ReadString("string value");
-      default:
-        Fail("metadata '" + key + "' has unknown value type " + std::to_string(t));
-    }
-  }
-  GgufValue ReadValue(uint32_t t, const std::string& key) {
-    if (t != kArray) {
-      return std::visit([](auto&& v) -> GgufValue { return v; }, ReadScalar(t, key));
-    }
-    uint32_t element_type = Read<uint32_t>("array element type");
-    uint64_t count = Read<uint64_t>("array length");
-    if (element_type == kArray) Fail("metadata '" + key + "' is an array of arrays (unsupported)");
-    // Every element takes at least one byte (strings at least eight), so a
-    // count larger than the bytes left is a lie; refuse before reserving.
-    size_t min_size = element_type == kString ? 8 : ScalarSize(element_type);
-    if (min_size == 0) {
-      Fail("metadata '" + key + "' has unknown array element type " + std::to_string(element_type));
-    }
-    if (count > remaining() / min_size) {
-      Fail("metadata '" + key + "' claims " + std::to_string(count) +
+  if (!r.Holds(count, min_size)) {
+    r.Fail("metadata '" + key + "' claims " + std::to_string(count) +
            " array elements, more than the file holds");
-    }
-    // Each parsed element takes ~40 bytes in memory however small it is in
-    // the file; real arrays (vocabularies, merges) stay far below this cap.
-    if (count > kMaxArrayElements) {
-      Fail("metadata '" + key + "' has " + std::to_string(count) + " array elements (at most " +
-           std::to_string(kMaxArrayElements) + " are accepted)");
-    }
-    GgufArray array;
-    array.reserve(count);
-    for (uint64_t i = 0; i < count; ++i) array.push_back(ReadScalar(element_type, key));
-    return array;
   }
-
- private:
-  std::span<const uint8_t> bytes_;
-  const std::string& source_;
-  size_t pos_ = 0;
-};
+  // Each parsed element takes ~40 bytes in memory however small it is in
+  // the file; real arrays (vocabularies, merges) stay far below this cap.
+  if (count > kMaxArrayElements) {
+    r.Fail("metadata '" + key + "' has " + std::to_string(count) + " array elements (at most " +
+           std::to_string(kMaxArrayElements) + " are accepted)");
+  }
+  GgufArray array;
+  array.reserve(count);
+  for (uint64_t i = 0; i < count; ++i) array.push_back(ReadScalar(r, element_type, key));
+  return array;
+}
 
 bool KnownType(uint32_t t) {
   switch (static_cast<GgmlType>(t)) {
@@ -208,7 +170,7 @@ GgufFile GgufFile::Parse(std::span<const uint8_t> bytes, const std::string& sour
   GgufFile file;
   file.source_ = source;
   file.bytes_ = bytes;
-  Reader r(bytes, file.source_);
+  ByteCursor r(bytes, source + ": not a valid GGUF file");
 
   if (r.Read<uint32_t>("magic") != kMagic) r.Fail("wrong magic (expected 'GGUF')");
   file.version_ = r.Read<uint32_t>("version");
@@ -219,15 +181,15 @@ GgufFile GgufFile::Parse(std::span<const uint8_t> bytes, const std::string& sour
   uint64_t kv_count = r.Read<uint64_t>("metadata count");
   // Smallest possible entries: a kv is 8 (key length) + 4 (type) + 1 byte; a
   // tensor info is 8 + 4 + 4 + 8 bytes.  Larger counts cannot fit in the file.
-  if (kv_count > r.remaining() / 13)
+  if (!r.Holds(kv_count, 13))
     r.Fail("metadata count " + std::to_string(kv_count) + " exceeds the file");
-  if (tensor_count > r.remaining() / 24)
+  if (!r.Holds(tensor_count, 24))
     r.Fail("tensor count " + std::to_string(tensor_count) + " exceeds the file");
 
   for (uint64_t i = 0; i < kv_count; ++i) {
-    std::string key = r.ReadString("metadata key");
+    std::string key = r.ReadPrefixedString<uint64_t>("metadata key");
     uint32_t type = r.Read<uint32_t>("metadata value type");
-    GgufValue value = r.ReadValue(type, key);
+    GgufValue value = ReadValue(r, type, key);
     if (!file.metadata_.emplace(key, std::move(value)).second)
       r.Fail("duplicate metadata key '" + key + "'");
   }
@@ -242,7 +204,7 @@ GgufFile GgufFile::Parse(std::span<const uint8_t> bytes, const std::string& sour
   std::set<std::string> names;
   for (uint64_t i = 0; i < tensor_count; ++i) {
     GgufTensorInfo t;
-    t.name = r.ReadString("tensor name");
+    t.name = r.ReadPrefixedString<uint64_t>("tensor name");
     if (!names.insert(t.name).second) r.Fail("duplicate tensor '" + t.name + "'");
     uint32_t n_dims = r.Read<uint32_t>("tensor dimension count");
     if (n_dims == 0 || n_dims > kMaxDims) {

@@ -17,6 +17,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "formats/byte_cursor.h"
 #include "formats/mapped_file.h"
 
 namespace diablo::model {
@@ -270,8 +271,10 @@ SafetensorsFile SafetensorsFile::Parse(std::span<const uint8_t> bytes, const std
     err.Fail("the file has " + std::to_string(bytes.size()) +
              " bytes, fewer than the 8-byte header length");
   }
-  uint64_t header_size;
-  std::memcpy(&header_size, bytes.data(), 8);
+  // Little-endian on any host; the size check above keeps the cursor's own
+  // truncation message for files that are not safetensors at all.
+  ByteCursor cursor(bytes, source + ": not a valid safetensors file");
+  const uint64_t header_size = cursor.Read<uint64_t>("the header length");
   if (header_size > kMaxSafetensorsHeaderBytes) {
     err.Fail("the header claims " + std::to_string(header_size) + " bytes, more than the " +
              std::to_string(kMaxSafetensorsHeaderBytes) + "-byte limit");

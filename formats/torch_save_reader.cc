@@ -6,13 +6,14 @@
 
 #include <bit>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <limits>
 #include <optional>
 #include <set>
 #include <string_view>
 #include <unordered_map>
+
+#include "formats/byte_cursor.h"
 
 namespace diablo::peft {
 namespace {
@@ -103,44 +104,59 @@ bool AllowedGlobal(const std::string& name) {
          StorageDtype(name).has_value();
 }
 
+// The opcodes the interpreter accepts, named as in Python's pickletools.
+enum Opcode : uint8_t {
+  kProto = 0x80,
+  kFrame = 0x95,
+  kStop = '.',
+  kMark = '(',
+  kPop = '0',
+  kPopMark = '1',
+  kEmptyDict = '}',
+  kEmptyTuple = ')',
+  kEmptyList = ']',
+  kTuple = 't',
+  kTuple1 = 0x85,
+  kTuple2 = 0x86,
+  kTuple3 = 0x87,
+  kSetItem = 's',
+  kSetItems = 'u',
+  kAppend = 'a',
+  kAppends = 'e',
+  kBinPut = 'q',
+  kLongBinPut = 'r',
+  kMemoize = 0x94,
+  kBinGet = 'h',
+  kLongBinGet = 'j',
+  kBinInt = 'J',
+  kBinInt1 = 'K',
+  kBinInt2 = 'M',
+  kLong1 = 0x8a,
+  kBinFloat = 'G',
+  kNone = 'N',
+  kNewTrue = 0x88,
+  kNewFalse = 0x89,
+  kBinUnicode = 'X',
+  kShortBinUnicode = 0x8c,
+  kBinUnicode8 = 0x8d,
+  kGlobal = 'c',
+  kStackGlobal = 0x93,
+  kReduce = 'R',
+  kBuild = 'b',
+  kBinPersId = 'Q',
+};
+
 class Unpickler {
  public:
   Unpickler(std::span<const uint8_t> bytes, const std::string& source)
-      : bytes_(bytes), source_(source) {}
+      : in_(bytes, source + ": refusing to unpickle") {}
 
   std::vector<TorchTensorRecord> Run();
 
  private:
-  [[noreturn]] void Fail(const std::string& what) const {
-    throw FormatError(source_ + ": refusing to unpickle: " + what + " (at byte " +
-                      std::to_string(op_pos_) + ")");
-  }
-  void Need(size_t n) const {
-    if (n > bytes_.size() - pos_) Fail("truncated pickle");
-  }
-  template <typename T>
-  T Read() {
-    Need(sizeof(T));
-    T value;
-    std::memcpy(&value, bytes_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return value;
-  }
-  std::string ReadBytes(uint64_t n) {
-    if (n > bytes_.size() - pos_) Fail("truncated pickle");
-    std::string s(reinterpret_cast<const char*>(bytes_.data() + pos_), n);
-    pos_ += n;
-    return s;
-  }
-  std::string ReadLine() {
-    const uint8_t* start = bytes_.data() + pos_;
-    const void* nl = std::memchr(start, '\n', bytes_.size() - pos_);
-    if (nl == nullptr) Fail("truncated pickle (GLOBAL without a newline)");
-    size_t n = static_cast<const uint8_t*>(nl) - start;
-    std::string s(reinterpret_cast<const char*>(start), n);
-    pos_ += n + 1;
-    return s;
-  }
+  // Semantic errors name the offset of the opcode being run; truncated reads
+  // (thrown by in_) name the offset of the read.
+  [[noreturn]] void Fail(const std::string& what) const { in_.FailAt(op_pos_, what); }
 
   size_t New(Object o) {
     if (arena_.size() >= kMaxObjects) Fail("the pickle builds too many objects");
@@ -205,6 +221,17 @@ class Unpickler {
     return it->second;
   }
 
+  // One step of Run per opcode group; each returns false for an opcode that
+  // is not in its group.
+  bool StreamOrStackOp(uint8_t op);
+  bool ContainerOp(uint8_t op);
+  bool MemoOp(uint8_t op);
+  bool ScalarOp(uint8_t op);
+  bool ObjectOp(uint8_t op);
+  [[noreturn]] void RefuseOpcode(uint8_t op) const;
+
+  int64_t ReadLong1();
+  double ReadBinFloat();
   void Global(const std::string& module, const std::string& name);
   void Reduce();
   void Build();
@@ -214,9 +241,7 @@ class Unpickler {
   std::vector<int64_t> IntTuple(size_t id, const char* what);
   std::vector<TorchTensorRecord> Result();
 
-  std::span<const uint8_t> bytes_;
-  const std::string& source_;
-  size_t pos_ = 0;
+  model::ByteCursor in_;
   size_t op_pos_ = 0;
   std::vector<Object> arena_;
   std::vector<size_t> stack_;
@@ -360,160 +385,206 @@ std::vector<TorchTensorRecord> Unpickler::Result() {
 
 std::vector<TorchTensorRecord> Unpickler::Run() {
   while (true) {
-    op_pos_ = pos_;
-    uint8_t op = Read<uint8_t>();
-    switch (op) {
-      case 0x80: {  // PROTO
-        uint8_t version = Read<uint8_t>();
-        if (version > 5) Fail("pickle protocol " + std::to_string(version) + " is unknown");
-        break;
-      }
-      case 0x95:
-        Read<uint64_t>();
-        break;  // FRAME: a hint only
-      case '.':
-        return Result();  // STOP
-      case '(':
-        marks_.push_back(stack_.size());
-        break;
-      case '0':
-        Pop();
-        break;
-      case '1':
-        PopToMark();
-        break;
-      case '}':
-        Push(NewOf(Kind::kDict));
-        break;
-      case ')':
-        Push(NewTuple({}));
-        break;
-      case ']':
-        Push(NewOf(Kind::kList));
-        break;
-      case 't':
-        Push(NewTuple(PopToMark()));
-        break;
-      case 0x85:
-      case 0x86:
-      case 0x87: {  // TUPLE1..3
-        std::vector<size_t> items(op - 0x84);
-        for (size_t k = items.size(); k-- > 0;) items[k] = Pop();
-        Push(NewTuple(std::move(items)));
-        break;
-      }
-      case 's': {  // SETITEM
-        size_t value = Pop(), key = Pop();
-        SetItems(Top(), {key, value});
-        break;
-      }
-      case 'u': {  // SETITEMS
-        std::vector<size_t> kv = PopToMark();
-        SetItems(Top(), kv);
-        break;
-      }
-      case 'a': {  // APPEND
-        size_t value = Pop();
-        Expect(Top(), Kind::kList, "APPEND's target").items.push_back(value);
-        break;
-      }
-      case 'e': {  // APPENDS
-        std::vector<size_t> values = PopToMark();
-        auto& list = Expect(Top(), Kind::kList, "APPENDS' target").items;
-        list.insert(list.end(), values.begin(), values.end());
-        break;
-      }
-      case 'q':
-        Memoize(Read<uint8_t>());
-        break;  // BINPUT
-      case 'r':
-        Memoize(Read<uint32_t>());
-        break;  // LONG_BINPUT
-      case 0x94:
-        Memoize(memo_.size());
-        break;  // MEMOIZE
-      case 'h':
-        Push(Recall(Read<uint8_t>()));
-        break;  // BINGET
-      case 'j':
-        Push(Recall(Read<uint32_t>()));
-        break;  // LONG_BINGET
-      case 'J':
-        Push(NewInt(Read<int32_t>()));
-        break;  // BININT
-      case 'K':
-        Push(NewInt(Read<uint8_t>()));
-        break;  // BININT1
-      case 'M':
-        Push(NewInt(Read<uint16_t>()));
-        break;      // BININT2
-      case 0x8a: {  // LONG1: little-endian two's complement of n bytes
-        uint8_t n = Read<uint8_t>();
-        if (n > 8) Fail("an integer of " + std::to_string(n) + " bytes is too large");
-        uint64_t v = 0;
-        Need(n);
-        for (uint8_t k = 0; k < n; ++k) v |= uint64_t{bytes_[pos_ + k]} << (8 * k);
-        if (n > 0 && n < 8 && (bytes_[pos_ + n - 1] & 0x80)) v |= ~uint64_t{0} << (8 * n);
-        pos_ += n;
-        Push(NewInt(static_cast<int64_t>(v)));
-        break;
-      }
-      case 'G': {  // BINFLOAT: big-endian double
-        uint64_t bits = __builtin_bswap64(Read<uint64_t>());
-        Object o;
-        o.kind = Kind::kFloat;
-        o.f = std::bit_cast<double>(bits);
-        Push(New(std::move(o)));
-        break;
-      }
-      case 'N':
-        Push(NewOf(Kind::kNone));
-        break;
-      case 0x88:
-        Push(NewOf(Kind::kBool, 1));
-        break;  // NEWTRUE
-      case 0x89:
-        Push(NewOf(Kind::kBool, 0));
-        break;  // NEWFALSE
-      case 'X':
-        Push(NewString(ReadBytes(Read<uint32_t>())));
-        break;
-      case 0x8c:
-        Push(NewString(ReadBytes(Read<uint8_t>())));
-        break;
-      case 0x8d:
-        Push(NewString(ReadBytes(Read<uint64_t>())));
-        break;
-      case 'c': {  // GLOBAL "module\nname\n"
-        std::string module = ReadLine();
-        std::string name = ReadLine();
-        Global(module, name);
-        break;
-      }
-      case 0x93: {  // STACK_GLOBAL
-        std::string name = Expect(Pop(), Kind::kString, "STACK_GLOBAL's name").s;
-        std::string module = Expect(Pop(), Kind::kString, "STACK_GLOBAL's module").s;
-        Global(module, name);
-        break;
-      }
-      case 'R':
-        Reduce();
-        break;
-      case 'b':
-        Build();
-        break;
-      case 'Q':
-        PersistentLoad();
-        break;
-      default: {
-        std::string shown = op >= 0x20 && op < 0x7f ? std::string(" '") + char(op) + "'" : "";
-        char hex[8];
-        std::snprintf(hex, sizeof(hex), "0x%02x", op);
-        Fail(std::string("opcode ") + hex + shown +
-             " is not allowed (it is not needed by a dictionary of tensors)");
-      }
+    op_pos_ = in_.pos();
+    uint8_t op = in_.Read<uint8_t>("opcode");
+    if (op == kStop) return Result();
+    bool done =
+        StreamOrStackOp(op) || ContainerOp(op) || MemoOp(op) || ScalarOp(op) || ObjectOp(op);
+    if (!done) RefuseOpcode(op);
+  }
+}
+
+// PROTO and FRAME (read and checked, nothing else), MARK, POP, POP_MARK.
+bool Unpickler::StreamOrStackOp(uint8_t op) {
+  switch (op) {
+    case kProto: {
+      uint8_t version = in_.Read<uint8_t>("PROTO version");
+      if (version > 5) Fail("pickle protocol " + std::to_string(version) + " is unknown");
+      return true;
+    }
+    case kFrame:
+      in_.Read<uint64_t>("FRAME length");  // a hint only
+      return true;
+    case kMark:
+      marks_.push_back(stack_.size());
+      return true;
+    case kPop:
+      Pop();
+      return true;
+    case kPopMark:
+      PopToMark();
+      return true;
+  }
+  return false;
+}
+
+// Empty dicts, lists and tuples, tuples from the stack, and filling dicts
+// and lists.
+bool Unpickler::ContainerOp(uint8_t op) {
+  switch (op) {
+    case kEmptyDict:
+      Push(NewOf(Kind::kDict));
+      return true;
+    case kEmptyTuple:
+      Push(NewTuple({}));
+      return true;
+    case kEmptyList:
+      Push(NewOf(Kind::kList));
+      return true;
+    case kTuple:
+      Push(NewTuple(PopToMark()));
+      return true;
+    case kTuple1:
+    case kTuple2:
+    case kTuple3: {
+      std::vector<size_t> items(op - kTuple1 + 1);
+      for (size_t k = items.size(); k-- > 0;) items[k] = Pop();
+      Push(NewTuple(std::move(items)));
+      return true;
+    }
+    case kSetItem: {
+      size_t value = Pop(), key = Pop();
+      SetItems(Top(), {key, value});
+      return true;
+    }
+    case kSetItems: {
+      std::vector<size_t> kv = PopToMark();
+      SetItems(Top(), kv);
+      return true;
+    }
+    case kAppend: {
+      size_t value = Pop();
+      Expect(Top(), Kind::kList, "APPEND's target").items.push_back(value);
+      return true;
+    }
+    case kAppends: {
+      std::vector<size_t> values = PopToMark();
+      auto& list = Expect(Top(), Kind::kList, "APPENDS' target").items;
+      list.insert(list.end(), values.begin(), values.end());
+      return true;
     }
   }
+  return false;
+}
+
+// BINPUT, LONG_BINPUT, MEMOIZE store the top of the stack; BINGET and
+// LONG_BINGET push a stored object again.
+bool Unpickler::MemoOp(uint8_t op) {
+  switch (op) {
+    case kBinPut:
+      Memoize(in_.Read<uint8_t>("BINPUT index"));
+      return true;
+    case kLongBinPut:
+      Memoize(in_.Read<uint32_t>("LONG_BINPUT index"));
+      return true;
+    case kMemoize:
+      Memoize(memo_.size());
+      return true;
+    case kBinGet:
+      Push(Recall(in_.Read<uint8_t>("BINGET index")));
+      return true;
+    case kLongBinGet:
+      Push(Recall(in_.Read<uint32_t>("LONG_BINGET index")));
+      return true;
+  }
+  return false;
+}
+
+// Integers, floats, None, booleans and strings.
+bool Unpickler::ScalarOp(uint8_t op) {
+  switch (op) {
+    case kBinInt:
+      Push(NewInt(in_.Read<int32_t>("BININT value")));
+      return true;
+    case kBinInt1:
+      Push(NewInt(in_.Read<uint8_t>("BININT1 value")));
+      return true;
+    case kBinInt2:
+      Push(NewInt(in_.Read<uint16_t>("BININT2 value")));
+      return true;
+    case kLong1:
+      Push(NewInt(ReadLong1()));
+      return true;
+    case kBinFloat: {
+      Object o;
+      o.kind = Kind::kFloat;
+      o.f = ReadBinFloat();
+      Push(New(std::move(o)));
+      return true;
+    }
+    case kNone:
+      Push(NewOf(Kind::kNone));
+      return true;
+    case kNewTrue:
+      Push(NewOf(Kind::kBool, 1));
+      return true;
+    case kNewFalse:
+      Push(NewOf(Kind::kBool, 0));
+      return true;
+    case kBinUnicode:
+      Push(NewString(in_.ReadPrefixedString<uint32_t>("BINUNICODE string")));
+      return true;
+    case kShortBinUnicode:
+      Push(NewString(in_.ReadPrefixedString<uint8_t>("SHORT_BINUNICODE string")));
+      return true;
+    case kBinUnicode8:
+      Push(NewString(in_.ReadPrefixedString<uint64_t>("BINUNICODE8 string")));
+      return true;
+  }
+  return false;
+}
+
+// GLOBAL and STACK_GLOBAL (only allowed names), REDUCE (only allowed calls),
+// BUILD (only attributes of a dict) and BINPERSID (only storages).
+bool Unpickler::ObjectOp(uint8_t op) {
+  switch (op) {
+    case kGlobal: {  // "module\nname\n"
+      std::string module = in_.ReadUntil('\n', "GLOBAL module");
+      std::string name = in_.ReadUntil('\n', "GLOBAL name");
+      Global(module, name);
+      return true;
+    }
+    case kStackGlobal: {
+      std::string name = Expect(Pop(), Kind::kString, "STACK_GLOBAL's name").s;
+      std::string module = Expect(Pop(), Kind::kString, "STACK_GLOBAL's module").s;
+      Global(module, name);
+      return true;
+    }
+    case kReduce:
+      Reduce();
+      return true;
+    case kBuild:
+      Build();
+      return true;
+    case kBinPersId:
+      PersistentLoad();
+      return true;
+  }
+  return false;
+}
+
+void Unpickler::RefuseOpcode(uint8_t op) const {
+  std::string shown = op >= 0x20 && op < 0x7f ? std::string(" '") + char(op) + "'" : "";
+  char hex[8];
+  std::snprintf(hex, sizeof(hex), "0x%02x", op);
+  Fail(std::string("opcode ") + hex + shown +
+       " is not allowed (it is not needed by a dictionary of tensors)");
+}
+
+// LONG1: a length byte n <= 8, then n bytes of little-endian two's complement.
+int64_t Unpickler::ReadLong1() {
+  uint8_t n = in_.Read<uint8_t>("LONG1 length");
+  if (n > 8) Fail("an integer of " + std::to_string(n) + " bytes is too large");
+  std::span<const uint8_t> b = in_.ReadBytes(n, "LONG1 value");
+  uint64_t v = 0;
+  for (uint8_t k = 0; k < n; ++k) v |= uint64_t{b[k]} << (8 * k);
+  if (n > 0 && n < 8 && (b[n - 1] & 0x80)) v |= ~uint64_t{0} << (8 * n);
+  return static_cast<int64_t>(v);
+}
+
+// BINFLOAT: a big-endian IEEE double (the one big-endian field of a pickle).
+double Unpickler::ReadBinFloat() {
+  return std::bit_cast<double>(__builtin_bswap64(in_.Read<uint64_t>("BINFLOAT value")));
 }
 
 // Largest element index a view touches, or nullopt for an empty view.  A view

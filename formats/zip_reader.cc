@@ -5,8 +5,8 @@
 
 #include <array>
 #include <cerrno>
-#include <cstring>
 
+#include "formats/byte_cursor.h"
 #include "formats/gguf.h"  // FormatError
 #include "formats/mapped_file.h"
 
@@ -25,45 +25,13 @@ constexpr size_t kCentralHeaderSize = 46, kLocalHeaderSize = 30;
 constexpr uint16_t kZip64ExtraId = 0x0001;
 constexpr uint32_t kMax32 = 0xFFFFFFFF;
 
-// Bounds-checked little-endian reads from a window of the archive.
-class Cursor {
- public:
-  Cursor(std::span<const uint8_t> bytes, uint64_t pos, const std::string& source)
-      : bytes_(bytes), pos_(pos), source_(source) {}
+using model::ByteCursor;
 
-  [[noreturn]] void Fail(const std::string& what) const {
-    throw FormatError(source_ + ": not a valid zip archive: " + what);
-  }
-  void Need(uint64_t n, const char* what) const {
-    if (pos_ > bytes_.size() || n > bytes_.size() - pos_) {
-      Fail(std::string("truncated while reading ") + what + " at byte " + std::to_string(pos_));
-    }
-  }
-  template <typename T>
-  T Read(const char* what) {
-    Need(sizeof(T), what);
-    T value;
-    std::memcpy(&value, bytes_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return value;
-  }
-  std::string ReadString(uint64_t n, const char* what) {
-    Need(n, what);
-    std::string s(reinterpret_cast<const char*>(bytes_.data() + pos_), n);
-    pos_ += n;
-    return s;
-  }
-  void Skip(uint64_t n, const char* what) {
-    Need(n, what);
-    pos_ += n;
-  }
-  uint64_t pos() const { return pos_; }
-
- private:
-  std::span<const uint8_t> bytes_;
-  uint64_t pos_;
-  const std::string& source_;
-};
+// A cursor over `bytes` (the archive or a prefix of it, so that positions
+// stay absolute) whose messages say which archive is not valid.
+ByteCursor ZipCursor(std::span<const uint8_t> bytes, const std::string& source) {
+  return ByteCursor(bytes, source + ": not a valid zip archive");
+}
 
 struct Directory {
   uint64_t entries = 0;
@@ -75,25 +43,23 @@ struct Directory {
 // Finds the end-of-central-directory record: the last signature whose comment
 // length reaches exactly the end of the archive.
 uint64_t FindEndRecord(std::span<const uint8_t> bytes, const std::string& source) {
-  if (bytes.size() < kEndSize) {
-    Cursor(bytes, 0, source).Fail("the file is smaller than a zip end record");
-  }
+  ByteCursor c = ZipCursor(bytes, source);
+  if (bytes.size() < kEndSize) c.Fail("the file is smaller than a zip end record");
   uint64_t lowest = bytes.size() > kEndSize + 0xFFFF ? bytes.size() - kEndSize - 0xFFFF : 0;
   for (uint64_t pos = bytes.size() - kEndSize + 1; pos-- > lowest;) {
-    uint32_t sig;
-    std::memcpy(&sig, bytes.data() + pos, 4);
-    if (sig != kEndSig) continue;
-    uint16_t comment;
-    std::memcpy(&comment, bytes.data() + pos + 20, 2);
+    c.Seek(pos, "end record");
+    if (c.Read<uint32_t>("end record signature") != kEndSig) continue;
+    c.Skip(16, "end record");
+    uint16_t comment = c.Read<uint16_t>("end record comment length");
     if (pos + kEndSize + comment == bytes.size()) return pos;
   }
-  Cursor(bytes, 0, source)
-      .Fail("no end-of-central-directory record (not a zip file, or truncated)");
+  c.FailAt(lowest, "no end-of-central-directory record (not a zip file, or truncated)");
 }
 
 Directory ReadDirectory(std::span<const uint8_t> bytes, const std::string& source) {
   uint64_t end_pos = FindEndRecord(bytes, source);
-  Cursor c(bytes, end_pos + 4, source);
+  ByteCursor c = ZipCursor(bytes, source);
+  c.Seek(end_pos + 4, "end record");
   uint16_t disk = c.Read<uint16_t>("disk number");
   uint16_t cd_disk = c.Read<uint16_t>("directory disk");
   c.Read<uint16_t>("entries on this disk");
@@ -107,7 +73,8 @@ Directory ReadDirectory(std::span<const uint8_t> bytes, const std::string& sourc
   // A zip64 locator sits right before the end record when the archive needs
   // 64-bit counts or offsets; its values then replace the 32-bit ones.
   if (end_pos >= kZip64LocatorSize) {
-    Cursor loc(bytes, end_pos - kZip64LocatorSize, source);
+    ByteCursor loc = ZipCursor(bytes, source);
+    loc.Seek(end_pos - kZip64LocatorSize, "zip64 locator");
     if (loc.Read<uint32_t>("zip64 locator") == kZip64LocatorSig) {
       loc.Read<uint32_t>("zip64 disk");
       uint64_t record = loc.Read<uint64_t>("zip64 end record offset");
@@ -115,7 +82,8 @@ Directory ReadDirectory(std::span<const uint8_t> bytes, const std::string& sourc
           end_pos - kZip64LocatorSize - record < kZip64EndSize) {
         loc.Fail("the zip64 end record offset " + std::to_string(record) + " is out of range");
       }
-      Cursor z(bytes, record, source);
+      ByteCursor z = ZipCursor(bytes, source);
+      z.Seek(record, "zip64 end record");
       if (z.Read<uint32_t>("zip64 end record") != kZip64EndSig)
         z.Fail("bad zip64 end record signature");
       z.Skip(8 + 2 + 2, "zip64 end record");
@@ -141,7 +109,7 @@ Directory ReadDirectory(std::span<const uint8_t> bytes, const std::string& sourc
 }
 
 // Replaces 0xFFFFFFFF fields by their values from the zip64 extra field.
-void ApplyZip64Extra(Cursor& extra_cursor, uint64_t extra_end, ZipEntry& e, uint32_t size32,
+void ApplyZip64Extra(ByteCursor& extra_cursor, uint64_t extra_end, ZipEntry& e, uint32_t size32,
                      uint32_t compressed32, uint64_t& local_offset) {
   bool need_size = size32 == kMax32, need_compressed = compressed32 == kMax32;
   bool need_offset = local_offset == kMax32;
@@ -194,7 +162,10 @@ ZipArchive ZipArchive::Parse(std::span<const uint8_t> bytes, const std::string& 
   zip.bytes_ = bytes;
   Directory dir = ReadDirectory(bytes, zip.source_);
 
-  Cursor c(bytes.first(dir.offset + dir.size), dir.offset, zip.source_);
+  ByteCursor c = ZipCursor(bytes.first(dir.offset + dir.size), zip.source_);
+  c.Seek(dir.offset, "central directory");
+  // Entries' local headers and data lie before the central directory.
+  ByteCursor local = ZipCursor(bytes.first(dir.offset), zip.source_);
   for (uint64_t i = 0; i < dir.entries; ++i) {
     if (c.Read<uint32_t>("central directory header") != kCentralHeaderSig) {
       c.Fail("central directory header " + std::to_string(i) + " has a bad signature");
@@ -223,7 +194,8 @@ ZipArchive ZipArchive::Parse(std::span<const uint8_t> bytes, const std::string& 
 
     // The local header repeats the name; its own extra field may differ (torch
     // pads it to align the data), so only its lengths are used.
-    Cursor local(bytes.first(dir.offset), local_offset, zip.source_);
+    local.Seek(local_offset,
+               "entry '" + e.name + "' local header, which must precede the central directory");
     if (local.Read<uint32_t>("local header") != kLocalHeaderSig) {
       local.Fail("entry '" + e.name + "' local header has a bad signature");
     }
