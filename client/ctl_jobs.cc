@@ -248,6 +248,8 @@ int Workers(const Options& options) {
     std::string jobs;
     for (const std::string& job : w.running_jobs())
       absl::StrAppend(&jobs, jobs.empty() ? "" : ",", job);
+    if (w.other_jobs() > 0)
+      absl::StrAppend(&jobs, jobs.empty() ? "" : ",", w.other_jobs(), " of other tenants");
     std::printf("%-20s %-16s %-16s %-6s %-8d %-10s %s\n", w.id().c_str(), w.name().c_str(),
                 w.host().c_str(), w.device_kind().c_str(), w.devices(), w.status().c_str(),
                 jobs.empty() ? "-" : jobs.c_str());

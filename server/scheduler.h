@@ -119,7 +119,9 @@ class Scheduler {
   absl::StatusOr<v1::LeaseJobResponse> LeaseJob(const v1::LeaseJobRequest& request);
   absl::StatusOr<v1::ReportEventsResponse> ReportEvents(const v1::ReportEventsRequest& request);
   absl::Status CompleteAttempt(const v1::CompleteAttemptRequest& request);
-  absl::StatusOr<v1::ListWorkersResponse> ListWorkers();
+  // The fleet as `tenant` may see it: its own running jobs by id, other
+  // tenants' only as a count (`all_tenants`, for admins, names them all).
+  absl::StatusOr<v1::ListWorkersResponse> ListWorkers(const std::string& tenant, bool all_tenants);
 
   // Wakes every long poll and watch so that a shutting-down server is not
   // held up by them; they answer UNAVAILABLE and clients come back later.

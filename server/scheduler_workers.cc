@@ -559,7 +559,8 @@ absl::Status Scheduler::Tick() {
   return txn.Commit();
 }
 
-absl::StatusOr<v1::ListWorkersResponse> Scheduler::ListWorkers() {
+absl::StatusOr<v1::ListWorkersResponse> Scheduler::ListWorkers(const std::string& tenant,
+                                                               bool all_tenants) {
   std::lock_guard<std::mutex> lock(mu_);
   const double now = NowSeconds();
   ASSIGN_OR_RETURN(
@@ -583,13 +584,17 @@ absl::StatusOr<v1::ListWorkersResponse> Scheduler::ListWorkers() {
     auto seen = last_seen_.find(w->id());
     if (seen != last_seen_.end()) w->set_last_heartbeat(seen->second);
     ASSIGN_OR_RETURN(Statement jobs,
-                     db_->Prepare("SELECT a.job_id FROM attempt_ranks r JOIN attempts a ON a.fence "
-                                  "= r.fence WHERE r.worker_id = ? AND a.active = 1"));
+                     db_->Prepare("SELECT a.job_id, j.tenant FROM attempt_ranks r JOIN attempts a "
+                                  "ON a.fence = r.fence JOIN jobs j ON j.id = a.job_id "
+                                  "WHERE r.worker_id = ? AND a.active = 1"));
     jobs.Bind(w->id());
     while (true) {
       ASSIGN_OR_RETURN(bool more, jobs.Step());
       if (!more) break;
-      w->add_running_jobs(jobs.Text(0));
+      if (all_tenants || jobs.Text(1) == tenant)
+        w->add_running_jobs(jobs.Text(0));
+      else
+        w->set_other_jobs(w->other_jobs() + 1);
     }
   }
   return response;

@@ -56,7 +56,8 @@ grpc::Status FleetServiceImpl::ListWorkers(grpc::ServerContext* context,
   if (!who.ok() && who.status().code() == absl::StatusCode::kPermissionDenied)
     who = ctx_.auth->Authenticate(*context, Role::kWorker);
   if (!who.ok()) return timer.Done(ToGrpc(who.status()));
-  absl::StatusOr<v1::ListWorkersResponse> workers = ctx_.scheduler->ListWorkers();
+  absl::StatusOr<v1::ListWorkersResponse> workers =
+      ctx_.scheduler->ListWorkers(who->tenant, who->role == Role::kAdmin);
   if (!workers.ok()) return timer.Done(ToGrpc(workers.status()));
   *response = std::move(*workers);
   return timer.Done(grpc::Status::OK);
