@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "CLI/CLI.hpp"
 #include "common/state_dir.h"
@@ -71,6 +72,7 @@ int RunToken(const std::string& data_dir, const std::string& verb, const TokenAr
 struct ServeFlags {
   double grace_seconds = 10;
   bool no_auth = false;
+  std::string metrics_token_file;
 };
 
 void AddServeOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlags& flags) {
@@ -87,8 +89,17 @@ void AddServeOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlag
          "Object storage: file:///dir or s3://bucket[/prefix] (default file://<data-dir>/storage)")
       ->envname("DIABLO_STORAGE");
   app.add_option("--metrics-listen", options.metrics_listen,
-                 "Serve Prometheus /metrics on host:port")
+                 "Serve Prometheus /metrics on host:port; a bare port (or :port) binds loopback "
+                 "only, 0.0.0.0:port every interface")
       ->envname("DIABLO_METRICS_LISTEN");
+  app.add_option("--metrics-token-file", flags.metrics_token_file,
+                 "File holding a token /metrics then requires as the HTTP basic-auth password "
+                 "(Prometheus: basic_auth.password_file)")
+      ->envname("DIABLO_METRICS_TOKEN_FILE")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--metrics-job-names", options.metrics_job_names,
+               "Label per-job series with job names as well as ids (names are tenants' free text: "
+               "off by default)");
   app.add_flag("--no-auth", flags.no_auth,
                "Accept calls without a token (tenant \"default\"); for a single-user machine only");
   app.add_option("--tls-cert", options.tls_cert, "Server certificate (PEM); enables TLS");
@@ -158,6 +169,16 @@ CLI::App* AddTokenCommands(CLI::App& app, TokenArgs& token_args) {
 // Serves until SIGINT or SIGTERM, then drains for the grace period.
 int Serve(diablo::SchedulerOptions& options, const ServeFlags& flags) {
   options.auth.enabled = !flags.no_auth;
+  if (!flags.metrics_token_file.empty()) {
+    std::ifstream in(flags.metrics_token_file);
+    std::getline(in, options.metrics_token);
+    if (options.metrics_token.empty()) {
+      std::fprintf(stderr,
+                   "diablo-scheduler: --metrics-token-file %s: no token on its first line\n",
+                   flags.metrics_token_file.c_str());
+      return 2;
+    }
+  }
   if (options.scheduler.lease_timeout_s <= options.scheduler.heartbeat_interval_s) {
     std::fprintf(stderr,
                  "diablo-scheduler: --lease-timeout must be longer than --heartbeat-interval\n");

@@ -13,7 +13,9 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/absl_view.h"
 #include "diablo/v1/job.pb.h"
+#include "spec/trainer_events.h"
 
 namespace diablo::server {
 
@@ -39,6 +41,15 @@ const char* CodeName(grpc::StatusCode code) {
   const int i = static_cast<int>(code);
   return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
 }
+// Compares without an early exit, so response times say nothing about how
+// much of a guessed token was right.
+bool ConstantTimeEquals(const std::string& a, const std::string& b) {
+  unsigned char differ = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i)
+    differ |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  return differ == 0;
+}
+
 // Seconds, from a quick job to a day-long one.
 prometheus::Histogram::BucketBoundaries JobTimeBuckets() {
   return {1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600};
@@ -68,16 +79,30 @@ struct Metrics::Impl {
   prometheus::Family<prometheus::Gauge>* disk_free = nullptr;
   prometheus::Family<prometheus::Gauge>* disk_capacity = nullptr;
   std::string data_dir;
+  bool job_name_labels = false;
   std::map<std::string, int64_t> errors_seen;  // trainer errors already counted
   std::mutex mu;
   std::set<std::string> running_jobs;  // jobs that have per-job gauges now
   double last_refresh = 0;
+
+  prometheus::Labels JobLabels(const std::string& id, const std::string& name) const {
+    if (job_name_labels) return {{"job_id", id}, {"job_name", name}};
+    return {{"job_id", id}};
+  }
 };
 
-absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen,
-                                                        const std::string& data_dir) {
+std::string Metrics::ResolveListen(std::string_view listen) {
+  if (listen.find(':') == std::string_view::npos)
+    return absl::StrCat("127.0.0.1:", AbslView(listen));
+  if (listen.front() == ':') return absl::StrCat("127.0.0.1", AbslView(listen));
+  return std::string(listen);
+}
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const MetricsOptions& options) {
   auto impl = std::make_unique<Impl>();
-  impl->data_dir = data_dir;
+  impl->data_dir = options.data_dir;
+  impl->job_name_labels = options.job_name_labels;
+  const std::string listen = ResolveListen(options.listen);
   impl->last_refresh =
       NowSeconds();  // jobs that finished before this process are not counted again
   try {
@@ -161,8 +186,14 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
     impl->finished->Add({{"state", state}});
   impl->queue_wait->Add({}, JobTimeBuckets());
   impl->duration->Add({}, JobTimeBuckets());
-  for (const char* code : {"non_finite", "out_of_memory", "failed", "bad_config", "interrupted"})
-    impl->trainer_errors->Add({{"code", code}});
+  for (events::ErrorCode code : events::kAllErrorCodes)
+    impl->trainer_errors->Add({{"code", std::string(events::ErrorCodeName(code))}});
+  if (!options.token.empty()) {
+    impl->exposer->RegisterAuth(
+        [token = options.token](const std::string&, const std::string& password) {
+          return ConstantTimeEquals(password, token);
+        });
+  }
   impl->exposer->RegisterCollectable(impl->registry);
   return std::unique_ptr<Metrics>(new Metrics(std::move(impl)));
 }
@@ -226,7 +257,7 @@ void Metrics::Refresh(Scheduler& scheduler) {
   }
   std::set<std::string> now_running;
   for (const v1::Job& job : snapshot->running) {
-    const prometheus::Labels labels{{"job_id", job.id()}, {"job_name", job.name()}};
+    const prometheus::Labels labels = impl_->JobLabels(job.id(), job.name());
     impl_->job_loss->Add(labels).Set(job.loss());
     impl_->job_step->Add(labels).Set(static_cast<double>(job.step()));
     impl_->job_tokens->Add(labels).Set(job.tokens_per_s());
@@ -243,8 +274,7 @@ void Metrics::Refresh(Scheduler& scheduler) {
   for (const std::string& key : impl_->running_jobs) {
     if (now_running.count(key)) continue;
     const size_t split = key.find('\n');
-    const prometheus::Labels labels{{"job_id", key.substr(0, split)},
-                                    {"job_name", key.substr(split + 1)}};
+    const prometheus::Labels labels = impl_->JobLabels(key.substr(0, split), key.substr(split + 1));
     for (auto* family : {impl_->job_loss, impl_->job_step, impl_->job_tokens, impl_->job_progress,
                          impl_->job_lr, impl_->job_eval_loss, impl_->job_rss})
       family->Remove(&family->Add(labels));

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "grpcpp/support/status.h"
@@ -13,15 +14,28 @@
 
 namespace diablo::server {
 
+struct MetricsOptions {
+  // "host:port" (port 0 picks one); a bare "port" or ":port" binds loopback
+  // only: serving every interface must be asked for (0.0.0.0:port).
+  std::string listen;
+  // Reports the free space of the filesystem holding it (the SQLite store).
+  std::string data_dir;
+  // Non-empty: scrapes must authenticate with HTTP basic auth whose password
+  // is this token (any user name).
+  std::string token;
+  // Label running jobs' series with their names as well as their ids.
+  // Names are free text chosen by tenants; off unless the operator opts in.
+  bool job_name_labels = false;
+};
+
 class Metrics {
  public:
-  // Serves /metrics on `listen` ("host:port"; port 0 picks one); reports the
-  // free space of the filesystem holding `data_dir` (the SQLite store).
-  static absl::StatusOr<std::unique_ptr<Metrics>> Start(const std::string& listen,
-                                                        const std::string& data_dir);
+  static absl::StatusOr<std::unique_ptr<Metrics>> Start(const MetricsOptions& options);
   ~Metrics();
 
   int port() const;
+  // "host:port" with a loopback host where `listen` names none.
+  static std::string ResolveListen(std::string_view listen);
   // One finished API call.
   void ObserveCall(const std::string& method, grpc::StatusCode code, double seconds);
   // Refreshes the gauges from the store (the server calls it every few seconds).

@@ -91,10 +91,12 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(
                    server::Scheduler::Open(std::move(db), std::move(storage), config));
   ASSIGN_OR_RETURN(server->auth_, server::Authenticator::Open(db_path, options.auth));
   if (!options.metrics_listen.empty()) {
-    RETURN_IF_ERROR(
-        ParseHostPort(options.metrics_listen, "--metrics-listen", PortZero::kAllowed).status());
-    ASSIGN_OR_RETURN(server->metrics_,
-                     server::Metrics::Start(options.metrics_listen, data_dir.string()));
+    server::MetricsOptions metrics{.listen = server::Metrics::ResolveListen(options.metrics_listen),
+                                   .data_dir = data_dir.string(),
+                                   .token = options.metrics_token,
+                                   .job_name_labels = options.metrics_job_names};
+    RETURN_IF_ERROR(ParseHostPort(metrics.listen, "--metrics-listen", PortZero::kAllowed).status());
+    ASSIGN_OR_RETURN(server->metrics_, server::Metrics::Start(metrics));
   }
   server::ServiceContext context{server->scheduler_.get(), server->auth_.get(),
                                  server->metrics_.get(), data_dir, options.max_upload_bytes};

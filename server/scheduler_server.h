@@ -28,8 +28,13 @@ struct SchedulerOptions {
   std::string data_dir;
   // Object storage; empty: file://<data_dir>/storage.
   std::string storage_uri;
-  // host:port for Prometheus /metrics; empty: no metrics endpoint.
+  // host:port for Prometheus /metrics (a bare port binds loopback); empty:
+  // no metrics endpoint.
   std::string metrics_listen;
+  // Non-empty: /metrics wants HTTP basic auth with this password.
+  std::string metrics_token;
+  // Label per-job series with job names too (tenants' free text).
+  bool metrics_job_names = false;
   server::SchedulerConfig scheduler;
   server::AuthOptions auth;
   // TLS: server certificate and key (PEM); with client_ca, clients (workers)
