@@ -1,17 +1,22 @@
-// Writes the fuzzers' seed corpora: one small valid file per format, built
+// Writes the fuzzers' seed corpora: small valid files per format, built
 // byte by byte (GGUF, the pickle in torch.save's own opcodes) or with our
 // writers (safetensors, the test zip builder), so nothing binary is committed.
-// Usage: make_seeds <output folder>   (creates gguf/, safetensors/, torch_save/)
+// Usage: make_seeds <output folder>   (creates gguf/, safetensors/, torch_save/,
+// job_spec/, jsonl_dataset/, tokenizer_json/)
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "formats/safetensors.h"
 #include "tests/formats/torch_save_builder.h"
+#include "tests/fuzz/tiny_tokenizer.h"
+#include "worker/model/pre_tokenizer.h"
 
 namespace {
 
@@ -118,6 +123,101 @@ std::string Floats(int n, float scale) {
   return s;
 }
 
+// JSONL training data in each format the reader knows, with the corners
+// users write: blank lines, CRLF, null fields, escapes, non-ASCII text,
+// special-token spellings inside content.
+void WriteJsonlSeeds(const fs::path& dir) {
+  WriteFile(dir / "alpaca.jsonl",
+            R"({"instruction": "Add the numbers.", "input": "12 + 30", "output": "42"})"
+            "\n"
+            R"({"instruction": "Say hello in Japanese.", "input": null, "output": "\u3053\u3093)"
+            R"(\u306b\u3061\u306f"})"
+            "\r\n\n"
+            R"({"instruction": "Repeat: <|im_end|>", "output": "<|im_end|> [SEP] the end\n"})"
+            "\n");
+  WriteFile(dir / "chat.jsonl",
+            R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user",)"
+            R"( "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}]})"
+            "\n"
+            R"({"messages": [{"role": "user", "content": "  What is 2+2? "}, {"role":)"
+            R"( "assistant", "content": "4"}, {"role": "user", "content": "And 3+3?"}, {"role":)"
+            R"( "assistant", "content": " 6 \t"}]})"
+            "\n");
+  WriteFile(dir / "chat_pair.jsonl",  // a conversation every template family takes
+            R"({"messages": [{"role": "user", "content": "Name a colour."}, {"role": "assistant",)"
+            R"( "content": "Blue."}]})"
+            "\n");
+  WriteFile(dir / "text.jsonl", R"({"text": "The thing is, it's 2024.\n\nNew paragraph\ttabbed."})"
+                                "\n\n"
+                                R"({"text": "caf\u00e9 e\u0301 \ud83d\udc4d <|endoftext|>"})"
+                                "\n");
+}
+
+// tokenizer.json variants that the reader accepts: the tiny tokenizer as is,
+// then with the other pre-tokenizers (Llama-3 and Qwen2 split regexes,
+// prefix space), NFC, a template post-processor, pair-form merges and
+// ignore_merges, so each branch of the reader starts covered.
+void WriteTokenizerSeeds(const fs::path& dir) {
+  using nlohmann::json;
+  // The smallest shape the reader accepts: short inputs mutate fastest.
+  WriteFile(dir / "minimal.json",
+            R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "\u0120": 3},)"
+            R"( "merges": ["a b"]}, "pre_tokenizer": {"type": "ByteLevel"}, "decoder": null,)"
+            R"( "added_tokens": [{"id": 4, "content": "<s>", "special": true}]})");
+  const json tiny = diablo::fuzz::TinyTokenizerJson();
+  WriteFile(dir / "tiny.json", tiny.dump(1));
+
+  auto split = [](std::string_view digits) {
+    return json{
+        {"type", "Split"},
+        {"pattern",
+         {{"Regex", std::string(diablo::model::kLlama3SplitRegexHead) + std::string(digits) +
+                        std::string(diablo::model::kLlama3SplitRegexTail)}}},
+        {"behavior", "Isolated"},
+        {"invert", false}};
+  };
+  auto byte_level = [](bool use_regex, bool prefix_space) {
+    return json{{"type", "ByteLevel"},
+                {"add_prefix_space", prefix_space},
+                {"trim_offsets", true},
+                {"use_regex", use_regex}};
+  };
+  const int32_t bos = tiny["added_tokens"][0]["id"];
+
+  json llama3 = tiny;
+  llama3["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers", json::array({split(R"(\p{N}{1,3})"), byte_level(false, false)})}};
+  llama3["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single", json::array({{{"SpecialToken", {{"id", "<|endoftext|>"}, {"type_id", 0}}}},
+                              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+      {"special_tokens", {{"<|endoftext|>", {{"id", "<|endoftext|>"}, {"ids", {bos}}}}}}};
+  llama3["model"]["ignore_merges"] = true;
+  WriteFile(dir / "llama3.json", llama3.dump(1));
+
+  json qwen2 = tiny;
+  qwen2["normalizer"] = {{"type", "Sequence"}, {"normalizers", json::array({{{"type", "NFC"}}})}};
+  qwen2["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers", json::array({split(R"(\p{N})"), byte_level(false, false)})}};
+  qwen2["added_tokens"].push_back(
+      {{"id", 1000}, {"content", "the"}, {"special", false}, {"single_word", true}});
+  WriteFile(dir / "qwen2.json", qwen2.dump(1));
+
+  json gpt2 = tiny;
+  gpt2["pre_tokenizer"] = byte_level(true, true);
+  json pairs = json::array();
+  for (const json& m : tiny["model"]["merges"]) {
+    const std::string line = m;
+    pairs.push_back(json::array({line.substr(0, line.find(' ')), line.substr(line.find(' ') + 1)}));
+  }
+  gpt2["model"]["merges"] = pairs;
+  gpt2["model"]["unk_token"] = "<|endoftext|>";
+  gpt2["decoder"] = nullptr;
+  WriteFile(dir / "gpt2.json", gpt2.dump());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -127,8 +227,11 @@ int main(int argc, char** argv) {
   }
   try {
     fs::path root = argv[1];
-    for (const char* sub : {"gguf", "safetensors", "torch_save", "job_spec"})
+    for (const char* sub :
+         {"gguf", "safetensors", "torch_save", "job_spec", "jsonl_dataset", "tokenizer_json"})
       fs::create_directories(root / sub);
+    WriteJsonlSeeds(root / "jsonl_dataset");
+    WriteTokenizerSeeds(root / "tokenizer_json");
     WriteFile(root / "job_spec" / "minimal.json",
               R"({"model": "/m.gguf", "data": {"train": "/t.jsonl"}, "output_dir": "/out"})");
     WriteFile(

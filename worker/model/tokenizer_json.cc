@@ -29,6 +29,17 @@ class JsonReader {
     if (!v.is_string()) Fail(where, "expected a string, found " + std::string(v.type_name()));
     return v.get<std::string>();
   }
+  const json& Array(const json& v, const std::string& where) const {
+    if (!v.is_array()) Fail(where, "expected an array, found " + std::string(v.type_name()));
+    return v;
+  }
+  // obj[key] as a string, `fallback` when absent or null; obj must be an object.
+  std::string StringOr(const json& obj, const char* key, const std::string& fallback,
+                       const std::string& where) const {
+    if (!obj.is_object()) Fail(where, "expected an object, found " + std::string(obj.type_name()));
+    if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
+    return String(obj.at(key), where + "." + key);
+  }
   bool BoolOr(const json& obj, const char* key, bool fallback, const std::string& where) const {
     if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
     if (!obj.at(key).is_boolean()) Fail(where + "." + key, "expected true or false");
@@ -47,7 +58,7 @@ json ReadJsonFile(const std::string& path) {
   buffer << in.rdbuf();
   try {
     return json::parse(buffer.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e999
     throw FormatError(path + ": not valid JSON (" + e.what() + ")");
   }
 }
@@ -58,7 +69,7 @@ void ReadSplitRegex(const JsonReader& r, const json& step, const std::string& wh
   if (!pattern.contains("Regex"))
     r.Fail(where + ".pattern", "only {\"Regex\": ...} splits are supported");
   const std::string regex = r.String(pattern.at("Regex"), where + ".pattern.Regex");
-  const std::string behavior = step.value("behavior", std::string("Isolated"));
+  const std::string behavior = r.StringOr(step, "behavior", "Isolated", where);
   if (behavior != "Isolated" || r.BoolOr(step, "invert", false, where)) {
     r.Fail(where, "only Split steps with behavior \"Isolated\" and invert false are supported");
   }
@@ -96,7 +107,7 @@ void ReadPreTokenizer(const JsonReader& r, const json& root, BpeSpec* spec) {
   }
   const json& pt = root["pre_tokenizer"];
   std::vector<std::pair<const json*, std::string>> steps;
-  if (pt.value("type", "") == "Sequence") {
+  if (r.StringOr(pt, "type", "", where) == "Sequence") {
     const json& list = r.Field(pt, "pretokenizers", where);
     if (!list.is_array()) r.Fail(where + ".pretokenizers", "expected an array");
     for (size_t i = 0; i < list.size(); ++i) {
@@ -150,7 +161,7 @@ void ReadNormalizer(const JsonReader& r, const json& n, const std::string& where
   if (type == "NFC") {
     spec->nfc = true;
   } else if (type == "Sequence") {
-    const json& list = r.Field(n, "normalizers", where);
+    const json& list = r.Array(r.Field(n, "normalizers", where), where + ".normalizers");
     for (size_t i = 0; i < list.size(); ++i) {
       ReadNormalizer(r, list[i], where + ".normalizers[" + std::to_string(i) + "]", spec);
     }
@@ -169,7 +180,7 @@ void ReadPostProcessor(const JsonReader& r, const json& pp, const std::string& w
   const std::string type = r.String(r.Field(pp, "type", where), where + ".type");
   if (type == "ByteLevel") return;  // only adjusts offsets, which we compute exactly
   if (type == "Sequence") {
-    const json& list = r.Field(pp, "processors", where);
+    const json& list = r.Array(r.Field(pp, "processors", where), where + ".processors");
     for (size_t i = 0; i < list.size(); ++i) {
       ReadPostProcessor(r, list[i], where + ".processors[" + std::to_string(i) + "]", spec);
     }
@@ -179,7 +190,7 @@ void ReadPostProcessor(const JsonReader& r, const json& pp, const std::string& w
     r.Fail(where, "unsupported post-processor type \"" + type +
                       "\" (supported: TemplateProcessing, ByteLevel, Sequence)");
   }
-  const json& single = r.Field(pp, "single", where);
+  const json& single = r.Array(r.Field(pp, "single", where), where + ".single");
   const json& specials = pp.contains("special_tokens") ? pp["special_tokens"] : json::object();
   bool seen_text = false;
   for (size_t i = 0; i < single.size(); ++i) {
@@ -193,15 +204,15 @@ void ReadPostProcessor(const JsonReader& r, const json& pp, const std::string& w
     if (!specials.contains(name))
       r.Fail(at, "special token \"" + name + "\" is not in special_tokens");
     for (const json& id : r.Field(specials[name], "ids", where + ".special_tokens." + name)) {
-      if (!id.is_number_integer())
-        r.Fail(where + ".special_tokens." + name, "ids must be integers");
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > (1 << 24))
+        r.Fail(where + ".special_tokens." + name, "ids must be integers in [0, 16777216]");
       (seen_text ? spec->suffix_ids : spec->prefix_ids).push_back(id.get<int32_t>());
     }
   }
 }
 
 void ReadModel(const JsonReader& r, const json& model, BpeSpec* spec) {
-  const std::string type = model.value("type", "BPE");
+  const std::string type = r.StringOr(model, "type", "BPE", "model");
   if (type != "BPE") {
     r.Fail("model.type", "is \"" + type +
                              "\"; only byte-level BPE tokenizer.json files are "
@@ -317,7 +328,7 @@ BpeSpec ReadTokenizerJsonSpec(const std::string& path) {
   ReadPreTokenizer(r, root, &spec);
   ReadPostProcessor(r, root.value("post_processor", json()), "post_processor", &spec);
   if (root.contains("decoder") && !root["decoder"].is_null() &&
-      root["decoder"].value("type", "") != "ByteLevel") {
+      r.StringOr(root["decoder"], "type", "", "decoder") != "ByteLevel") {
     r.Fail("decoder", "only the ByteLevel decoder is supported");
   }
   const json& model = root["model"];

@@ -337,6 +337,54 @@ TEST(MalformedTokenizerJson, ErrorsNameTheFileAndTheItem) {
   EXPECT_THAT(LoadError(dir, j), HasSubstr("ByteLevel"));
 }
 
+// Found by tests/fuzz/tokenizer_json_fuzz: a value of the wrong JSON type
+// where the reader expected an object, an array or a string escaped as
+// nlohmann::json's own exception (naming neither file nor item), a number
+// JSON cannot hold escaped as out_of_range, and a post-processor id past
+// 2^32 wrapped silently to a small id.
+TEST(MalformedTokenizerJson, WrongJsonTypesAreFormatErrorsNamingTheItem) {
+  ScratchDir dir;
+  const json good = MakeTokenizer({"ab"}, json::array({"a b"}));
+  struct Case {
+    const char* pointer;
+    const char* value;
+    const char* error;
+  };
+  const Case cases[] = {
+      {"/pre_tokenizer", "5", "pre_tokenizer: expected an object, found number"},
+      {"/pre_tokenizer/type", "[]", "pre_tokenizer.type: expected a string"},
+      {"/pre_tokenizer", R"({"type": "Split", "pattern": {"Regex": "x"}, "behavior": 5})",
+       "pre_tokenizer.behavior: expected a string"},
+      {"/decoder", "[1]", "decoder: expected an object, found array"},
+      {"/model", R"("BPE")", "model: expected an object, found string"},
+      {"/model/type", "3", "model.type: expected a string"},
+      {"/normalizer", R"({"type": "Sequence", "normalizers": {"a": {"type": "NFC"}}})",
+       "normalizer.normalizers: expected an array"},
+      {"/post_processor", R"({"type": "Sequence", "processors": "x"})",
+       "post_processor.processors: expected an array"},
+      {"/post_processor", R"({"type": "TemplateProcessing", "single": "x"})",
+       "post_processor.single: expected an array"},
+      {"/post_processor",
+       R"({"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<b>"}}],)"
+       R"( "special_tokens": {"<b>": {"ids": [4294967297]}}})",
+       "post_processor.special_tokens.<b>: ids must be integers in [0, 16777216]"},
+  };
+  for (const Case& c : cases) {
+    json j = good;
+    j[json::json_pointer(c.pointer)] = json::parse(c.value);
+    EXPECT_THAT(LoadError(dir, j), HasSubstr(c.error)) << c.pointer << " = " << c.value;
+  }
+  std::string text = good.dump();
+  text.insert(text.size() - 1, R"(, "x": 1e999)");
+  testing::WriteFile(dir / "tokenizer.json", text);
+  try {
+    LoadTokenizerJson(dir / "tokenizer.json");
+    FAIL() << "1e999 was accepted";
+  } catch (const FormatError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("not valid JSON"));
+  }
+}
+
 TEST(LoadTokenizer, PicksTheImplementationFromThePath) {
   ScratchDir dir;
   testing::WriteFile(dir / "tokenizer.json", MakeTokenizer({}, json::array()).dump());
