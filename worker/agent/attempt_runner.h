@@ -13,6 +13,7 @@
 
 #include "common/object_store.h"
 #include "diablo/v1/worker.grpc.pb.h"
+#include "worker/agent/redact.h"
 #include "worker/agent/settings.h"
 
 namespace diablo::agent {
@@ -62,6 +63,8 @@ class AttemptRunner {
   const v1::Lease lease_;
   std::filesystem::path job_dir_, output_dir_;
   std::unique_ptr<Reporter> reporter_;
+  // Applied to everything of the trainer's that goes to the job's owner.
+  Redactor redactor_{{}, {}};
 
   std::mutex mu_;
   std::vector<pid_t> trainer_pids_;  // process groups to signal on Stop

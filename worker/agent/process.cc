@@ -12,23 +12,16 @@
 
 #include "absl/strings/str_cat.h"
 
-extern char** environ;
-
 namespace diablo::agent {
 
 absl::StatusOr<Process> Process::Start(const std::vector<std::string>& argv,
-                                       const std::map<std::string, std::string>& extra_env,
+                                       const std::map<std::string, std::string>& env,
                                        const std::string& cwd) {
   if (argv.empty()) return absl::InvalidArgumentError("no command to run");
   // Everything the child needs is built before fork: between fork and exec
   // only async-signal-safe calls are allowed in a threaded program.
   std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string entry(*e);
-    const std::string name = entry.substr(0, entry.find('='));
-    if (extra_env.count(name) == 0) env_strings.push_back(std::move(entry));
-  }
-  for (const auto& [name, value] : extra_env) env_strings.push_back(name + "=" + value);
+  for (const auto& [name, value] : env) env_strings.push_back(name + "=" + value);
   std::vector<char*> envp, args;
   for (std::string& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);

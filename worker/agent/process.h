@@ -16,9 +16,10 @@ namespace diablo::agent {
 
 class Process {
  public:
-  // Starts `argv` with the agent's environment plus `extra_env`, in `cwd`.
+  // Starts `argv` in `cwd` with exactly `env` as its environment (nothing of
+  // the agent's is inherited: see trainer_env.h).
   static absl::StatusOr<Process> Start(const std::vector<std::string>& argv,
-                                       const std::map<std::string, std::string>& extra_env,
+                                       const std::map<std::string, std::string>& env,
                                        const std::string& cwd);
   Process(Process&& other) noexcept;
   Process& operator=(Process&&) = delete;
