@@ -20,8 +20,25 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// A full disk or a failing device is UNAVAILABLE: the same call may work
+// once the operator has made room, and callers retry or report it so.
 absl::Status ErrnoError(const std::string& what, const fs::path& path) {
-  return absl::InternalError(absl::StrCat(what, " ", path.string(), ": ", std::strerror(errno)));
+  const int error = errno;
+  const std::string message = absl::StrCat(what, " ", path.string(), ": ", std::strerror(error));
+  if (error == ENOSPC || error == EDQUOT || error == EIO)
+    return absl::UnavailableError(absl::StrCat(message, " (storage full or failing; retry later)"));
+  return absl::InternalError(message);
+}
+
+// fsync of a directory, so that entries created or renamed in it survive a
+// power loss.
+absl::Status SyncDirectory(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError("cannot open directory", dir);
+  const bool synced = ::fsync(fd) == 0;
+  absl::Status status = synced ? absl::OkStatus() : ErrnoError("cannot sync directory", dir);
+  ::close(fd);
+  return status;
 }
 
 // A unique temporary name next to `target` (same directory: rename is atomic).
@@ -73,13 +90,18 @@ absl::Status WriteAtomically(const fs::path& target, std::string_view data,
     ok = write_all(data.data(), data.size());
   }
   ok = ok && ::fsync(fd) == 0;
+  // errno is read before close() can change it.
+  absl::Status status = ok ? absl::OkStatus() : ErrnoError("cannot write", target);
   ::close(fd);
-  if (!ok || ::rename(temp.c_str(), target.c_str()) != 0) {
-    absl::Status status = ErrnoError("cannot write", target);
+  if (status.ok() && ::rename(temp.c_str(), target.c_str()) != 0)
+    status = ErrnoError("cannot write", target);
+  if (!status.ok()) {
     ::unlink(temp.c_str());
     return status;
   }
-  return absl::OkStatus();
+  // The rename is durable only once the directory entry is: without this a
+  // power loss can leave the object missing although the call succeeded.
+  return SyncDirectory(target.parent_path());
 }
 
 class FileStore final : public ObjectStore {
