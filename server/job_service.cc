@@ -20,11 +20,12 @@ grpc::Status JobServiceImpl::CreateJob(grpc::ServerContext* context,
                [&](const Principal& who) -> absl::StatusOr<v1::Job> {
                  if (!request->idempotency_key().empty()) {
                    absl::StatusOr<v1::Job> existing =
-                       ctx_.scheduler->FindByIdempotencyKey(who.tenant, request->idempotency_key());
+                       ctx_.scheduler->FindByIdempotencyKey(who.tenant, *request);
                    if (existing.ok() || existing.status().code() != absl::StatusCode::kNotFound)
                      return existing;
                  }
-                 ValidationContext validation{ctx_.scheduler, who.tenant, ctx_.data_dir / "cache"};
+                 ValidationContext validation{ctx_.scheduler, who.tenant, ctx_.data_dir / "cache",
+                                              ctx_.inputs};
                  absl::StatusOr<ValidatedJob> job = ValidateCreateJob(*request, validation);
                  if (!job.ok()) return job.status();
                  if (!request->queue_anyway()) {

@@ -119,6 +119,12 @@ ALTER TABLE jobs ADD COLUMN lr REAL NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN eval_loss REAL NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN peak_rss_bytes INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 3: what an idempotency key was used for (RequestFingerprint), so a
+    // reused key with a different request is refused rather than answered
+    // with the first job.  Empty for jobs created before.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN request_sha256 TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 }  // namespace

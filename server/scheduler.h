@@ -82,9 +82,12 @@ class Scheduler {
   // ---- jobs (always scoped to a tenant; another tenant's job is NOT_FOUND)
   absl::StatusOr<v1::Job> CreateJob(const std::string& tenant, const v1::CreateJobRequest& request,
                                     const ValidatedJob& job);
-  // The job a CreateJob with this idempotency key already made, if any
-  // (NOT_FOUND otherwise), so a retried submit skips validation.
-  absl::StatusOr<v1::Job> FindByIdempotencyKey(const std::string& tenant, const std::string& key);
+  // The job an identical CreateJob with this request's idempotency key
+  // already made, if any (NOT_FOUND otherwise), so a retried submit skips
+  // validation; INVALID_ARGUMENT when the key was used for a different
+  // request.
+  absl::StatusOr<v1::Job> FindByIdempotencyKey(const std::string& tenant,
+                                               const v1::CreateJobRequest& request);
   absl::StatusOr<v1::Job> GetJob(const std::string& tenant, const std::string& id);
   absl::StatusOr<v1::ListJobsResponse> ListJobs(const std::string& tenant,
                                                 const v1::ListJobsRequest& request);
@@ -150,6 +153,10 @@ class Scheduler {
   Scheduler(std::unique_ptr<Db> db, std::unique_ptr<ObjectStore> storage, SchedulerConfig config);
 
   // All of these expect mu_ held (and most a transaction open).
+  // The id of the job made with `request`'s idempotency key (nullopt: none);
+  // INVALID_ARGUMENT when that job came from a different request.
+  absl::StatusOr<std::optional<std::string>> JobForIdempotencyKey(
+      const std::string& tenant, const v1::CreateJobRequest& request);
   struct AttemptRef {
     std::string job_id;
     int number = 0;
@@ -197,6 +204,9 @@ class Scheduler {
 double NowSeconds();
 // A new random id with a prefix: "j-3f9c0a1b2c4d5e6f".
 std::string NewId(const char* prefix);
+// SHA-256 of a CreateJobRequest without its idempotency key, serialised
+// deterministically: equal for a retried request, different for any change.
+std::string RequestFingerprint(const v1::CreateJobRequest& request);
 
 // Where attempt `attempt` of a job writes its checkpoints and outputs
 // ("jobs/<id>/attempts/<n>"), as its lease tells the worker.

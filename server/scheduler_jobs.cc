@@ -1,5 +1,7 @@
 // Scheduler: the public side — creating, reading, listing and cancelling
 // jobs, their event log and artifacts, and uploaded files.
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <nlohmann/json.hpp>
@@ -10,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "server/migrations.h"
 #include "server/scheduler.h"
@@ -188,13 +191,8 @@ absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant,
                                              const v1::CreateJobRequest& request,
                                              const ValidatedJob& job) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!request.idempotency_key().empty()) {
-    ASSIGN_OR_RETURN(Statement existing,
-                     db_->Prepare("SELECT id FROM jobs WHERE tenant = ? AND idempotency_key = ?"));
-    existing.Bind(tenant).Bind(request.idempotency_key());
-    ASSIGN_OR_RETURN(bool found, existing.Step());
-    if (found) return LoadJob(tenant, existing.Text(0));
-  }
+  ASSIGN_OR_RETURN(std::optional<std::string> existing, JobForIdempotencyKey(tenant, request));
+  if (existing) return LoadJob(tenant, *existing);
   {
     ASSIGN_OR_RETURN(
         Statement queued,
@@ -221,9 +219,9 @@ absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant,
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
   ASSIGN_OR_RETURN(Statement insert,
                    db_->Prepare("INSERT INTO jobs (id, tenant, name, labels, spec, config, inputs, "
-                                "priority, devices_per_node, nodes, "
-                                "max_retries, idempotency_key, estimated_bytes, state, created_at) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                                "priority, devices_per_node, nodes, max_retries, idempotency_key, "
+                                "request_sha256, estimated_bytes, state, created_at) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   insert.Bind(id)
       .Bind(tenant)
       .Bind(request.name())
@@ -239,7 +237,8 @@ absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant,
     insert.BindNull();
   else
     insert.Bind(request.idempotency_key());
-  insert.Bind(job.estimated_bytes)
+  insert.Bind(RequestFingerprint(request))
+      .Bind(job.estimated_bytes)
       .Bind(static_cast<int64_t>(v1::JOB_STATE_QUEUED))
       .Bind(NowSeconds());
   RETURN_IF_ERROR(insert.Run());
@@ -249,15 +248,43 @@ absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant,
   return LoadJob(tenant, id);
 }
 
-absl::StatusOr<v1::Job> Scheduler::FindByIdempotencyKey(const std::string& tenant,
-                                                        const std::string& key) {
-  std::lock_guard<std::mutex> lock(mu_);
+std::string RequestFingerprint(const v1::CreateJobRequest& request) {
+  v1::CreateJobRequest keyless = request;
+  keyless.clear_idempotency_key();
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream out(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);  // labels are a map
+    keyless.SerializeToCodedStream(&coded);
+  }
+  return Sha256Hex(bytes);
+}
+
+absl::StatusOr<std::optional<std::string>> Scheduler::JobForIdempotencyKey(
+    const std::string& tenant, const v1::CreateJobRequest& request) {
+  if (request.idempotency_key().empty()) return std::optional<std::string>();
   ASSIGN_OR_RETURN(Statement existing,
-                   db_->Prepare("SELECT id FROM jobs WHERE tenant = ? AND idempotency_key = ?"));
-  existing.Bind(tenant).Bind(key);
+                   db_->Prepare("SELECT id, request_sha256 FROM jobs WHERE tenant = ? AND "
+                                "idempotency_key = ?"));
+  existing.Bind(tenant).Bind(request.idempotency_key());
   ASSIGN_OR_RETURN(bool found, existing.Step());
-  if (!found) return absl::NotFoundError("no job has this idempotency key");
-  return LoadJob(tenant, existing.Text(0));
+  if (!found) return std::optional<std::string>();
+  const std::string recorded = existing.Text(1);
+  if (!recorded.empty() && recorded != RequestFingerprint(request))
+    return absl::InvalidArgumentError(
+        absl::StrCat("idempotency_key \"", request.idempotency_key(),
+                     "\" was used for a different request (job ", existing.Text(0),
+                     "); a retry must repeat the request exactly, a new job needs a new key"));
+  return std::optional<std::string>(existing.Text(0));
+}
+
+absl::StatusOr<v1::Job> Scheduler::FindByIdempotencyKey(const std::string& tenant,
+                                                        const v1::CreateJobRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(std::optional<std::string> existing, JobForIdempotencyKey(tenant, request));
+  if (!existing) return absl::NotFoundError("no job has this idempotency key");
+  return LoadJob(tenant, *existing);
 }
 
 absl::StatusOr<v1::Job> Scheduler::GetJob(const std::string& tenant, const std::string& id) {
