@@ -130,7 +130,8 @@ class Bench:
         self.results = {"machine": machine(), "config": {k: v for k, v in vars(args).items()}}
 
     def cluster(self, name):
-        c = cluster.Cluster(self.args.bin, work=self.work / name, extra_args=SCHEDULER_ARGS)
+        c = cluster.Cluster(self.args.bin, work=self.work / name, extra_args=SCHEDULER_ARGS,
+                            input_roots=[Path(self.args.model).resolve().parent, self.work])
         c.start_scheduler()
         return c
 

@@ -73,6 +73,7 @@ struct ServeFlags {
   double grace_seconds = 10;
   bool no_auth = false;
   std::string metrics_token_file;
+  std::string input_grants_file;
 };
 
 void AddServeOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlags& flags) {
@@ -100,6 +101,13 @@ void AddServeOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlag
   app.add_flag("--metrics-job-names", options.metrics_job_names,
                "Label per-job series with job names as well as ids (names are tenants' free text: "
                "off by default)");
+  app.add_option("--input-grants", flags.input_grants_file,
+                 "JSON file of the object prefixes and local roots each tenant's jobs may read "
+                 "besides their uploads, e.g. {\"tenants\": {\"ml-team\": {\"object_prefixes\": "
+                 "[\"s3://datasets/ml-team\"], \"local_roots\": [\"/mnt/shared/ml-team\"]}}}; "
+                 "without it jobs read only uploads")
+      ->envname("DIABLO_INPUT_GRANTS")
+      ->check(CLI::ExistingFile);
   app.add_flag("--no-auth", flags.no_auth,
                "Accept calls without a token (tenant \"default\"); for a single-user machine only");
   app.add_option("--tls-cert", options.tls_cert, "Server certificate (PEM); enables TLS");
@@ -169,6 +177,15 @@ CLI::App* AddTokenCommands(CLI::App& app, TokenArgs& token_args) {
 // Serves until SIGINT or SIGTERM, then drains for the grace period.
 int Serve(diablo::SchedulerOptions& options, const ServeFlags& flags) {
   options.auth.enabled = !flags.no_auth;
+  if (!flags.input_grants_file.empty()) {
+    absl::StatusOr<diablo::InputPolicy> grants = diablo::InputPolicy::Load(flags.input_grants_file);
+    if (!grants.ok()) {
+      std::fprintf(stderr, "diablo-scheduler: --input-grants %s\n",
+                   std::string(grants.status().message()).c_str());
+      return 2;
+    }
+    options.inputs = std::move(*grants);
+  }
   if (!flags.metrics_token_file.empty()) {
     std::ifstream in(flags.metrics_token_file);
     std::getline(in, options.metrics_token);

@@ -98,8 +98,12 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(
     RETURN_IF_ERROR(ParseHostPort(metrics.listen, "--metrics-listen", PortZero::kAllowed).status());
     ASSIGN_OR_RETURN(server->metrics_, server::Metrics::Start(metrics));
   }
+  server->inputs_ = options.inputs;
+  server->inputs_.Protect(config.storage_uri);
+  server->inputs_.Protect(data_dir.string());
   server::ServiceContext context{server->scheduler_.get(), server->auth_.get(),
-                                 server->metrics_.get(), data_dir, options.max_upload_bytes};
+                                 server->metrics_.get(),   data_dir,
+                                 options.max_upload_bytes, &server->inputs_};
   server->services_ = std::make_unique<Services>(context);
   server->system_service_ = std::make_unique<SystemServiceImpl>(absl::Now());
 

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/input_policy.h"
 #include "grpcpp/server.h"
 #include "server/auth.h"
 #include "server/metrics.h"
@@ -35,6 +36,10 @@ struct SchedulerOptions {
   std::string metrics_token;
   // Label per-job series with job names too (tenants' free text).
   bool metrics_job_names = false;
+  // Object prefixes and local roots each tenant's jobs may read (none by
+  // default: uploads only).  The storage and data directory are protected
+  // whatever it grants.
+  InputPolicy inputs;
   server::SchedulerConfig scheduler;
   server::AuthOptions auth;
   // TLS: server certificate and key (PEM); with client_ca, clients (workers)
@@ -75,6 +80,7 @@ class SchedulerServer {
   std::unique_ptr<server::Scheduler> scheduler_;
   std::unique_ptr<server::Authenticator> auth_;
   std::unique_ptr<server::Metrics> metrics_;
+  InputPolicy inputs_;  // the options' grants plus the protected storage and data dir
   std::unique_ptr<SystemServiceImpl> system_service_;
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;

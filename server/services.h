@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "common/input_policy.h"
 #include "diablo/v1/file.grpc.pb.h"
 #include "diablo/v1/job.grpc.pb.h"
 #include "diablo/v1/worker.grpc.pb.h"
@@ -21,6 +22,8 @@ struct ServiceContext {
   // Scratch space for uploads in progress and cached model headers.
   std::filesystem::path data_dir;
   int64_t max_upload_bytes = int64_t{64} << 30;
+  // What jobs may name besides their tenant's uploads (never null when serving).
+  const InputPolicy* inputs = nullptr;
 };
 
 class JobServiceImpl final : public v1::JobService::Service {

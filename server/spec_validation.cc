@@ -86,6 +86,11 @@ absl::StatusOr<fs::path> CachedCopy(ObjectStore& store, const std::string& key,
   return local;
 }
 
+const InputPolicy& Policy(const ValidationContext& ctx) {
+  static const InputPolicy kNothingGranted;
+  return ctx.inputs != nullptr ? *ctx.inputs : kNothingGranted;
+}
+
 absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::string& value,
                                       const ValidationContext& ctx) {
   const std::string where = absl::StrCat("spec.", field);
@@ -107,6 +112,7 @@ absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::strin
     return r;
   }
   if (absl::StartsWith(value, "s3://")) {
+    RETURN_IF_ERROR(Policy(ctx).CheckObject(ctx.tenant, field, value));
     absl::StatusOr<ObjectUri> split = SplitObjectUri(value);
     if (!split.ok()) return Invalid(where, split.status().message());
     absl::StatusOr<std::unique_ptr<ObjectStore>> store = OpenObjectStore(split->store_uri);
@@ -135,6 +141,8 @@ absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::strin
                      "\" is a relative path, which means nothing on the workers: "
                      "upload it (diablo-ctl submit uploads local files), or give upload://<id>, "
                      "s3://bucket/key or an absolute path on storage every worker mounts"));
+  // Checked (and symlinks resolved) before anything at the path is touched.
+  ASSIGN_OR_RETURN(path, Policy(ctx).CheckLocal(ctx.tenant, field, path));
   std::error_code ec;
   if (!fs::exists(path, ec))
     return Invalid(

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/input_policy.h"
 #include "diablo/v1/job.pb.h"
 #include "server/scheduler.h"
 
@@ -19,6 +20,8 @@ struct ValidationContext {
   std::string tenant;
   // Where models stored as objects are cached to read their shape.
   std::filesystem::path cache_dir;
+  // What the tenant may name besides its uploads; null grants nothing.
+  const InputPolicy* inputs = nullptr;
 };
 
 absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& request,

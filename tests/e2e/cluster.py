@@ -14,7 +14,8 @@ from pathlib import Path
 
 
 class Cluster:
-    def __init__(self, bin_dir, work=None, heartbeat=0.5, lease_timeout=4.0, stall_timeout=120.0, extra_args=()):
+    def __init__(self, bin_dir, work=None, heartbeat=0.5, lease_timeout=4.0, stall_timeout=120.0, extra_args=(),
+                 input_roots=()):
         self.bin = Path(bin_dir)
         self._tmp = None
         if work is None:
@@ -33,6 +34,12 @@ class Cluster:
         self.metrics_port = None
         self.user_token = self.token("tenant-a", "user")
         self.worker_token = self.token("ops", "worker")
+        # What tenant-a's jobs may read in place besides uploads: the test's
+        # own folder and `input_roots` (the scheduler protects its data dir
+        # inside it whatever this grants).
+        self.grants = self.work / "input-grants.json"
+        roots = [str(self.work), *(str(Path(r).resolve()) for r in input_roots)]
+        self.grants.write_text(json.dumps({"tenants": {"tenant-a": {"local_roots": roots}}}))
 
     # ---- processes
 
@@ -50,7 +57,8 @@ class Cluster:
                  "--metrics-listen", "127.0.0.1:0", "--heartbeat-interval", str(self.heartbeat),
                  "--lease-timeout", str(self.lease_timeout), "--stall-timeout", str(self.stall_timeout),
                  # Tests may run side by side: keep their gangs' rendezvous ports apart.
-                 "--rendezvous-port-base", str(self.rendezvous_base), *self.extra_args],
+                 "--rendezvous-port-base", str(self.rendezvous_base), "--input-grants", self.grants,
+                 *self.extra_args],
                 stderr=log, stdout=log)
         deadline = time.time() + 30
         while time.time() < deadline:

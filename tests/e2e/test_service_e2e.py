@@ -57,7 +57,7 @@ class ServiceTest(unittest.TestCase):
     def setUp(self):
         if not MODEL or not Path(MODEL).exists():
             self.skipTest("the SmolLM2 model is not available (scripts/setup.sh fetches it)")
-        self.cluster = Cluster(BIN)
+        self.cluster = Cluster(BIN, input_roots=[Path(MODEL).parent])
         self.work = self.cluster.work
         subprocess.run([sys.executable, REPO / "scripts/make_demo_data.py", self.work, "64"], check=True,
                        capture_output=True)
@@ -278,9 +278,13 @@ class ServiceTest(unittest.TestCase):
         code, err = submit_error(base.replace("lr: 3.0e-3", "lr: -1"))
         self.assertEqual(code, 1, err)
         self.assertIn("optim.lr", err)
-        code, err = submit_error(base.replace(str(MODEL), "/nonexistent/model.gguf"))
+        missing = self.work / "nonexistent" / "model.gguf"
+        code, err = submit_error(base.replace(str(MODEL), str(missing)))
         self.assertEqual(code, 1, err)
-        self.assertIn("spec.model: /nonexistent/model.gguf: no such file", err)
+        self.assertIn(f"spec.model: {missing}: no such file", err)
+        code, err = submit_error(base.replace(str(MODEL), "/etc/passwd"))
+        self.assertEqual(code, 1, err)
+        self.assertIn("spec.model: /etc/passwd: local paths must lie under a root the operator grants", err)
         broken = self.work / "broken.jsonl"
         broken.write_text('{"instruction": "x", "output": "y"}\n{oops\n')
         code, err = submit_error(base.replace(str(self.train), str(broken)))

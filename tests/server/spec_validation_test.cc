@@ -35,10 +35,14 @@ class SpecValidationTest : public SchedulerFixture {
     request_.mutable_spec()->set_model(model_dir_.string());
     request_.mutable_spec()->mutable_data()->set_train(data_.string());
     request_.mutable_spec()->mutable_optim()->set_max_steps(10);
+    // The operator lets both tenants read this directory in place.
+    inputs_.Grant("a", {}, {dir_.string()});
+    inputs_.Grant("b", {}, {dir_.string()});
   }
 
   absl::StatusOr<ValidatedJob> Validate() {
-    return ValidateCreateJob(request_, ValidationContext{scheduler_.get(), "a", dir_ / "cache"});
+    return ValidateCreateJob(request_,
+                             ValidationContext{scheduler_.get(), "a", dir_ / "cache", &inputs_});
   }
 
   void ExpectInvalid(const std::string& needle) {
@@ -49,6 +53,7 @@ class SpecValidationTest : public SchedulerFixture {
 
   std::filesystem::path model_dir_, data_;
   v1::CreateJobRequest request_;
+  InputPolicy inputs_;
 };
 
 TEST_F(SpecValidationTest, AValidSpecResolvesInputsAndEstimatesMemory) {
@@ -84,8 +89,9 @@ TEST_F(SpecValidationTest, RelativePathsAreRejectedWithWhatToDo) {
 }
 
 TEST_F(SpecValidationTest, MissingModelIsRejected) {
-  request_.mutable_spec()->set_model("/nonexistent/model.gguf");
-  ExpectInvalid("spec.model: /nonexistent/model.gguf: no such file");
+  const std::string missing = (dir_ / "nonexistent" / "model.gguf").string();
+  request_.mutable_spec()->set_model(missing);
+  ExpectInvalid("spec.model: " + missing + ": no such file");
 }
 
 TEST_F(SpecValidationTest, UnknownUploadIsRejected) {
@@ -130,8 +136,8 @@ TEST_F(SpecValidationTest, UploadedFilesResolveToStorageKeys) {
   EXPECT_EQ(job->inputs[1].key(), "files/f-1");
   EXPECT_EQ(job->inputs[1].name(), "train.jsonl");
   // Another tenant cannot use it.
-  auto other =
-      ValidateCreateJob(request_, ValidationContext{scheduler_.get(), "b", dir_ / "cache"});
+  auto other = ValidateCreateJob(
+      request_, ValidationContext{scheduler_.get(), "b", dir_ / "cache", &inputs_});
   EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
 }
 

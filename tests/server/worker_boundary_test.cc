@@ -3,6 +3,7 @@
 // holding one job's fence cannot make the scheduler serve another job's
 // objects, or anything else in storage, as its artifacts or checkpoints.
 #include <string>
+#include <vector>
 
 #include "tests/server/scheduler_test_util.h"
 
@@ -40,10 +41,10 @@ class WorkerBoundaryTest : public testing::SchedulerFixture {
 TEST_F(WorkerBoundaryTest, ArtifactsOutsideTheAttemptsPrefixAreRefused) {
   auto [victim_lease, my_lease] = TwoTenantsRunning();
   ASSERT_FALSE(my_lease.job_id().empty());
-  for (const std::string& key :
-       {victim_lease.output_prefix() + "/output/adapter/adapter_model.safetensors",
-        "jobs/" + my_lease.job_id() + "/attempts/99/output/x", "uploads/alpha/secret.jsonl",
-        my_lease.output_prefix() + "-evil/output/x", "checkpoints/latest"}) {
+  for (const std::string& key : std::vector<std::string>{
+           victim_lease.output_prefix() + "/output/adapter/adapter_model.safetensors",
+           "jobs/" + my_lease.job_id() + "/attempts/99/output/x", "uploads/alpha/secret.jsonl",
+           my_lease.output_prefix() + "-evil/output/x", "checkpoints/latest"}) {
     SCOPED_TRACE(key);
     absl::Status status = scheduler_->CompleteAttempt(Success(my_lease, "adapter/x", key));
     EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied) << status;
@@ -62,7 +63,7 @@ TEST_F(WorkerBoundaryTest, ArtifactNamesThatLeaveTheDownloadFolderAreRefused) {
   Create();
   auto lease = Lease(w);
   ASSERT_TRUE(lease);
-  for (const std::string& name : {"../../.bashrc", "/etc/cron.d/x", "adapter/../../x", "a\nb"}) {
+  for (const char* name : {"../../.bashrc", "/etc/cron.d/x", "adapter/../../x", "a\nb"}) {
     SCOPED_TRACE(name);
     absl::Status status = scheduler_->CompleteAttempt(
         Success(*lease, name, lease->output_prefix() + "/output/adapter/x"));

@@ -12,12 +12,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/input_policy.h"
 #include "common/rpc_client.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "spec/trainer_events.h"
 #include "worker/agent/process.h"
 #include "worker/agent/reporter.h"
+#include "worker/agent/trainer_env.h"
+
+extern char** environ;  // the agent's own environment (unistd.h)
 
 namespace diablo::agent {
 namespace {
@@ -49,6 +53,8 @@ AttemptRunner::AttemptRunner(const AgentSettings& settings, v1::WorkerService::S
       settings_.work_dir / "jobs" /
       absl::StrCat(lease_.job_id(), "-attempt-", lease_.attempt(), "-rank-", lease_.first_rank());
   output_dir_ = job_dir_ / "output";
+  redactor_ = Redactor(Redactor::SecretsOf(environ, {settings_.rpc.token}),
+                       {{settings_.work_dir.string(), "work-dir"}, {job_dir_.string(), "job"}});
   reporter_ = std::make_unique<Reporter>(settings_, stub_, lease_.fence(), lease_.first_rank(),
                                          [this](const std::string& reason) { Stop(reason); });
 }
@@ -79,6 +85,18 @@ void AttemptRunner::Stop(const std::string& reason, bool report) {
 }
 
 absl::Status AttemptRunner::FetchInput(const v1::Input& input, fs::path* local) {
+  // The scheduler checked this input against the tenant's grants; a second
+  // look here keeps a wrong or forged lease from reading this worker's own
+  // files or the service's storage.
+  InputPolicy guard;
+  guard.Protect(storage_.uri());
+  guard.Protect(settings_.work_dir.string());
+  if (!input.path().empty())
+    RETURN_IF_ERROR(guard.CheckNotProtected(input.field(), input.path()));
+  else if (!input.key().empty())
+    RETURN_IF_ERROR(CheckUploadKey(input.field(), input.key()));
+  else
+    RETURN_IF_ERROR(guard.CheckNotProtected(input.field(), input.uri()));
   if (!input.path().empty()) {
     *local = input.path().rfind("file://", 0) == 0 ? input.path().substr(7) : input.path();
     return absl::OkStatus();
@@ -155,14 +173,14 @@ void AttemptRunner::HandleEvent(int rank, const std::string& line, std::string* 
                                 std::string* last_error) {
   json event = json::parse(line, nullptr, false);
   if (!event.is_object()) {
-    reporter_->Log(line);
+    reporter_->Log(redactor_.Apply(line));
     return;
   }
   const std::optional<events::Kind> kind =
       events::ParseKind(event.value(events::field::kEvent, ""));
   if (kind == events::Kind::kError) {
     *last_error_code = event.value(events::field::kCode, "failed");
-    *last_error = event.value(events::field::kMessage, "");
+    *last_error = redactor_.Apply(event.value(events::field::kMessage, ""));
   }
   if (rank != 0) {
     if (kind == events::Kind::kError)
@@ -180,7 +198,9 @@ void AttemptRunner::HandleEvent(int rank, const std::string& line, std::string* 
       Log(absl::StrCat("checkpoint upload failed (the attempt continues): ", uploaded.message()));
     }
   }
-  reporter_->Event(event.dump());
+  // The redacted text must still be JSON: paths and secrets are replaced
+  // inside string values, which JSON leaves unescaped for printable text.
+  reporter_->Event(redactor_.Apply(event.dump()));
 }
 
 AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
@@ -189,7 +209,7 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
   for (int i = 0; i < lease_.local_ranks(); ++i) {
     std::vector<std::string> argv = {settings_.diablo_binary, "train", config_path, "--events"};
     if (!lease_.resume_key().empty()) argv.push_back("--resume");
-    std::map<std::string, std::string> env = {
+    const std::map<std::string, std::string> torchrun = {
         {"RANK", std::to_string(lease_.first_rank() + i)},
         {"LOCAL_RANK", std::to_string(i)},
         {"LOCAL_WORLD_SIZE", std::to_string(lease_.local_ranks())},
@@ -197,7 +217,8 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
         {"MASTER_ADDR", lease_.master_addr()},
         {"MASTER_PORT", std::to_string(lease_.master_port())},
     };
-    absl::StatusOr<Process> process = Process::Start(argv, env, job_dir_.string());
+    absl::StatusOr<Process> process =
+        Process::Start(argv, TrainerEnvironment(environ, torchrun), job_dir_.string());
     if (!process.ok()) {
       outcome.reason =
           absl::StrCat("cannot start ", settings_.diablo_binary, ": ", process.status().message());
@@ -229,6 +250,7 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
       LineReader reader(processes[i].stderr_fd());
       std::string line;
       while (reader.Next(&line)) {
+        line = redactor_.Apply(std::move(line));
         std::lock_guard<std::mutex> lock(tail_mu);
         tail.push_back(processes.size() > 1 ? absl::StrCat("rank ", rank, ": ", line) : line);
         if (tail.size() > kStderrTail) tail.pop_front();
@@ -295,7 +317,7 @@ void AttemptRunner::Complete(const Outcome& outcome,
   request.set_rank(lease_.first_rank());
   request.set_succeeded(outcome.succeeded);
   request.set_exit_code(outcome.exit_code);
-  request.set_reason(outcome.reason);
+  request.set_reason(redactor_.Apply(outcome.reason));
   request.set_permanent(outcome.permanent);
   for (const std::string& line : outcome.stderr_tail) request.add_stderr_tail(line);
   for (const v1::UploadedArtifact& artifact : artifacts) *request.add_artifacts() = artifact;
