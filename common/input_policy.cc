@@ -85,6 +85,8 @@ absl::StatusOr<InputPolicy> InputPolicy::Parse(std::string_view text, std::strin
   };
   nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
   if (doc.is_discarded() || !doc.is_object()) return bad("not a JSON object");
+  for (const auto& [key, unused] : doc.items())
+    if (key != "tenants") return bad(absl::StrCat("unknown key \"", key, "\" (known: tenants)"));
   InputPolicy policy;
   const auto tenants = doc.find("tenants");
   if (tenants == doc.end()) return policy;
@@ -115,8 +117,6 @@ absl::StatusOr<InputPolicy> InputPolicy::Parse(std::string_view text, std::strin
                                 "\" must be a plain absolute path"));
     policy.Grant(tenant, std::move(lists[0]), std::move(lists[1]));
   }
-  for (const auto& [key, unused] : doc.items())
-    if (key != "tenants") return bad(absl::StrCat("unknown key \"", key, "\" (known: tenants)"));
   return policy;
 }
 
