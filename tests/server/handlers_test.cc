@@ -100,6 +100,10 @@ class HandlersTest : public ::testing::Test {
     options.listen_address = "127.0.0.1:0";
     options.data_dir = (dir_ / "data").string();
     options.auth = auth;
+    // Both tenants may read the test's model and data in place; the data
+    // directory below stays protected whatever this grants.
+    for (const char* tenant : {"tenant-a", "tenant-b"})
+      options.inputs.Grant(tenant, {}, {dir_.string()});
     auto server = SchedulerServer::BuildAndStart(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);

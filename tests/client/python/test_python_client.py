@@ -76,7 +76,8 @@ def job_spec(model, train, steps=4, save_every=2, **optim):
 @unittest.skipIf(SKIP is not None, SKIP)
 class PythonClientTest(unittest.TestCase):
     def setUp(self):
-        self.cluster = cluster.Cluster(ARGS.bin)
+        # The SDK tests name the model by its path: the operator lets tenant-a read it in place.
+        self.cluster = cluster.Cluster(ARGS.bin, input_roots=[MODEL.parent])
         self.addCleanup(self.cluster.stop)
         self.cluster.start_scheduler()
         self.cluster.start_worker("w1")
