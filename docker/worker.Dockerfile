@@ -65,6 +65,8 @@ WORKDIR /src
 COPY CMakeLists.txt ./
 COPY cmake/ cmake/
 COPY kernels/ kernels/
+COPY spec/ spec/
+COPY formats/ formats/
 COPY worker/ worker/
 COPY common/ common/
 COPY proto/ proto/
