@@ -166,6 +166,64 @@ uint64_t GgufTensorInfo::elements() const {
   return n;
 }
 
+namespace {
+
+// One entry of the tensor directory: name, shape, type, offset, all checked.
+GgufTensorInfo ReadTensorInfo(ByteCursor& r, uint64_t alignment) {
+  GgufTensorInfo t;
+  t.name = r.ReadPrefixedString<uint64_t>("tensor name");
+  uint32_t n_dims = r.Read<uint32_t>("tensor dimension count");
+  if (n_dims == 0 || n_dims > kMaxDims) {
+    r.Fail("tensor '" + t.name + "' has " + std::to_string(n_dims) +
+           " dimensions (1 to 4 allowed)");
+  }
+  uint64_t elements = 1;
+  for (uint32_t d = 0; d < n_dims; ++d) {
+    uint64_t dim = r.Read<uint64_t>("tensor dimension");
+    if (dim == 0 || dim > (uint64_t{1} << 40) ||
+        elements > std::numeric_limits<uint64_t>::max() / dim) {
+      r.Fail("tensor '" + t.name + "' has an impossible shape");
+    }
+    elements *= dim;
+    t.dims.push_back(dim);
+  }
+  uint32_t type = r.Read<uint32_t>("tensor type");
+  if (!KnownType(type))
+    r.Fail("tensor '" + t.name + "' has unknown ggml type " + std::to_string(type));
+  t.type = static_cast<GgmlType>(type);
+  const GgmlTypeInfo& info = TypeInfo(t.type);
+  if (t.dims[0] % info.block_elements != 0) {
+    r.Fail("tensor '" + t.name + "' row of " + std::to_string(t.dims[0]) +
+           " elements is not a whole number of " + info.name + " blocks");
+  }
+  t.byte_size = elements / info.block_elements * info.block_bytes;
+  t.offset = r.Read<uint64_t>("tensor offset");
+  if (t.offset % alignment != 0) r.Fail("tensor '" + t.name + "' offset is not aligned");
+  return t;
+}
+
+// Tensors must lie inside the data section and must not overlap.
+void CheckTensorRanges(const std::vector<GgufTensorInfo>& tensors, uint64_t data_size,
+                       const ByteCursor& r) {
+  std::vector<const GgufTensorInfo*> by_offset;
+  for (const auto& t : tensors) {
+    if (t.offset > data_size || t.byte_size > data_size - t.offset) {
+      r.Fail("tensor '" + t.name + "' data (" + std::to_string(t.byte_size) + " bytes at offset " +
+             std::to_string(t.offset) + ") lies beyond the end of the file");
+    }
+    by_offset.push_back(&t);
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](auto* a, auto* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    if (by_offset[i - 1]->offset + by_offset[i - 1]->byte_size > by_offset[i]->offset) {
+      r.Fail("tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name + "' overlap");
+    }
+  }
+}
+
+}  // namespace
+
 GgufFile GgufFile::Parse(std::span<const uint8_t> bytes, const std::string& source) {
   GgufFile file;
   file.source_ = source;
@@ -203,36 +261,8 @@ GgufFile GgufFile::Parse(std::span<const uint8_t> bytes, const std::string& sour
 
   std::set<std::string> names;
   for (uint64_t i = 0; i < tensor_count; ++i) {
-    GgufTensorInfo t;
-    t.name = r.ReadPrefixedString<uint64_t>("tensor name");
+    GgufTensorInfo t = ReadTensorInfo(r, file.alignment_);
     if (!names.insert(t.name).second) r.Fail("duplicate tensor '" + t.name + "'");
-    uint32_t n_dims = r.Read<uint32_t>("tensor dimension count");
-    if (n_dims == 0 || n_dims > kMaxDims) {
-      r.Fail("tensor '" + t.name + "' has " + std::to_string(n_dims) +
-             " dimensions (1 to 4 allowed)");
-    }
-    uint64_t elements = 1;
-    for (uint32_t d = 0; d < n_dims; ++d) {
-      uint64_t dim = r.Read<uint64_t>("tensor dimension");
-      if (dim == 0 || dim > (uint64_t{1} << 40) ||
-          elements > std::numeric_limits<uint64_t>::max() / dim) {
-        r.Fail("tensor '" + t.name + "' has an impossible shape");
-      }
-      elements *= dim;
-      t.dims.push_back(dim);
-    }
-    uint32_t type = r.Read<uint32_t>("tensor type");
-    if (!KnownType(type))
-      r.Fail("tensor '" + t.name + "' has unknown ggml type " + std::to_string(type));
-    t.type = static_cast<GgmlType>(type);
-    const GgmlTypeInfo& info = TypeInfo(t.type);
-    if (t.dims[0] % info.block_elements != 0) {
-      r.Fail("tensor '" + t.name + "' row of " + std::to_string(t.dims[0]) +
-             " elements is not a whole number of " + info.name + " blocks");
-    }
-    t.byte_size = elements / info.block_elements * info.block_bytes;
-    t.offset = r.Read<uint64_t>("tensor offset");
-    if (t.offset % file.alignment_ != 0) r.Fail("tensor '" + t.name + "' offset is not aligned");
     file.tensors_.push_back(std::move(t));
   }
 
@@ -241,22 +271,7 @@ GgufFile GgufFile::Parse(std::span<const uint8_t> bytes, const std::string& sour
   if (file.data_offset_ > bytes.size()) r.Fail("data section starts beyond the end of the file");
   uint64_t data_size = bytes.size() - file.data_offset_;
 
-  // Tensors must lie inside the data section and must not overlap.
-  std::vector<const GgufTensorInfo*> by_offset;
-  for (const auto& t : file.tensors_) {
-    if (t.offset > data_size || t.byte_size > data_size - t.offset) {
-      r.Fail("tensor '" + t.name + "' data (" + std::to_string(t.byte_size) + " bytes at offset " +
-             std::to_string(t.offset) + ") lies beyond the end of the file");
-    }
-    by_offset.push_back(&t);
-  }
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](auto* a, auto* b) { return a->offset < b->offset; });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    if (by_offset[i - 1]->offset + by_offset[i - 1]->byte_size > by_offset[i]->offset) {
-      r.Fail("tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name + "' overlap");
-    }
-  }
+  CheckTensorRanges(file.tensors_, data_size, r);
   return file;
 }
 

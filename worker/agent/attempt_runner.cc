@@ -44,6 +44,28 @@ json* FieldOf(json& doc, const std::string& dotted) {
   return node;
 }
 
+// The attempt's outcome from its ranks' exit codes and last error events:
+// the first rank that failed decides, permanent when its error code says so.
+void JudgeExits(int first_rank, const std::vector<int>& codes,
+                const std::vector<std::string>& error_codes, const std::vector<std::string>& errors,
+                AttemptRunner::Outcome* outcome) {
+  outcome->succeeded = true;
+  for (size_t i = 0; i < codes.size(); ++i) {
+    if (codes[i] == 0) continue;
+    outcome->succeeded = false;
+    outcome->exit_code = codes[i];
+    const int rank = first_rank + static_cast<int>(i);
+    outcome->reason = codes[i] < 0
+                          ? absl::StrCat("trainer rank ", rank, " was killed by signal ", -codes[i])
+                          : absl::StrCat("trainer rank ", rank, " exited with code ", codes[i]);
+    if (!error_codes[i].empty()) {
+      absl::StrAppend(&outcome->reason, " (", error_codes[i], ": ", errors[i], ")");
+      outcome->permanent = events::IsPermanent(events::ParseErrorCode(error_codes[i]));
+    }
+    break;
+  }
+}
+
 }  // namespace
 
 AttemptRunner::AttemptRunner(const AgentSettings& settings, v1::WorkerService::Stub& stub,
@@ -203,9 +225,9 @@ void AttemptRunner::HandleEvent(int rank, const std::string& line, std::string* 
   reporter_->Event(redactor_.Apply(event.dump()));
 }
 
-AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
-  Outcome outcome;
-  std::vector<Process> processes;
+// One `diablo train` per local rank, with the torchrun environment.
+absl::Status AttemptRunner::StartTrainers(const std::string& config_path,
+                                          std::vector<Process>* processes) {
   for (int i = 0; i < lease_.local_ranks(); ++i) {
     std::vector<std::string> argv = {settings_.diablo_binary, "train", config_path, "--events"};
     if (!lease_.resume_key().empty()) argv.push_back("--resume");
@@ -219,16 +241,25 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
     };
     absl::StatusOr<Process> process =
         Process::Start(argv, TrainerEnvironment(environ, torchrun), job_dir_.string());
-    if (!process.ok()) {
-      outcome.reason =
-          absl::StrCat("cannot start ", settings_.diablo_binary, ": ", process.status().message());
-      return outcome;
-    }
+    if (!process.ok())
+      return absl::Status(
+          process.status().code(),
+          absl::StrCat("cannot start ", settings_.diablo_binary, ": ", process.status().message()));
     {
       std::lock_guard<std::mutex> lock(mu_);
       trainer_pids_.push_back(process->pid());
     }
-    processes.push_back(std::move(*process));
+    processes->push_back(std::move(*process));
+  }
+  return absl::OkStatus();
+}
+
+AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
+  Outcome outcome;
+  std::vector<Process> processes;
+  if (absl::Status started = StartTrainers(config_path, &processes); !started.ok()) {
+    outcome.reason = std::string(started.message());
+    return outcome;
   }
   if (stopped_) {  // a Stop() that raced the start found no trainers to signal
     for (Process& process : processes) process.Signal(SIGKILL);
@@ -266,21 +297,7 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
     trainer_pids_.clear();
   }
   outcome.stderr_tail.assign(tail.begin(), tail.end());
-  outcome.succeeded = true;
-  for (size_t i = 0; i < codes.size(); ++i) {
-    if (codes[i] == 0) continue;
-    outcome.succeeded = false;
-    outcome.exit_code = codes[i];
-    const int rank = lease_.first_rank() + static_cast<int>(i);
-    outcome.reason = codes[i] < 0
-                         ? absl::StrCat("trainer rank ", rank, " was killed by signal ", -codes[i])
-                         : absl::StrCat("trainer rank ", rank, " exited with code ", codes[i]);
-    if (!error_codes[i].empty()) {
-      absl::StrAppend(&outcome.reason, " (", error_codes[i], ": ", errors[i], ")");
-      outcome.permanent = events::IsPermanent(events::ParseErrorCode(error_codes[i]));
-    }
-    break;
-  }
+  JudgeExits(lease_.first_rank(), codes, error_codes, errors, &outcome);
   return outcome;
 }
 

@@ -18,6 +18,7 @@
 
 namespace diablo::agent {
 
+class Process;
 class Reporter;
 
 class AttemptRunner {
@@ -38,7 +39,8 @@ class AttemptRunner {
   const v1::Lease& lease() const { return lease_; }
   bool done() const { return done_.load(); }
 
- private:
+ public:
+  // How an attempt ended, as CompleteAttempt reports it.
   struct Outcome {
     bool succeeded = false;
     bool permanent = false;
@@ -47,10 +49,12 @@ class AttemptRunner {
     std::vector<std::string> stderr_tail;
   };
 
+ private:
   absl::Status Prepare(std::string* config_path);
   absl::Status FetchInput(const v1::Input& input, std::filesystem::path* local);
   absl::Status FetchCheckpoint();
   Outcome Train(const std::string& config_path);
+  absl::Status StartTrainers(const std::string& config_path, std::vector<Process>* processes);
   void HandleEvent(int rank, const std::string& line, std::string* last_error_code,
                    std::string* last_error);
   absl::Status UploadOutputs(std::vector<v1::UploadedArtifact>* artifacts);

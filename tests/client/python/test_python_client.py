@@ -115,8 +115,12 @@ class PythonClientTest(unittest.TestCase):
         self.assertTrue(job.id)
         self.assertEqual(job.spec.data.train, f"upload://{file_id}")
         self.assertEqual(job.spec.optim.max_steps, 4)
-        self.assertEqual(c.submit(spec, base_dir=self.data, idempotency_key="py-sdk-test-1").id, job.id,
-                         "one idempotency key, one job")
+        self.assertEqual(c.submit(spec, name="py-sdk", labels={"suite": "python-client"}, base_dir=self.data,
+                                  idempotency_key="py-sdk-test-1").id, job.id, "a retry: one key, one job")
+        with self.assertRaises(DiabloError) as reused:
+            c.submit(spec, base_dir=self.data, idempotency_key="py-sdk-test-1")  # no name or labels
+        self.assertEqual(reused.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn(job.id, reused.exception.message, "a different request under the key names the first job")
         self.assertIn(job.id, [j.id for j in c.list(labels={"suite": "python-client"})])
 
         states, steps, checkpoints, seqs = [], [], [], []
