@@ -126,6 +126,11 @@ void AddServeOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlag
                  "Seconds a trainer may report nothing before its attempt is failed and retried")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 86400.0));
+  app.add_option("--max-infrastructure-retries", options.scheduler.max_infrastructure_retries,
+                 "Attempts a job may lose to the fleet (lost workers, expired leases, drains) "
+                 "before it fails; these never spend the job's own --max-retries")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 10000));
   app.add_option("--max-queued-jobs", options.scheduler.max_queued_jobs_per_tenant,
                  "Queued jobs allowed per tenant")
       ->capture_default_str()

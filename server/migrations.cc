@@ -125,6 +125,11 @@ ALTER TABLE jobs ADD COLUMN peak_rss_bytes INTEGER NOT NULL DEFAULT 0;
     R"sql(
 ALTER TABLE jobs ADD COLUMN request_sha256 TEXT NOT NULL DEFAULT '';
 )sql",
+    // 4: attempts lost to the fleet rather than to the job's trainer, which
+    // do not spend the job's max_retries.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN infrastructure_failures INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 }  // namespace

@@ -37,6 +37,11 @@ struct SchedulerConfig {
   // An attempt whose trainer reports nothing for this long is failed and retried.
   double stall_timeout_s = 600;
   int max_queued_jobs_per_tenant = 1000;
+  // Attempts a job may lose to the fleet (a lost or restarted worker, an
+  // expired lease, a lost lease reply, a worker drained) before it fails.
+  // These never spend the job's own max_retries, which count only failures
+  // of its trainer.
+  int max_infrastructure_retries = 20;
   // Rendezvous ports handed to gangs: base + fence % range.
   int rendezvous_port_base = 29500;
   int rendezvous_port_range = 1000;
@@ -170,7 +175,11 @@ class Scheduler {
   absl::Status AppendEvent(const std::string& job_id, int attempt, v1::JobEvent event);
   absl::Status SetState(const std::string& job_id, v1::JobState from, v1::JobState to,
                         const std::string& reason);
-  absl::Status FailAttempt(int64_t fence, const std::string& reason, bool permanent);
+  // Who an attempt's failure is on: its trainer (a retry spends the job's
+  // max_retries), its trainer for good (no retry), or the fleet (a retry
+  // spends max_infrastructure_retries instead).
+  enum class Failure { kTrainer, kPermanent, kInfrastructure };
+  absl::Status FailAttempt(int64_t fence, const std::string& reason, Failure failure);
   // Marks a worker lost and fails the attempts it had a part in.
   absl::Status LoseWorker(const std::string& worker_id, const std::string& reason);
   absl::Status ExpireWorkers(double now);

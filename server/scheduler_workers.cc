@@ -144,7 +144,8 @@ absl::StatusOr<v1::HeartbeatResponse> Scheduler::Heartbeat(const v1::HeartbeatRe
   if (!orphaned.empty()) {
     ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
     for (int64_t fence : orphaned)
-      RETURN_IF_ERROR(FailAttempt(fence, "the worker no longer runs this attempt", false));
+      RETURN_IF_ERROR(
+          FailAttempt(fence, "the worker no longer runs this attempt", Failure::kInfrastructure));
     RETURN_IF_ERROR(txn.Commit());
   }
   return response;
@@ -436,9 +437,12 @@ absl::Status Scheduler::CompleteAttempt(const v1::CompleteAttemptRequest& reques
     RETURN_IF_ERROR(AppendEvent(job_id, number, std::move(event)));
   }
   if (!request.succeeded()) {
+    const Failure failure = request.permanent()        ? Failure::kPermanent
+                            : request.infrastructure() ? Failure::kInfrastructure
+                                                       : Failure::kTrainer;
     RETURN_IF_ERROR(FailAttempt(request.fence(),
                                 request.reason().empty() ? "the trainer failed" : request.reason(),
-                                request.permanent()));
+                                failure));
     RETURN_IF_ERROR(txn.Commit());
     return absl::OkStatus();
   }
@@ -474,12 +478,11 @@ absl::Status Scheduler::CompleteAttempt(const v1::CompleteAttemptRequest& reques
   return absl::OkStatus();
 }
 
-absl::Status Scheduler::FailAttempt(int64_t fence, const std::string& reason, bool permanent) {
-  ASSIGN_OR_RETURN(
-      Statement select,
-      db_->Prepare(
-          "SELECT a.job_id, a.number, a.active, j.state, j.attempts, j.max_retries FROM attempts a "
-          "JOIN jobs j ON j.id = a.job_id WHERE a.fence = ?"));
+absl::Status Scheduler::FailAttempt(int64_t fence, const std::string& reason, Failure failure) {
+  ASSIGN_OR_RETURN(Statement select,
+                   db_->Prepare("SELECT a.job_id, a.number, a.active, j.state, j.attempts, "
+                                "j.max_retries, j.infrastructure_failures FROM attempts a "
+                                "JOIN jobs j ON j.id = a.job_id WHERE a.fence = ?"));
   select.Bind(fence);
   ASSIGN_OR_RETURN(bool found, select.Step());
   if (!found || select.Int(2) == 0) return absl::OkStatus();
@@ -487,22 +490,42 @@ absl::Status Scheduler::FailAttempt(int64_t fence, const std::string& reason, bo
   const int number = static_cast<int>(select.Int(1));
   const auto state = static_cast<v1::JobState>(select.Int(3));
   const int64_t attempts = select.Int(4), max_retries = select.Int(5);
+  int64_t infrastructure = select.Int(6);
   ASSIGN_OR_RETURN(
       Statement end,
       db_->Prepare("UPDATE attempts SET active = 0, ended_at = ?, reason = ? WHERE fence = ?"));
   RETURN_IF_ERROR(end.Bind(NowSeconds()).Bind(reason).Bind(fence).Run());
   if (state != v1::JOB_STATE_ASSIGNED && state != v1::JOB_STATE_RUNNING) return absl::OkStatus();
-  if (permanent)
-    return SetState(
-        job_id, state, v1::JOB_STATE_FAILED,
-        absl::StrCat("attempt ", number, " failed: ", reason, " (retrying cannot help)"));
-  if (attempts > max_retries)
+  const std::string failed = absl::StrCat("attempt ", number, " failed: ", reason);
+  switch (failure) {
+    case Failure::kPermanent:
+      return SetState(job_id, state, v1::JOB_STATE_FAILED,
+                      absl::StrCat(failed, " (retrying cannot help)"));
+    case Failure::kInfrastructure: {
+      ASSIGN_OR_RETURN(Statement count, db_->Prepare("UPDATE jobs SET infrastructure_failures = "
+                                                     "infrastructure_failures + 1 WHERE id = ?"));
+      RETURN_IF_ERROR(count.Bind(job_id).Run());
+      ++infrastructure;
+      if (infrastructure > config_.max_infrastructure_retries)
+        return SetState(job_id, state, v1::JOB_STATE_FAILED,
+                        absl::StrCat(failed, "; lost to the fleet ", infrastructure,
+                                     " times, more than --max-infrastructure-retries ",
+                                     config_.max_infrastructure_retries));
+      return SetState(job_id, state, v1::JOB_STATE_QUEUED,
+                      absl::StrCat(failed, "; retrying (not the job's fault: its ", max_retries,
+                                   " retries are untouched)"));
+    }
+    case Failure::kTrainer:
+      break;
+  }
+  // Attempts the fleet lost do not count against the job.
+  const int64_t own_attempts = attempts - infrastructure;
+  if (own_attempts > max_retries)
     return SetState(job_id, state, v1::JOB_STATE_FAILED,
-                    absl::StrCat("attempt ", number, " failed: ", reason,
-                                 "; no retries left (max_retries ", max_retries, ")"));
-  return SetState(job_id, state, v1::JOB_STATE_QUEUED,
-                  absl::StrCat("attempt ", number, " failed: ", reason, "; retrying (attempt ",
-                               number + 1, " of ", max_retries + 1, ")"));
+                    absl::StrCat(failed, "; no retries left (max_retries ", max_retries, ")"));
+  return SetState(
+      job_id, state, v1::JOB_STATE_QUEUED,
+      absl::StrCat(failed, "; retrying (attempt ", own_attempts + 1, " of ", max_retries + 1, ")"));
 }
 
 // ---- periodic checks
@@ -516,7 +539,8 @@ absl::Status Scheduler::LoseWorker(const std::string& id, const std::string& rea
                                 "r.fence WHERE r.worker_id = ? AND a.active = 1"));
   fences.Bind(id);
   ASSIGN_OR_RETURN(std::vector<int64_t> to_fail, FirstColumnInts(fences));
-  for (int64_t fence : to_fail) RETURN_IF_ERROR(FailAttempt(fence, reason, false));
+  for (int64_t fence : to_fail)
+    RETURN_IF_ERROR(FailAttempt(fence, reason, Failure::kInfrastructure));
   return absl::OkStatus();
 }
 
@@ -545,7 +569,7 @@ absl::Status Scheduler::DetectStalls(double now) {
     RETURN_IF_ERROR(FailAttempt(fence,
                                 absl::StrFormat("the trainer reported nothing for %.0f s (stalled)",
                                                 config_.stall_timeout_s),
-                                false));
+                                Failure::kTrainer));
   return absl::OkStatus();
 }
 

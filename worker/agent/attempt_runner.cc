@@ -335,6 +335,7 @@ void AttemptRunner::Complete(const Outcome& outcome,
   request.set_succeeded(outcome.succeeded);
   request.set_exit_code(outcome.exit_code);
   request.set_reason(redactor_.Apply(outcome.reason));
+  request.set_infrastructure(outcome.infrastructure);
   request.set_permanent(outcome.permanent);
   for (const std::string& line : outcome.stderr_tail) request.add_stderr_tail(line);
   for (const v1::UploadedArtifact& artifact : artifacts) *request.add_artifacts() = artifact;
@@ -390,6 +391,7 @@ void AttemptRunner::Run() {
     std::lock_guard<std::mutex> lock(mu_);
     outcome.succeeded = false;
     outcome.permanent = false;
+    outcome.infrastructure = true;  // this worker is going away, not the job failing
     outcome.reason = stop_reason_;
   }
   // An attempt the scheduler stopped has already ended there: nothing to complete.

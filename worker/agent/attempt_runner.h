@@ -44,6 +44,7 @@ class AttemptRunner {
   struct Outcome {
     bool succeeded = false;
     bool permanent = false;
+    bool infrastructure = false;  // the worker's failure (shutdown), not the job's
     int exit_code = 0;
     std::string reason;
     std::vector<std::string> stderr_tail;

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "formats/gguf.h"  // FormatError
 #include "formats/safetensors.h"
 #include "worker/model/chat_template.h"
 #include "worker/model/load_model.h"
@@ -529,6 +530,14 @@ int RunTraining(const TrainConfig& config, const RunOptions& options, EventSink&
                                  "; stopping (the last checkpoint is kept). Lower optim.lr or "
                                  "set optim.max_grad_norm"));
     return kExitNonFinite;
+  } catch (const std::invalid_argument& e) {
+    // The job's own inputs: its config, data or files (no usable example, an
+    // unreadable model).  The same job fails the same way on any retry.
+    sink.Emit(MakeErrorEvent(events::ErrorCode::kBadConfig, e.what()));
+    return kExitError;
+  } catch (const model::FormatError& e) {
+    sink.Emit(MakeErrorEvent(events::ErrorCode::kBadConfig, e.what()));
+    return kExitError;
   } catch (const c10::Error& e) {
     // LibTorch's what() carries a C++ backtrace; users need the message.
     sink.Emit(MakeErrorEvent(events::ErrorCode::kFailed, e.what_without_backtrace()));

@@ -262,6 +262,7 @@ TEST(Trainer, BadDataIsReportedBeforeTraining) {
   ASSERT_EQ(sink.events.size(), 1u);
   EXPECT_NE(sink.events[0]["message"].get<std::string>().find("bad.jsonl:2:"), std::string::npos)
       << sink.events[0].dump();
+  EXPECT_EQ(sink.events[0]["code"], "bad_config") << "no retry can fix the data: it is permanent";
   EXPECT_FALSE(fs::exists(dir / "out"));
 }
 
