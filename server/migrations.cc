@@ -130,6 +130,16 @@ ALTER TABLE jobs ADD COLUMN request_sha256 TEXT NOT NULL DEFAULT '';
     R"sql(
 ALTER TABLE jobs ADD COLUMN infrastructure_failures INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 5: the last report sequence number applied per attempt and rank, so a
+    // ReportEvents batch sent again after a lost reply is recorded once.
+    R"sql(
+CREATE TABLE report_progress (
+  fence INTEGER NOT NULL,
+  rank INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL,
+  PRIMARY KEY (fence, rank)
+);
+)sql",
 };
 
 }  // namespace

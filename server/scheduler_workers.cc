@@ -402,7 +402,19 @@ absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(
     return response;
   }
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
-  for (const v1::TrainerReport& report : request.reports()) {
+  // Reports up to last_seq were applied by an earlier send of this batch.
+  int64_t last_seq = 0;
+  if (request.first_seq() > 0) {
+    ASSIGN_OR_RETURN(Statement progress,
+                     db_->Prepare("SELECT last_seq FROM report_progress WHERE fence = ? AND "
+                                  "rank = ?"));
+    progress.Bind(request.fence()).Bind(request.rank());
+    ASSIGN_OR_RETURN(bool seen, progress.Step());
+    if (seen) last_seq = progress.Int(0);
+  }
+  for (int i = 0; i < request.reports_size(); ++i) {
+    const v1::TrainerReport& report = request.reports(i);
+    if (request.first_seq() > 0 && request.first_seq() + i <= last_seq) continue;
     if (report.has_event_json()) {
       if (request.rank() == 0)
         RETURN_IF_ERROR(ApplyTrainerEvent(job_id, number, request.fence(), report.event_json()));
@@ -413,6 +425,14 @@ absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(
       event.mutable_log()->set_line(report.log_line());
       RETURN_IF_ERROR(AppendEvent(job_id, number, std::move(event)));
     }
+  }
+  if (request.first_seq() > 0 && request.reports_size() > 0) {
+    const int64_t sent_up_to = request.first_seq() + request.reports_size() - 1;
+    ASSIGN_OR_RETURN(Statement record,
+                     db_->Prepare("INSERT INTO report_progress (fence, rank, last_seq) VALUES "
+                                  "(?, ?, ?) ON CONFLICT (fence, rank) DO UPDATE SET last_seq = "
+                                  "MAX(last_seq, excluded.last_seq)"));
+    RETURN_IF_ERROR(record.Bind(request.fence()).Bind(request.rank()).Bind(sent_up_to).Run());
   }
   ASSIGN_OR_RETURN(Statement touch,
                    db_->Prepare("UPDATE attempts SET last_report_at = ? WHERE fence = ?"));

@@ -1,7 +1,9 @@
-// Idempotency keys: a retried CreateJob gets the first job back; the same
+// Idempotency: a retried CreateJob gets the first job back, and the same
 // key with a different request is refused instead of silently answered with
-// a job the caller did not ask for.
+// a job the caller did not ask for; a retried ReportEvents batch is
+// recorded once.
 #include <string>
+#include <vector>
 
 #include "tests/server/scheduler_test_util.h"
 
@@ -45,6 +47,30 @@ TEST_F(IdempotencyTest, ARetryGetsTheFirstJobAndADifferentRequestIsRefused) {
   EXPECT_EQ(scheduler_->FindByIdempotencyKey("b", Request("key-1", 5)).status().code(),
             absl::StatusCode::kNotFound)
       << "keys are per tenant";
+}
+
+// A worker whose ReportEvents reply was lost sends the batch again (with
+// more reports after it): each report is recorded once.
+TEST_F(IdempotencyTest, ARetriedReportBatchIsRecordedOnce) {
+  const std::string w = Register("w1");
+  const v1::Job job = Create();
+  auto lease = Lease(w);
+  ASSERT_TRUE(lease.has_value());
+  auto batch = [&](int64_t first_seq, int count) {
+    v1::ReportEventsRequest request;
+    request.set_fence(lease->fence());
+    request.set_first_seq(first_seq);
+    for (int i = 0; i < count; ++i)
+      request.add_reports()->set_log_line("line " + std::to_string(first_seq + i));
+    return scheduler_->ReportEvents(request);
+  };
+  ASSERT_TRUE(batch(1, 3).ok());
+  ASSERT_TRUE(batch(1, 3).ok());  // the same batch again
+  ASSERT_TRUE(batch(2, 4).ok());  // re-formed after the loss: 2-3 again, 4-5 new
+  std::vector<std::string> lines;
+  for (const v1::JobEvent& e : Events(job.id()))
+    if (e.has_log() && e.log().line().rfind("line ", 0) == 0) lines.push_back(e.log().line());
+  EXPECT_EQ(lines, (std::vector<std::string>{"line 1", "line 2", "line 3", "line 4", "line 5"}));
 }
 
 TEST(RequestFingerprint, IgnoresTheKeyAndLabelOrderButNothingElse) {

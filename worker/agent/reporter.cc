@@ -52,6 +52,7 @@ bool Reporter::SendBatch() {
     if (queue_.empty() || stopped_) return true;
     request.set_fence(fence_);
     request.set_rank(rank_);
+    request.set_first_seq(front_seq_);
     urgent_ = false;
     for (size_t i = 0; i < queue_.size() && i < kBatch; ++i) *request.add_reports() = queue_[i];
   }
@@ -67,6 +68,7 @@ bool Reporter::SendBatch() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.erase(queue_.begin(), queue_.begin() + request.reports_size());
+    front_seq_ += request.reports_size();
     if (!status.ok()) {
       stop_reason = "the scheduler refused the attempt's reports: " + status.error_message();
     } else if (response.stop()) {
@@ -74,6 +76,7 @@ bool Reporter::SendBatch() {
     }
     if (!stop_reason.empty()) {
       stopped_ = true;
+      front_seq_ += static_cast<int64_t>(queue_.size());
       queue_.clear();
     }
   }

@@ -40,6 +40,7 @@ class Reporter {
   std::mutex mu_;
   std::condition_variable wake_;
   std::deque<v1::TrainerReport> queue_;
+  int64_t front_seq_ = 1;  // sequence number of queue_.front(); consecutive after it
   bool closing_ = false;
   bool stopped_ = false;
   // Something other than step metrics is queued: send without batching delay.
