@@ -1,6 +1,8 @@
 // SQLite wrapper used by the scheduler's store.
 #include "server/db.h"
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
 
 namespace diablo::server {
@@ -27,23 +29,59 @@ absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path) {
 
 Db::~Db() { sqlite3_close_v2(db_); }
 
+absl::Status Db::Failure(int rc, std::string_view what, std::string_view sql) {
+  // The one place SQLite's errors become statuses: the whole story (message
+  // and statement) for the operator's log, a message without SQL for callers.
+  std::fprintf(stderr, "diablo-scheduler: sqlite %s failed: %s (%s) in: %s\n",
+               std::string(what).c_str(), sqlite3_errmsg(db_), sqlite3_errstr(rc),
+               std::string(sql.substr(0, 200)).c_str());
+  switch (rc & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+      writable_ = false;
+      return absl::UnavailableError(
+          absl::StrCat("the scheduler cannot write its database (", sqlite3_errstr(rc),
+                       "): its disk is full or failing; nothing was changed, retry later"));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::UnavailableError("the scheduler's database is busy; retry");
+    case SQLITE_CONSTRAINT:
+      return absl::AlreadyExistsError("a record with the same key already exists");
+    default:
+      return absl::InternalError(
+          absl::StrCat("the scheduler's database failed (", sqlite3_errstr(rc), ")"));
+  }
+}
+
 absl::Status Db::Exec(std::string_view sql) {
   char* error = nullptr;
-  int rc = sqlite3_exec(db_, std::string(sql).c_str(), nullptr, nullptr, &error);
+  const std::string text(sql);
+  int rc = sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &error);
+  sqlite3_free(error);  // Failure() reads the same message from the handle
   if (rc == SQLITE_OK) return absl::OkStatus();
-  std::string message = error ? error : sqlite3_errstr(rc);
-  sqlite3_free(error);
-  return absl::InternalError(
-      absl::StrCat("sqlite: ", message, " in: ", std::string(sql.substr(0, 120))));
+  return Failure(rc, "exec", sql);
 }
 
 absl::StatusOr<Statement> Db::Prepare(std::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
-  if (rc != SQLITE_OK)
-    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_),
-                                            " preparing: ", std::string(sql.substr(0, 120))));
-  return Statement(db_, stmt);
+  if (rc != SQLITE_OK) return Failure(rc, "prepare", sql);
+  return Statement(this, stmt);
+}
+
+absl::Status Db::ProbeWrite() {
+  // A real write: an empty transaction would commit without touching disk.
+  absl::Status status = Exec(
+      "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS write_probe (at REAL); DELETE FROM "
+      "write_probe; INSERT INTO write_probe VALUES (julianday('now')); COMMIT");
+  if (!status.ok()) {
+    if (!sqlite3_get_autocommit(db_)) (void)Exec("ROLLBACK");
+    return status;
+  }
+  writable_ = true;
+  return absl::OkStatus();
 }
 
 int64_t Db::Changes() const { return sqlite3_changes(db_); }
@@ -96,12 +134,7 @@ bool Statement::IsNull(int column) const {
 }
 
 absl::Status Statement::Error(std::string_view what) const {
-  const int code = sqlite3_errcode(db_);
-  std::string message = absl::StrCat("sqlite ", std::string(what), ": ", sqlite3_errmsg(db_),
-                                     " in: ", std::string(sqlite3_sql(stmt_)).substr(0, 120));
-  if (code == SQLITE_CONSTRAINT) return absl::AlreadyExistsError(message);
-  if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return absl::UnavailableError(message);
-  return absl::InternalError(message);
+  return db_->Failure(sqlite3_extended_errcode(db_->handle()), what, sqlite3_sql(stmt_));
 }
 
 absl::StatusOr<std::vector<int64_t>> FirstColumnInts(Statement& query) {
@@ -127,16 +160,20 @@ absl::StatusOr<std::vector<std::string>> FirstColumnTexts(Statement& query) {
 absl::StatusOr<Transaction> Transaction::Begin(Db& db) {
   absl::Status status = db.Exec("BEGIN IMMEDIATE");
   if (!status.ok()) return status;
-  return Transaction(&db);
+  return Transaction(&db, sqlite3_total_changes64(db.handle()));
 }
 
 Transaction::~Transaction() {
-  if (db_ != nullptr) (void)db_->Exec("ROLLBACK");
+  // A failed COMMIT (a full disk) has already rolled back on its own.
+  if (db_ != nullptr && !sqlite3_get_autocommit(db_->handle())) (void)db_->Exec("ROLLBACK");
 }
 
 absl::Status Transaction::Commit() {
   absl::Status status = db_->Exec("COMMIT");
-  if (status.ok()) db_ = nullptr;
+  if (status.ok()) {
+    if (sqlite3_total_changes64(db_->handle()) > changes_at_begin_) db_->writable_ = true;
+    db_ = nullptr;
+  }
   return status;
 }
 

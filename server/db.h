@@ -1,10 +1,13 @@
 // A small RAII layer over SQLite for the scheduler's store: one connection,
 // prepared statements with typed binds, and transactions.  Errors are
-// absl::Status values that name the SQL that failed.
+// absl::Status values fit for a caller to see: a full disk or an I/O error
+// is UNAVAILABLE, and no message carries SQL (operators find the statement
+// on stderr).
 #pragma once
 
 #include <sqlite3.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -35,9 +38,21 @@ class Db {
   int64_t Changes() const;
   sqlite3* handle() { return db_; }
 
+  // False from a write that failed for lack of space or an I/O error until
+  // a write succeeds again (ProbeWrite, or any transaction).
+  bool writable() const { return writable_.load(); }
+  // Writes one page and commits: clears writable() once the disk has room.
+  absl::Status ProbeWrite();
+
+  // The status for SQLite result `rc` while doing `what` (statement `sql`):
+  // logged in full to stderr, returned without the SQL.
+  absl::Status Failure(int rc, std::string_view what, std::string_view sql);
+
  private:
+  friend class Transaction;
   explicit Db(sqlite3* db) : db_(db) {}
   sqlite3* db_;
+  std::atomic<bool> writable_{true};
 };
 
 class Statement {
@@ -69,10 +84,10 @@ class Statement {
 
  private:
   friend class Db;
-  Statement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  Statement(Db* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
   absl::Status Error(std::string_view what) const;
 
-  sqlite3* db_;
+  Db* db_;
   sqlite3_stmt* stmt_;
   int next_index_ = 1;
   absl::Status bind_status_;
@@ -86,14 +101,18 @@ absl::StatusOr<std::vector<std::string>> FirstColumnTexts(Statement& query);
 class Transaction {
  public:
   static absl::StatusOr<Transaction> Begin(Db& db);
-  Transaction(Transaction&& other) noexcept : db_(other.db_) { other.db_ = nullptr; }
+  Transaction(Transaction&& other) noexcept
+      : db_(other.db_), changes_at_begin_(other.changes_at_begin_) {
+    other.db_ = nullptr;
+  }
   Transaction& operator=(Transaction&&) = delete;
   ~Transaction();
   absl::Status Commit();
 
  private:
-  explicit Transaction(Db* db) : db_(db) {}
+  Transaction(Db* db, int64_t changes) : db_(db), changes_at_begin_(changes) {}
   Db* db_;
+  int64_t changes_at_begin_;  // a commit that changed rows proves the disk writable
 };
 
 }  // namespace diablo::server

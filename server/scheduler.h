@@ -83,6 +83,9 @@ class Scheduler {
 
   ObjectStore& storage() { return *storage_; }
   const SchedulerConfig& config() const { return config_; }
+  // False while the store cannot write (a full or failing disk); Tick()
+  // probes it until a write succeeds again.
+  bool store_writable() const { return db_->writable(); }
 
   // ---- jobs (always scoped to a tenant; another tenant's job is NOT_FOUND)
   absl::StatusOr<v1::Job> CreateJob(const std::string& tenant, const v1::CreateJobRequest& request,

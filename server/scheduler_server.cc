@@ -138,6 +138,9 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(
     for (int tick = 0; !raw->stopping_.load(); ++tick) {
       if (absl::Status status = raw->scheduler_->Tick(); !status.ok())
         std::fprintf(stderr, "diablo-scheduler: tick: %s\n", status.ToString().c_str());
+      // Load balancers and probes stop sending work while the store cannot
+      // write; the ticker's probe brings it back once the disk has room.
+      raw->server_->GetHealthCheckService()->SetServingStatus(raw->scheduler_->store_writable());
       if (raw->metrics_ != nullptr && tick % 5 == 0) raw->metrics_->Refresh(*raw->scheduler_);
       for (int i = 0; i < 10 && !raw->stopping_.load(); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(100));

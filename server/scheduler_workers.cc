@@ -595,6 +595,7 @@ absl::Status Scheduler::DetectStalls(double now) {
 
 absl::Status Scheduler::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
+  if (!db_->writable()) RETURN_IF_ERROR(db_->ProbeWrite());
   const double now = NowSeconds();
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
   RETURN_IF_ERROR(ExpireWorkers(now));
