@@ -62,13 +62,20 @@ grpc::Status FileServiceImpl::UploadFile(grpc::ServerContext* context,
                 absl::StrCat("more data than header.size_bytes (", header.size_bytes(), ")")));
     sha.Update(message.data());
     out.write(message.data().data(), static_cast<std::streamsize>(message.data().size()));
+    // Stop at the first failed write (a full disk) rather than read, and
+    // drop, the rest of a possibly huge stream; the scratch file goes.
+    if (!out.flush())
+      return timer.Done(Error(grpc::StatusCode::UNAVAILABLE,
+                              "the scheduler's scratch space is full; nothing was stored, retry "
+                              "later"));
   }
   out.close();
   if (context->IsCancelled())
     return timer.Done(Error(grpc::StatusCode::CANCELLED, "upload cancelled"));
   if (!out)
-    return timer.Done(
-        Error(grpc::StatusCode::INTERNAL, "cannot write the upload to scratch space"));
+    return timer.Done(Error(grpc::StatusCode::UNAVAILABLE,
+                            "the scheduler's scratch space is full; nothing was stored, retry "
+                            "later"));
   if (received != header.size_bytes())
     return timer.Done(Error(
         grpc::StatusCode::DATA_LOSS,
