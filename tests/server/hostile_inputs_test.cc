@@ -103,7 +103,7 @@ TEST_F(HostileInputsTest, EverySpellingOfSomeoneElsesFilesIsRefusedInEveryField)
       "s3://service-bucket/diablo/jobs/j-alpha/attempts/1/output/adapter",  // the service's
       "s3://service-bucket/diablo%2Fjobs/x",                                // ... encoded
   };
-  for (const std::string field :
+  for (const std::string& field :
        std::vector<std::string>{"model", "data.train", "data.eval", "init_adapter"}) {
     for (const std::string& value : hostile) {
       SCOPED_TRACE(field + " = " + value);
