@@ -73,7 +73,8 @@ absl::Status CheckInputSpelling(std::string_view field, std::string_view value) 
 }
 
 absl::Status CheckUploadKey(std::string_view field, std::string_view key) {
-  const std::string_view id = key.starts_with("files/") ? key.substr(6) : std::string_view();
+  const std::string_view id =
+      key.starts_with(kUploadKeyPrefix) ? key.substr(kUploadKeyPrefix.size()) : std::string_view();
   if (id.empty() || id.find('/') != std::string_view::npos || id == "." || id == "..")
     return Denied(field, key, "a lease may name only uploaded files (files/<id>) in storage");
   return absl::OkStatus();

@@ -62,8 +62,10 @@ class InputPolicy {
 // PERMISSION_DENIED naming `field` and the rule.
 absl::Status CheckInputSpelling(std::string_view field, std::string_view value);
 
-// Where the service keeps uploaded files, "files/<id>": the only storage
-// keys a lease may name as inputs.  PERMISSION_DENIED otherwise.
+// Where the service keeps uploaded files: kUploadKeyPrefix + <id>, the only
+// storage keys a lease may name as inputs.
+inline constexpr std::string_view kUploadKeyPrefix = "files/";
+// PERMISSION_DENIED unless `key` is kUploadKeyPrefix + one segment.
 absl::Status CheckUploadKey(std::string_view field, std::string_view key);
 
 // Whether `path` is `root` or inside it (both resolved, compared by segment).

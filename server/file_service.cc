@@ -4,6 +4,8 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/absl_view.h"
+#include "common/input_policy.h"
 #include "common/safe_name.h"
 #include "common/sha256.h"
 #include "server/grpc_status.h"
@@ -85,7 +87,7 @@ grpc::Status FileServiceImpl::UploadFile(grpc::ServerContext* context,
         Error(grpc::StatusCode::DATA_LOSS,
               absl::StrCat("SHA-256 mismatch: received content hashes to ", digest,
                            ", the header said ", header.sha256(), "; nothing was stored")));
-  const std::string key = absl::StrCat("files/", id);
+  const std::string key = absl::StrCat(AbslView(kUploadKeyPrefix), id);
   if (absl::Status stored = ctx_.scheduler->storage().PutFile(key, scratch); !stored.ok())
     return timer.Done(ToGrpc(stored));
   absl::StatusOr<v1::File> file = ctx_.scheduler->AddFile(who->tenant, header, key);

@@ -161,10 +161,12 @@ class Scheduler {
   Scheduler(std::unique_ptr<Db> db, std::unique_ptr<ObjectStore> storage, SchedulerConfig config);
 
   // All of these expect mu_ held (and most a transaction open).
-  // The id of the job made with `request`'s idempotency key (nullopt: none);
-  // INVALID_ARGUMENT when that job came from a different request.
-  absl::StatusOr<std::optional<std::string>> JobForIdempotencyKey(
-      const std::string& tenant, const v1::CreateJobRequest& request);
+  // The id of the job made with idempotency `key` (nullopt: none, or no
+  // key); INVALID_ARGUMENT when that job came from a request with another
+  // RequestFingerprint.
+  absl::StatusOr<std::optional<std::string>> JobForIdempotencyKey(const std::string& tenant,
+                                                                  const std::string& key,
+                                                                  const std::string& fingerprint);
   struct AttemptRef {
     std::string job_id;
     int number = 0;

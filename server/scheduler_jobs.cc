@@ -191,7 +191,9 @@ absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant,
                                              const v1::CreateJobRequest& request,
                                              const ValidatedJob& job) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(std::optional<std::string> existing, JobForIdempotencyKey(tenant, request));
+  const std::string fingerprint = RequestFingerprint(request);
+  ASSIGN_OR_RETURN(std::optional<std::string> existing,
+                   JobForIdempotencyKey(tenant, request.idempotency_key(), fingerprint));
   if (existing) return LoadJob(tenant, *existing);
   {
     ASSIGN_OR_RETURN(
@@ -237,7 +239,7 @@ absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant,
     insert.BindNull();
   else
     insert.Bind(request.idempotency_key());
-  insert.Bind(RequestFingerprint(request))
+  insert.Bind(fingerprint)
       .Bind(job.estimated_bytes)
       .Bind(static_cast<int64_t>(v1::JOB_STATE_QUEUED))
       .Bind(NowSeconds());
@@ -262,27 +264,28 @@ std::string RequestFingerprint(const v1::CreateJobRequest& request) {
 }
 
 absl::StatusOr<std::optional<std::string>> Scheduler::JobForIdempotencyKey(
-    const std::string& tenant, const v1::CreateJobRequest& request) {
-  if (request.idempotency_key().empty()) return std::optional<std::string>();
+    const std::string& tenant, const std::string& key, const std::string& fingerprint) {
+  if (key.empty()) return std::optional<std::string>();
   ASSIGN_OR_RETURN(Statement existing,
                    db_->Prepare("SELECT id, request_sha256 FROM jobs WHERE tenant = ? AND "
                                 "idempotency_key = ?"));
-  existing.Bind(tenant).Bind(request.idempotency_key());
+  existing.Bind(tenant).Bind(key);
   ASSIGN_OR_RETURN(bool found, existing.Step());
   if (!found) return std::optional<std::string>();
   const std::string recorded = existing.Text(1);
-  if (!recorded.empty() && recorded != RequestFingerprint(request))
-    return absl::InvalidArgumentError(
-        absl::StrCat("idempotency_key \"", request.idempotency_key(),
-                     "\" was used for a different request (job ", existing.Text(0),
-                     "); a retry must repeat the request exactly, a new job needs a new key"));
+  if (!recorded.empty() && recorded != fingerprint)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "idempotency_key \"", key, "\" was used for a different request (job ", existing.Text(0),
+        "); a retry must repeat the request exactly, a new job needs a new key"));
   return std::optional<std::string>(existing.Text(0));
 }
 
 absl::StatusOr<v1::Job> Scheduler::FindByIdempotencyKey(const std::string& tenant,
                                                         const v1::CreateJobRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(std::optional<std::string> existing, JobForIdempotencyKey(tenant, request));
+  ASSIGN_OR_RETURN(
+      std::optional<std::string> existing,
+      JobForIdempotencyKey(tenant, request.idempotency_key(), RequestFingerprint(request)));
   if (!existing) return absl::NotFoundError("no job has this idempotency key");
   return LoadJob(tenant, *existing);
 }

@@ -77,8 +77,11 @@ AttemptRunner::AttemptRunner(const AgentSettings& settings, v1::WorkerService::S
   output_dir_ = job_dir_ / "output";
   redactor_ = Redactor(Redactor::SecretsOf(environ, {settings_.rpc.token}),
                        {{settings_.work_dir.string(), "work-dir"}, {job_dir_.string(), "job"}});
-  reporter_ = std::make_unique<Reporter>(settings_, stub_, lease_.fence(), lease_.first_rank(),
-                                         [this](const std::string& reason) { Stop(reason); });
+  input_guard_.Protect(storage_.uri());
+  input_guard_.Protect(settings_.work_dir.string());
+  reporter_ =
+      std::make_unique<Reporter>(settings_, stub_, lease_.fence(), lease_.first_rank(), redactor_,
+                                 [this](const std::string& reason) { Stop(reason); });
 }
 
 AttemptRunner::~AttemptRunner() = default;
@@ -110,15 +113,12 @@ absl::Status AttemptRunner::FetchInput(const v1::Input& input, fs::path* local) 
   // The scheduler checked this input against the tenant's grants; a second
   // look here keeps a wrong or forged lease from reading this worker's own
   // files or the service's storage.
-  InputPolicy guard;
-  guard.Protect(storage_.uri());
-  guard.Protect(settings_.work_dir.string());
   if (!input.path().empty())
-    RETURN_IF_ERROR(guard.CheckNotProtected(input.field(), input.path()));
+    RETURN_IF_ERROR(input_guard_.CheckNotProtected(input.field(), input.path()));
   else if (!input.key().empty())
     RETURN_IF_ERROR(CheckUploadKey(input.field(), input.key()));
   else
-    RETURN_IF_ERROR(guard.CheckNotProtected(input.field(), input.uri()));
+    RETURN_IF_ERROR(input_guard_.CheckNotProtected(input.field(), input.uri()));
   if (!input.path().empty()) {
     *local = input.path().rfind("file://", 0) == 0 ? input.path().substr(7) : input.path();
     return absl::OkStatus();
@@ -195,14 +195,14 @@ void AttemptRunner::HandleEvent(int rank, const std::string& line, std::string* 
                                 std::string* last_error) {
   json event = json::parse(line, nullptr, false);
   if (!event.is_object()) {
-    reporter_->Log(redactor_.Apply(line));
+    reporter_->Log(line);
     return;
   }
   const std::optional<events::Kind> kind =
       events::ParseKind(event.value(events::field::kEvent, ""));
   if (kind == events::Kind::kError) {
     *last_error_code = event.value(events::field::kCode, "failed");
-    *last_error = redactor_.Apply(event.value(events::field::kMessage, ""));
+    *last_error = event.value(events::field::kMessage, "");
   }
   if (rank != 0) {
     if (kind == events::Kind::kError)
@@ -220,9 +220,7 @@ void AttemptRunner::HandleEvent(int rank, const std::string& line, std::string* 
       Log(absl::StrCat("checkpoint upload failed (the attempt continues): ", uploaded.message()));
     }
   }
-  // The redacted text must still be JSON: paths and secrets are replaced
-  // inside string values, which JSON leaves unescaped for printable text.
-  reporter_->Event(redactor_.Apply(event.dump()));
+  reporter_->Event(event.dump());
 }
 
 // One `diablo train` per local rank, with the torchrun environment.
@@ -281,7 +279,6 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
       LineReader reader(processes[i].stderr_fd());
       std::string line;
       while (reader.Next(&line)) {
-        line = redactor_.Apply(std::move(line));
         std::lock_guard<std::mutex> lock(tail_mu);
         tail.push_back(processes.size() > 1 ? absl::StrCat("rank ", rank, ": ", line) : line);
         if (tail.size() > kStderrTail) tail.pop_front();
@@ -337,7 +334,8 @@ void AttemptRunner::Complete(const Outcome& outcome,
   request.set_reason(redactor_.Apply(outcome.reason));
   request.set_infrastructure(outcome.infrastructure);
   request.set_permanent(outcome.permanent);
-  for (const std::string& line : outcome.stderr_tail) request.add_stderr_tail(line);
+  for (const std::string& line : outcome.stderr_tail)
+    request.add_stderr_tail(redactor_.Apply(line));
   for (const v1::UploadedArtifact& artifact : artifacts) *request.add_artifacts() = artifact;
   // The result must reach the scheduler even across its restart: retry
   // transient failures for up to ten minutes.

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/input_policy.h"
 #include "common/object_store.h"
 #include "diablo/v1/worker.grpc.pb.h"
 #include "worker/agent/redact.h"
@@ -67,9 +68,14 @@ class AttemptRunner {
   ObjectStore& storage_;
   const v1::Lease lease_;
   std::filesystem::path job_dir_, output_dir_;
-  std::unique_ptr<Reporter> reporter_;
-  // Applied to everything of the trainer's that goes to the job's owner.
+  // Applied to everything of the trainer's that goes to the job's owner (by
+  // the reporter, and to the completion); declared before the reporter,
+  // which holds it.
   Redactor redactor_{{}, {}};
+  // The worker's second look at leased inputs: its work dir and the
+  // service's storage are never inputs.
+  InputPolicy input_guard_;
+  std::unique_ptr<Reporter> reporter_;
 
   std::mutex mu_;
   std::vector<pid_t> trainer_pids_;  // process groups to signal on Stop

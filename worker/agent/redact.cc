@@ -31,13 +31,9 @@ Redactor::Redactor(std::vector<std::string> secrets, std::map<std::string, std::
 }
 
 std::vector<std::string> Redactor::SecretsOf(char** agent_env, std::vector<std::string> more) {
-  for (char** e = agent_env; e != nullptr && *e != nullptr; ++e) {
-    const std::string_view entry(*e);
-    const size_t eq = entry.find('=');
-    if (eq == std::string_view::npos) continue;
-    const std::string_view name = entry.substr(0, eq);
-    if (NamesASecret(name)) more.emplace_back(entry.substr(eq + 1));
-  }
+  ForEachVariable(agent_env, [&](std::string_view name, std::string_view value) {
+    if (NamesASecret(name)) more.emplace_back(value);
+  });
   return more;
 }
 

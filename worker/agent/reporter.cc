@@ -11,8 +11,14 @@ constexpr size_t kBatch = 64;
 }
 
 Reporter::Reporter(const AgentSettings& settings, v1::WorkerService::Stub& stub, int64_t fence,
-                   int rank, std::function<void(const std::string&)> on_stop)
-    : settings_(settings), stub_(stub), fence_(fence), rank_(rank), on_stop_(std::move(on_stop)) {
+                   int rank, const Redactor& redactor,
+                   std::function<void(const std::string&)> on_stop)
+    : settings_(settings),
+      stub_(stub),
+      fence_(fence),
+      rank_(rank),
+      redactor_(redactor),
+      on_stop_(std::move(on_stop)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -30,7 +36,9 @@ void Reporter::Event(std::string json) {
   // checkpoint, finished, error) changes what users see and goes at once.
   const bool urgent = json.find("\"event\":\"step\"") == std::string::npos;
   v1::TrainerReport report;
-  report.set_event_json(std::move(json));
+  // Still JSON after redaction: paths and secrets are replaced inside string
+  // values, which JSON leaves unescaped for printable text.
+  report.set_event_json(redactor_.Apply(std::move(json)));
   std::lock_guard<std::mutex> lock(mu_);
   queue_.push_back(std::move(report));
   urgent_ = urgent_ || urgent;
@@ -39,7 +47,7 @@ void Reporter::Event(std::string json) {
 
 void Reporter::Log(std::string line) {
   v1::TrainerReport report;
-  report.set_log_line(std::move(line));
+  report.set_log_line(redactor_.Apply(std::move(line)));
   std::lock_guard<std::mutex> lock(mu_);
   queue_.push_back(std::move(report));
   wake_.notify_all();

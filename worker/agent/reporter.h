@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "diablo/v1/worker.grpc.pb.h"
+#include "worker/agent/redact.h"
 #include "worker/agent/settings.h"
 
 namespace diablo::agent {
@@ -18,8 +19,10 @@ namespace diablo::agent {
 class Reporter {
  public:
   // `on_stop` runs (once) when the scheduler answers that the attempt must stop.
+  // Every event and line goes through `redactor` before it is queued: this is
+  // where the trainer's text leaves the node.  REQUIRES: it outlives this.
   Reporter(const AgentSettings& settings, v1::WorkerService::Stub& stub, int64_t fence, int rank,
-           std::function<void(const std::string&)> on_stop);
+           const Redactor& redactor, std::function<void(const std::string&)> on_stop);
   ~Reporter();
 
   void Event(std::string json);
@@ -35,6 +38,7 @@ class Reporter {
   v1::WorkerService::Stub& stub_;
   const int64_t fence_;
   const int rank_;
+  const Redactor& redactor_;
   std::function<void(const std::string&)> on_stop_;
 
   std::mutex mu_;

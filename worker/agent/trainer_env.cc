@@ -37,16 +37,21 @@ bool PassesToTrainer(std::string_view name) {
                      [&](std::string_view prefix) { return name.starts_with(prefix); });
 }
 
+void ForEachVariable(char** env,
+                     const std::function<void(std::string_view, std::string_view)>& visit) {
+  for (char** e = env; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    const size_t eq = entry.find('=');
+    if (eq != std::string_view::npos) visit(entry.substr(0, eq), entry.substr(eq + 1));
+  }
+}
+
 std::map<std::string, std::string> TrainerEnvironment(
     char** agent_env, const std::map<std::string, std::string>& extra) {
   std::map<std::string, std::string> env;
-  for (char** e = agent_env; e != nullptr && *e != nullptr; ++e) {
-    const std::string_view entry(*e);
-    const size_t eq = entry.find('=');
-    if (eq == std::string_view::npos) continue;
-    const std::string_view name = entry.substr(0, eq);
-    if (PassesToTrainer(name)) env[std::string(name)] = std::string(entry.substr(eq + 1));
-  }
+  ForEachVariable(agent_env, [&](std::string_view name, std::string_view value) {
+    if (PassesToTrainer(name)) env[std::string(name)] = std::string(value);
+  });
   for (const auto& [name, value] : extra) env[name] = value;
   return env;
 }

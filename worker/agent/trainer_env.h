@@ -5,6 +5,7 @@
 // receives them.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -18,6 +19,11 @@ bool PassesToTrainer(std::string_view name);
 // CREDENTIAL, KEY or AUTH in it, any case): never passed on, and its value
 // is redacted from what the trainer writes.
 bool NamesASecret(std::string_view name);
+
+// Calls `visit(name, value)` for each "NAME=value" entry of an environ-style
+// array (null-terminated; entries without '=' are skipped).
+void ForEachVariable(char** env,
+                     const std::function<void(std::string_view, std::string_view)>& visit);
 
 // The trainer's whole environment: the passing variables of `agent_env`
 // (environ-style "NAME=value" entries, null-terminated), then `extra` (the
