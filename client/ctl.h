@@ -72,6 +72,7 @@ int FilesUpload(const Options& options, const std::string& path, const std::stri
 int FilesList(const Options& options);
 int FilesRemove(const Options& options, const std::string& id);
 int Workers(const Options& options);
+int RevokeWorker(const Options& options, const std::string& id, const std::string& reason);
 int Version(const Options& options);
 
 // Uploads a local file unless the tenant already has one with the same

@@ -1,4 +1,4 @@
-// diablo-ctl submit, list, get, cancel, workers and version.
+// diablo-ctl submit, list, get, cancel, workers (and workers revoke) and version.
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
@@ -254,6 +254,30 @@ int Workers(const Options& options) {
                 w.host().c_str(), w.device_kind().c_str(), w.devices(), w.status().c_str(),
                 jobs.empty() ? "-" : jobs.c_str());
   }
+  return kOk;
+}
+
+int RevokeWorker(const Options& options, const std::string& id, const std::string& reason) {
+  Clients clients = Connect(options);
+  v1::RevokeWorkerRequest request;
+  request.set_worker_id(id);
+  request.set_reason(reason);
+  v1::RevokeWorkerResponse response;
+  auto context = NewCallContext(options.rpc);
+  grpc::Status status = clients.fleet->RevokeWorker(context.get(), request, &response);
+  if (!status.ok()) return ReportRpcError(options, status);
+  if (options.json) {
+    std::printf("%s\n", ToJson(response).c_str());
+    return kOk;
+  }
+  const v1::WorkerInfo& w = response.worker();
+  std::printf(
+      "revoked worker %s (%s on %s); its attempts are retried elsewhere.\n"
+      "It registered with token %s, which may not register \"%s\" again; to shut the node out,\n"
+      "run: diablo-scheduler token revoke %s\n",
+      w.id().c_str(), w.name().c_str(), w.host().c_str(),
+      w.token_id().empty() ? "(none recorded)" : w.token_id().c_str(), w.name().c_str(),
+      w.token_id().empty() ? "<token id>" : w.token_id().c_str());
   return kOk;
 }
 

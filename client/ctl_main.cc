@@ -162,6 +162,27 @@ std::vector<Command> AddFileCommands(CLI::App& app, const Options& options) {
           {rm, [&options, args] { return diablo::ctl::FilesRemove(options, args->id); }}};
 }
 
+// workers (the fleet listing) and workers revoke.
+std::vector<Command> AddWorkerCommands(CLI::App& app, const Options& options) {
+  struct Args {
+    std::string id, reason;
+  };
+  auto args = std::make_shared<Args>();
+  auto* workers = app.add_subcommand(
+      "workers", "List registered workers (other tenants' jobs show only as a count)");
+  auto* revoke = workers->add_subcommand(
+      "revoke",
+      "Revoke a worker (admin token): its credential stops working at once, its attempts are "
+      "retried elsewhere, and the token it registered with may not register its name again. "
+      "To shut the node out, revoke that token too (diablo-scheduler token revoke)");
+  revoke->add_option("id", args->id, "Worker id, as `diablo-ctl workers` lists it")->required();
+  revoke->add_option("--reason", args->reason, "Recorded in the events of the jobs it ran");
+  // The revoke entry comes first: a parsed `revoke` also marks `workers` parsed.
+  return {{revoke,
+           [&options, args] { return diablo::ctl::RevokeWorker(options, args->id, args->reason); }},
+          {workers, [&options] { return diablo::ctl::Workers(options); }}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -189,8 +210,7 @@ int main(int argc, char** argv) {
   commands.push_back(AddList(app, options));
   for (Command& c : AddJobCommands(app, options)) commands.push_back(std::move(c));
   for (Command& c : AddFileCommands(app, options)) commands.push_back(std::move(c));
-  commands.push_back({app.add_subcommand("workers", "List registered workers"),
-                      [&options] { return diablo::ctl::Workers(options); }});
+  for (Command& c : AddWorkerCommands(app, options)) commands.push_back(std::move(c));
 
   CLI11_PARSE(app, argc, argv);
   options.json = output == "json";

@@ -25,6 +25,10 @@ struct RpcClientOptions {
 // INVALID_ARGUMENT for a malformed address or unreadable PEM files.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const RpcClientOptions& options);
 
+// The metadata key a worker's calls carry its credential under (the
+// secret RegisterWorker returned; proto/diablo/v1/worker.proto).
+inline constexpr char kWorkerCredentialMetadata[] = "diablo-worker-credential";
+
 // A context with the token and a deadline `timeout` from now.
 std::unique_ptr<grpc::ClientContext> NewCallContext(const RpcClientOptions& options,
                                                     std::chrono::milliseconds timeout);

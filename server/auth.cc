@@ -2,7 +2,8 @@
 #include "server/auth.h"
 
 #include <algorithm>
-#include <random>
+#include <chrono>
+#include <cmath>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -33,6 +34,23 @@ absl::StatusOr<Role> ParseRole(std::string_view name) {
       absl::StrCat("role \"", std::string(name), "\": expected user, worker or admin"));
 }
 
+namespace {
+
+// Seconds on a steady clock: rate buckets and cache ages must not move with
+// the wall clock.
+double SteadySeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+Authenticator::Authenticator(std::unique_ptr<Db> db, AuthOptions options)
+    : db_(std::move(db)),
+      options_(options),
+      requests_(options.requests_per_second, options.burst, kMaxTrackedTokens),
+      failures_(options.failures_per_second, options.failure_burst, kMaxTrackedAddresses),
+      verified_(kMaxTrackedTokens) {}
+
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Open(const std::string& db_path,
                                                                    AuthOptions options) {
   ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::Open(db_path));
@@ -53,49 +71,68 @@ absl::StatusOr<Principal> Authenticator::Authenticate(const grpc::ServerContext&
   const std::string value(it->second.data(), it->second.size());
   if (!absl::StartsWithIgnoreCase(value, "bearer "))
     return absl::UnauthenticatedError("authorization metadata must be \"Bearer <token>\"");
-  const std::string hash = Sha256Hex(std::string_view(value).substr(7));
-  Principal principal;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ASSIGN_OR_RETURN(Statement select,
-                     db_->Prepare("SELECT id, tenant, role, revoked FROM tokens WHERE hash = ?"));
-    select.Bind(hash);
-    ASSIGN_OR_RETURN(bool found, select.Step());
-    if (!found || select.Int(3) != 0) return absl::UnauthenticatedError("unknown or revoked token");
-    principal.token_id = select.Text(0);
-    principal.tenant = select.Text(1);
-    ASSIGN_OR_RETURN(principal.role, ParseRole(select.Text(2)));
-
-    // Token bucket: refills at requests_per_second up to burst.
-    const double now = NowSeconds();
-    Bucket& bucket = buckets_[principal.token_id];
-    if (bucket.updated == 0) bucket.tokens = options_.burst;
-    bucket.tokens = std::min(options_.burst,
-                             bucket.tokens + (now - bucket.updated) * options_.requests_per_second);
-    bucket.updated = now;
-    if (bucket.tokens < 1)
-      return absl::ResourceExhaustedError(
-          absl::StrCat("rate limit: at most ", options_.requests_per_second,
-                       " requests per second per token; retry later"));
-    bucket.tokens -= 1;
-  }
+  ASSIGN_OR_RETURN(Principal principal, Verify(std::string_view(value).substr(7), context.peer()));
   if (principal.role != Role::kAdmin && principal.role != needed)
-    return absl::PermissionDeniedError(
-        absl::StrCat("a ", RoleName(principal.role), " token cannot call the ",
-                     needed == Role::kWorker ? "worker" : "job", " API"));
+    return absl::PermissionDeniedError(absl::StrCat("a ", RoleName(principal.role),
+                                                    " token cannot call the ",
+                                                    needed == Role::kWorker  ? "worker"
+                                                    : needed == Role::kAdmin ? "admin"
+                                                                             : "job",
+                                                    " API"));
   return principal;
+}
+
+absl::StatusOr<std::optional<Principal>> Authenticator::Lookup(const std::string& hash) {
+  store_lookups_.fetch_add(1);
+  ASSIGN_OR_RETURN(Statement select,
+                   db_->Prepare("SELECT id, tenant, role, revoked FROM tokens WHERE hash = ?"));
+  select.Bind(hash);
+  ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found || select.Int(3) != 0) return std::optional<Principal>();
+  Principal principal;
+  principal.token_id = select.Text(0);
+  principal.tenant = select.Text(1);
+  ASSIGN_OR_RETURN(principal.role, ParseRole(select.Text(2)));
+  return std::optional<Principal>(std::move(principal));
+}
+
+absl::StatusOr<Principal> Authenticator::Verify(std::string_view secret, std::string_view peer) {
+  // Only the hash is kept, in the cache as in the store.
+  const std::string hash = Sha256Hex(secret);
+  const double now = SteadySeconds();
+  std::lock_guard<std::mutex> lock(mu_);
+  std::optional<Principal> principal;
+  if (const Verified* cached = verified_.Get(hash);
+      cached != nullptr && now - cached->at < options_.token_cache_s) {
+    principal = cached->principal;
+  } else {
+    // The address pays for its failures before the store is asked again.
+    const std::string address = PeerAddress(peer);
+    if (!failures_.Allows(address, now))
+      return absl::ResourceExhaustedError(
+          absl::StrCat("too many calls with unknown or revoked tokens from this address; retry in ",
+                       std::ceil(failures_.SecondsUntilAllowed(address, now)),
+                       " s with a valid token (diablo-scheduler token create)"));
+    ASSIGN_OR_RETURN(principal, Lookup(hash));
+    if (!principal) {
+      verified_.Erase(hash);  // an expired entry of a token revoked since
+      failures_.Take(address, now);
+      return absl::UnauthenticatedError("unknown or revoked token");
+    }
+    if (options_.token_cache_s > 0) verified_.Put(hash, Verified{*principal, now});
+  }
+  if (!requests_.Take(principal->token_id, now))
+    return absl::ResourceExhaustedError(
+        absl::StrCat("rate limit: at most ", options_.requests_per_second,
+                     " requests per second per token; retry later"));
+  return *principal;
 }
 
 absl::StatusOr<std::string> CreateToken(Db& db, const std::string& tenant, Role role,
                                         const std::string& name, std::string* id) {
   if (tenant.empty() || tenant.size() > 64)
     return absl::InvalidArgumentError("tenant: 1 to 64 characters");
-  std::random_device device;
-  std::string secret = "dbl_";
-  for (int i = 0; i < 4; ++i) {
-    const uint64_t word = (static_cast<uint64_t>(device()) << 32) | device();
-    absl::StrAppend(&secret, absl::Hex(word, absl::kZeroPad16));
-  }
+  std::string secret = NewSecret("dbl_");
   *id = NewId("t-");
   RETURN_IF_ERROR(Migrate(db));
   ASSIGN_OR_RETURN(Statement insert, db.Prepare("INSERT INTO tokens (id, tenant, role, hash, name, "

@@ -40,6 +40,11 @@ grpc::Status FileServiceImpl::UploadFile(grpc::ServerContext* context,
   if (header.sha256().size() != 64)
     return timer.Done(
         Error(grpc::StatusCode::INVALID_ARGUMENT, "header.sha256: 64 lower-case hex digits"));
+  // The tenant's quotas, before any data is read; the slot counts this
+  // upload among its concurrent ones until this function returns, however.
+  absl::StatusOr<UploadTracker::Slot> slot =
+      ctx_.scheduler->BeginUpload(who->tenant, header.size_bytes());
+  if (!slot.ok()) return timer.Done(ToGrpc(slot.status()));
 
   // The content goes to a scratch file first; nothing reaches storage or the
   // store until its size and checksum match the header.

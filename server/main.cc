@@ -74,7 +74,55 @@ struct ServeFlags {
   bool no_auth = false;
   std::string metrics_token_file;
   std::string input_grants_file;
+  std::string quotas_file;
 };
+
+// Per-tenant limits and the limits on failed authentications.
+void AddQuotaOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlags& flags) {
+  diablo::server::TenantLimits& limits = options.scheduler.tenant_limits;
+  app.add_option("--max-upload-bytes-per-tenant", limits.upload_bytes,
+                 "Bytes of uploaded files one tenant may hold (1TiB = 2^40, 1TB = 10^12); an "
+                 "upload that would pass it is refused before its data is read; 0: no limit")
+      ->transform(CLI::AsSizeValue(/*kb_is_1000=*/true))
+      ->capture_default_str();
+  app.add_option("--max-files-per-tenant", limits.files,
+                 "Uploaded files one tenant may hold; 0: no limit")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000000}));
+  app.add_option("--max-concurrent-uploads", limits.concurrent_uploads,
+                 "Uploads one tenant may have in progress at once; 0: no limit")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{100000}));
+  app.add_option("--max-running-jobs", limits.running_jobs,
+                 "Jobs one tenant may have placed or running at once; its further jobs wait in "
+                 "the queue (they do not fail) while other tenants' jobs are placed.  0: no limit, "
+                 "the default, so one tenant may use a fleet the others leave idle; set it (or "
+                 "running_jobs in --quotas) to share a busy fleet")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000}));
+  app.add_option("--quotas", flags.quotas_file,
+                 "JSON file of per-tenant overrides of these limits, e.g. {\"tenants\": "
+                 "{\"ml-team\": {\"upload_bytes\": 5497558138880, \"files\": 50000, "
+                 "\"concurrent_uploads\": 8, \"running_jobs\": 16, \"queued_jobs\": 5000}}}; "
+                 "0 means no limit, a key left out keeps the flag's value")
+      ->envname("DIABLO_QUOTAS")
+      ->check(CLI::ExistingFile);
+  app.add_option("--auth-failure-rate", options.auth.failures_per_second,
+                 "Calls with an unknown or revoked token one client address may make per second "
+                 "(IPv6: per /64); past it and --auth-failure-burst its calls are refused before "
+                 "the token store is read")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 1e6));
+  app.add_option("--auth-failure-burst", options.auth.failure_burst,
+                 "Such calls one address may make in a burst above --auth-failure-rate")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1e7));
+  app.add_option("--token-cache-seconds", options.auth.token_cache_s,
+                 "Seconds a verified token is trusted without reading the token store again; a "
+                 "`token revoke` takes effect within this time.  0: read it on every call")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 300.0));
+}
 
 void AddServeOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlags& flags) {
   app.add_option("--data-dir", options.data_dir,
@@ -135,6 +183,7 @@ void AddServeOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlag
                  "Queued jobs allowed per tenant")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
+  AddQuotaOptions(app, options, flags);
   app.add_option("--rate-limit", options.auth.requests_per_second,
                  "API requests per second per token")
       ->capture_default_str()
@@ -190,6 +239,16 @@ int Serve(diablo::SchedulerOptions& options, const ServeFlags& flags) {
       return 2;
     }
     options.inputs = std::move(*grants);
+  }
+  if (!flags.quotas_file.empty()) {
+    absl::StatusOr<diablo::server::QuotaOverrides> quotas =
+        diablo::server::QuotaOverrides::Load(flags.quotas_file);
+    if (!quotas.ok()) {
+      std::fprintf(stderr, "diablo-scheduler: --quotas %s\n",
+                   std::string(quotas.status().message()).c_str());
+      return 2;
+    }
+    options.scheduler.quotas = std::move(*quotas);
   }
   if (!flags.metrics_token_file.empty()) {
     std::ifstream in(flags.metrics_token_file);

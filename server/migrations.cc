@@ -140,6 +140,15 @@ CREATE TABLE report_progress (
   PRIMARY KEY (fence, rank)
 );
 )sql",
+    // 6: worker identity.  The token that registered a worker (only it may
+    // register that name again), the SHA-256 of the credential its calls
+    // carry, and when an admin revoked it.
+    R"sql(
+ALTER TABLE workers ADD COLUMN token_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE workers ADD COLUMN credential_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE workers ADD COLUMN revoked_at REAL;
+CREATE INDEX workers_by_credential ON workers (credential_sha256);
+)sql",
 };
 
 }  // namespace

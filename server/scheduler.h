@@ -23,6 +23,7 @@
 #include "diablo/v1/job.pb.h"
 #include "diablo/v1/worker.pb.h"
 #include "server/db.h"
+#include "server/quotas.h"
 
 namespace diablo::server {
 
@@ -37,6 +38,12 @@ struct SchedulerConfig {
   // An attempt whose trainer reports nothing for this long is failed and retried.
   double stall_timeout_s = 600;
   int max_queued_jobs_per_tenant = 1000;
+  // The other per-tenant limits (server/quotas.h; 0: none): uploaded bytes
+  // and files held, uploads in progress, running jobs.  Their queued_jobs is
+  // ignored: max_queued_jobs_per_tenant is that default.
+  TenantLimits tenant_limits;
+  // The --quotas file: per-tenant overrides of all of these.
+  QuotaOverrides quotas;
   // Attempts a job may lose to the fleet (a lost or restarted worker, an
   // expired lease, a lost lease reply, a worker drained) before it fails.
   // These never spend the job's own max_retries, which count only failures
@@ -115,6 +122,17 @@ class Scheduler {
   absl::Status CheckPlaceable(const Requirements& needs);
 
   // ---- uploaded files
+  // `tenant`'s limits: the defaults with its --quotas entry applied.
+  TenantLimits LimitsFor(std::string_view tenant) const;
+  // An upload whose header just arrived, before any of its data is read:
+  // RESOURCE_EXHAUSTED (saying which limit, the usage and what to do) when
+  // the tenant has its maximum of uploads in progress, or when `size_bytes`
+  // more, with what its files and its other uploads in progress hold, would
+  // pass its byte or file quota.  The slot is the upload's place among the
+  // tenant's concurrent uploads until it goes, whatever way the upload ends.
+  absl::StatusOr<UploadTracker::Slot> BeginUpload(const std::string& tenant, int64_t size_bytes);
+  // Records a stored upload; checks the byte and file quotas again in the
+  // same step, so uploads racing past BeginUpload cannot pass them together.
   absl::StatusOr<v1::File> AddFile(const std::string& tenant, const v1::UploadHeader& header,
                                    const std::string& storage_key);
   absl::StatusOr<FileRow> GetFile(const std::string& tenant, const std::string& id);
@@ -124,8 +142,26 @@ class Scheduler {
   absl::Status DeleteFile(const std::string& tenant, const std::string& id);
 
   // ---- workers
+  // `token_id` is the worker token's: only that token may register the same
+  // name again while this worker lives.  The response holds the credential
+  // every later call of this worker must carry (AuthenticateWorker).
   absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(
-      const v1::RegisterWorkerRequest& request);
+      const v1::RegisterWorkerRequest& request, const std::string& token_id);
+  // The worker a call acts as: the one `credential` was issued to, which
+  // must have registered with `token_id`.  UNAUTHENTICATED for a missing or
+  // unknown credential, PERMISSION_DENIED for a revoked worker or another
+  // token's credential.
+  absl::StatusOr<std::string> AuthenticateWorker(const std::string& token_id,
+                                                 std::string_view credential);
+  // OK when `rank` of the attempt `fence` was leased to `worker_id` (its
+  // current attempt or an old one); PERMISSION_DENIED otherwise, so one
+  // worker can neither report nor complete for another.
+  absl::Status CheckLeasedTo(const std::string& worker_id, int64_t fence, int rank);
+  // An admin's eviction: the worker's credential stops working, its
+  // attempts are retried elsewhere as infrastructure failures, and its
+  // token may not register its name again.  NOT_FOUND for an unknown id.
+  absl::StatusOr<v1::WorkerInfo> RevokeWorker(const std::string& worker_id,
+                                              const std::string& reason);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
   absl::StatusOr<v1::LeaseJobResponse> LeaseJob(const v1::LeaseJobRequest& request);
   absl::StatusOr<v1::ReportEventsResponse> ReportEvents(const v1::ReportEventsRequest& request);
@@ -190,15 +226,27 @@ class Scheduler {
   absl::Status ExpireWorkers(double now);
   absl::Status DetectStalls(double now);
   absl::Status PlaceQueuedJobs();
+  // PERMISSION_DENIED when the worker name is revoked for `token_id`, or is
+  // held by a live worker another token registered.
+  absl::Status CheckNameFreeFor(const std::string& name, const std::string& token_id, double now);
   absl::StatusOr<std::optional<v1::Lease>> PendingLease(const std::string& worker_id);
   absl::Status ApplyTrainerEvent(const std::string& job_id, int attempt, int64_t fence,
                                  const std::string& json);
   bool WorkerAlive(const std::string& worker_id, double now) const;
   void NotifyChange();
 
+  // What `tenant`'s uploaded files hold, by the store.
+  struct FileUsage {
+    int64_t files = 0;
+    int64_t bytes = 0;
+  };
+  absl::StatusOr<FileUsage> FilesHeldBy(const std::string& tenant);
+
   std::unique_ptr<Db> db_;
   std::unique_ptr<ObjectStore> storage_;
   SchedulerConfig config_;
+  // Uploads in progress per tenant; acquired under mu_ (BeginUpload).
+  UploadTracker uploads_;
 
   std::mutex mu_;
   std::condition_variable changed_;
@@ -218,6 +266,9 @@ class Scheduler {
 double NowSeconds();
 // A new random id with a prefix: "j-3f9c0a1b2c4d5e6f".
 std::string NewId(const char* prefix);
+// A new secret with a prefix and 256 bits from the system's random device
+// (tokens, worker credentials); only its SHA-256 is ever stored.
+std::string NewSecret(const char* prefix);
 // SHA-256 of a CreateJobRequest without its idempotency key, serialised
 // deterministically: equal for a retried request, different for any change.
 std::string RequestFingerprint(const v1::CreateJobRequest& request);

@@ -89,6 +89,16 @@ std::string NewId(const char* prefix) {
   return absl::StrCat(prefix, absl::Hex(rng(), absl::kZeroPad16));
 }
 
+std::string NewSecret(const char* prefix) {
+  std::random_device device;
+  std::string secret = prefix;
+  for (int i = 0; i < 4; ++i) {
+    const uint64_t word = (static_cast<uint64_t>(device()) << 32) | device();
+    absl::StrAppend(&secret, absl::Hex(word, absl::kZeroPad16));
+  }
+  return secret;
+}
+
 Scheduler::Scheduler(std::unique_ptr<Db> db, std::unique_ptr<ObjectStore> storage,
                      SchedulerConfig config)
     : db_(std::move(db)), storage_(std::move(storage)), config_(std::move(config)) {}
@@ -195,16 +205,16 @@ absl::StatusOr<v1::Job> Scheduler::CreateJob(const std::string& tenant,
   ASSIGN_OR_RETURN(std::optional<std::string> existing,
                    JobForIdempotencyKey(tenant, request.idempotency_key(), fingerprint));
   if (existing) return LoadJob(tenant, *existing);
-  {
+  if (const int64_t limit = LimitsFor(tenant).queued_jobs; limit > 0) {
     ASSIGN_OR_RETURN(
         Statement queued,
         db_->Prepare("SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state IN (1, 2)"));
     queued.Bind(tenant);
     ASSIGN_OR_RETURN(bool row, queued.Step());
-    if (row && queued.Int(0) >= config_.max_queued_jobs_per_tenant)
+    if (row && queued.Int(0) >= limit)
       return absl::ResourceExhaustedError(absl::StrCat(
-          "tenant ", tenant, " already has ", queued.Int(0), " queued jobs (the limit is ",
-          config_.max_queued_jobs_per_tenant, "); wait for some to start or cancel them"));
+          "tenant ", tenant, " already has ", queued.Int(0), " queued jobs (the limit is ", limit,
+          "); wait for some to start or cancel them (diablo-ctl cancel JOB)"));
   }
   nlohmann::json labels = nlohmann::json::object();
   for (const auto& [key, value] : request.labels()) labels[key] = value;
@@ -413,11 +423,80 @@ FileRow FileFromRow(const Statement& row) {
 }
 }  // namespace
 
+TenantLimits Scheduler::LimitsFor(std::string_view tenant) const {
+  TenantLimits defaults = config_.tenant_limits;
+  defaults.queued_jobs = config_.max_queued_jobs_per_tenant;
+  return config_.quotas.Apply(tenant, defaults);
+}
+
+absl::StatusOr<Scheduler::FileUsage> Scheduler::FilesHeldBy(const std::string& tenant) {
+  ASSIGN_OR_RETURN(
+      Statement usage,
+      db_->Prepare("SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM files WHERE tenant = ?"));
+  usage.Bind(tenant);
+  ASSIGN_OR_RETURN(bool row, usage.Step());
+  if (!row) return FileUsage();
+  return FileUsage{usage.Int(0), usage.Int(1)};
+}
+
+namespace {
+
+// Each refusal names the limit, the usage and the way out.
+constexpr const char* kFreeSpaceHint =
+    "delete uploads no longer needed (diablo-ctl files list, diablo-ctl files rm ID) or ask the "
+    "operator for a larger quota (diablo-scheduler --quotas)";
+
+// RESOURCE_EXHAUSTED when `size_bytes` more (one more file) would pass
+// `tenant`'s upload quotas, counting `pending` as held too.
+absl::Status CheckFileQuotas(const std::string& tenant, const TenantLimits& limits,
+                             int64_t held_files, int64_t held_bytes, int64_t pending_files,
+                             int64_t pending_bytes, int64_t size_bytes) {
+  const std::string in_progress =
+      pending_files == 0 ? std::string()
+                         : absl::StrCat(" (", pending_files, " more in uploads in progress, ",
+                                        HumanBytes(pending_bytes), ")");
+  if (limits.files > 0 && held_files + pending_files + 1 > limits.files)
+    return absl::ResourceExhaustedError(
+        absl::StrCat("file quota: tenant ", tenant, " holds ", held_files, " uploaded files",
+                     in_progress, " and may hold ", limits.files, "; ", kFreeSpaceHint));
+  if (limits.upload_bytes > 0 && size_bytes > limits.upload_bytes - held_bytes - pending_bytes)
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "upload quota: tenant ", tenant, " holds ", HumanBytes(held_bytes), " of uploads",
+        in_progress, " and may hold ", HumanBytes(limits.upload_bytes), "; this upload of ",
+        HumanBytes(size_bytes), " does not fit; ", kFreeSpaceHint));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<UploadTracker::Slot> Scheduler::BeginUpload(const std::string& tenant,
+                                                           int64_t size_bytes) {
+  const TenantLimits limits = LimitsFor(tenant);
+  // Under mu_, so that the check and the slot are one step for every upload
+  // of this tenant (slots are given back without it: that only frees room).
+  std::lock_guard<std::mutex> lock(mu_);
+  const UploadTracker::InFlight pending = uploads_.Of(tenant);
+  if (limits.concurrent_uploads > 0 && pending.uploads >= limits.concurrent_uploads)
+    return absl::ResourceExhaustedError(
+        absl::StrCat("concurrent upload limit: tenant ", tenant, " has ", pending.uploads,
+                     " uploads in progress and may have ", limits.concurrent_uploads,
+                     "; wait for one to finish, then retry"));
+  ASSIGN_OR_RETURN(FileUsage held, FilesHeldBy(tenant));
+  RETURN_IF_ERROR(CheckFileQuotas(tenant, limits, held.files, held.bytes, pending.uploads,
+                                  pending.bytes, size_bytes));
+  return uploads_.Acquire(tenant, size_bytes);
+}
+
 absl::StatusOr<v1::File> Scheduler::AddFile(const std::string& tenant,
                                             const v1::UploadHeader& header,
                                             const std::string& storage_key) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string id = storage_key.substr(storage_key.rfind('/') + 1);
+  // Again, against the store alone: the uploads that were in progress at
+  // BeginUpload may have been stored since.
+  ASSIGN_OR_RETURN(FileUsage held, FilesHeldBy(tenant));
+  RETURN_IF_ERROR(CheckFileQuotas(tenant, LimitsFor(tenant), held.files, held.bytes, 0, 0,
+                                  header.size_bytes()));
   ASSIGN_OR_RETURN(Statement insert,
                    db_->Prepare("INSERT INTO files (id, tenant, name, size_bytes, sha256, "
                                 "storage_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"));

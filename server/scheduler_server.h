@@ -68,6 +68,7 @@ class SchedulerServer {
   // The metrics port, 0 without one.
   int metrics_port() const;
   server::Scheduler& scheduler() { return *scheduler_; }
+  server::Authenticator& authenticator() { return *auth_; }
   // Stops accepting calls and waits up to `grace` for running ones to finish.
   void Shutdown(absl::Duration grace);
   // Blocks until Shutdown() has completed.

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "common/absl_view.h"
 #include "common/safe_name.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "server/scheduler.h"
 
@@ -54,7 +55,7 @@ bool Scheduler::WorkerAlive(const std::string& worker_id, double now) const {
 // ---- registration and heartbeats
 
 absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(
-    const v1::RegisterWorkerRequest& request) {
+    const v1::RegisterWorkerRequest& request, const std::string& token_id) {
   if (request.name().empty()) return absl::InvalidArgumentError("name: must not be empty");
   if (request.host().empty())
     return absl::InvalidArgumentError("host: must not be empty (the rendezvous address)");
@@ -69,6 +70,7 @@ absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(
   std::lock_guard<std::mutex> lock(mu_);
   const double now = NowSeconds();
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
+  RETURN_IF_ERROR(CheckNameFreeFor(request.name(), token_id, now));
   // A worker that registers again under its name has restarted: whatever its
   // previous incarnation ran is gone.
   ASSIGN_OR_RETURN(Statement previous,
@@ -78,10 +80,11 @@ absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(
   for (const std::string& id : stale)
     RETURN_IF_ERROR(LoseWorker(id, absl::StrCat("worker ", request.name(), " restarted")));
   const std::string id = NewId("w-");
+  const std::string credential = NewSecret("dwc_");
   ASSIGN_OR_RETURN(Statement insert,
                    db_->Prepare("INSERT INTO workers (id, name, host, devices, device_kind, "
-                                "memory_bytes, version, registered_at) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+                                "memory_bytes, version, registered_at, token_id, "
+                                "credential_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   RETURN_IF_ERROR(insert.Bind(id)
                       .Bind(request.name())
                       .Bind(request.host())
@@ -90,6 +93,8 @@ absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(
                       .Bind(request.memory_bytes())
                       .Bind(request.version())
                       .Bind(now)
+                      .Bind(token_id)
+                      .Bind(Sha256Hex(credential))
                       .Run());
   last_seen_[id] = now;
   RETURN_IF_ERROR(PlaceQueuedJobs());
@@ -100,6 +105,7 @@ absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(
   response.set_heartbeat_interval_s(config_.heartbeat_interval_s);
   response.set_lease_timeout_s(config_.lease_timeout_s);
   response.set_storage_uri(config_.storage_uri);
+  response.set_credential(credential);
   return response;
 }
 
@@ -186,6 +192,24 @@ absl::Status Scheduler::CheckPlaceable(const Requirements& needs) {
       "(--queue-anyway)"));
 }
 
+namespace {
+
+// Jobs each tenant has assigned or running, which --max-running-jobs and
+// the quotas file's running_jobs bound.
+absl::StatusOr<std::map<std::string, int64_t>> RunningJobsByTenant(Db& db) {
+  ASSIGN_OR_RETURN(Statement select, db.Prepare("SELECT tenant, COUNT(*) FROM jobs "
+                                                "WHERE state IN (2, 3) GROUP BY tenant"));
+  std::map<std::string, int64_t> running;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) break;
+    running[select.Text(0)] = select.Int(1);
+  }
+  return running;
+}
+
+}  // namespace
+
 absl::Status Scheduler::PlaceQueuedJobs() {
   const double now = NowSeconds();
   std::vector<WorkerSlot> workers;
@@ -218,6 +242,7 @@ absl::Status Scheduler::PlaceQueuedJobs() {
     std::string id;
     Requirements needs;
     int attempts;
+    std::string tenant;
   };
   std::vector<Queued> queued;
   {
@@ -226,7 +251,7 @@ absl::Status Scheduler::PlaceQueuedJobs() {
                          // SQLite reads the device out of the stored config (json1): no JSON parse
                          // here per queued job on every lease call.
                          "SELECT id, nodes, devices_per_node, estimated_bytes, "
-                         "json_extract(config, '$.device') = 'cuda', attempts "
+                         "json_extract(config, '$.device') = 'cuda', attempts, tenant "
                          "FROM jobs WHERE state = 1 "
                          "ORDER BY priority DESC, created_at"));
     while (true) {
@@ -234,10 +259,16 @@ absl::Status Scheduler::PlaceQueuedJobs() {
       if (!row) break;
       Requirements needs{static_cast<int>(select.Int(1)), static_cast<int>(select.Int(2)),
                          select.Int(3), select.Int(4) == 1};
-      queued.push_back({select.Text(0), needs, static_cast<int>(select.Int(5))});
+      queued.push_back({select.Text(0), needs, static_cast<int>(select.Int(5)), select.Text(6)});
     }
   }
+  ASSIGN_OR_RETURN(auto running, RunningJobsByTenant(*db_));
   for (const Queued& job : queued) {
+    // A tenant at its running-jobs limit keeps its jobs queued (not failed)
+    // until one of its running jobs ends; other tenants' jobs go on past it.
+    if (const int64_t limit = LimitsFor(job.tenant).running_jobs;
+        limit > 0 && running[job.tenant] >= limit)
+      continue;
     // First fit, in queue order: a job that does not fit now does not hold
     // back smaller ones behind it.
     std::vector<WorkerSlot*> chosen;
@@ -279,6 +310,7 @@ absl::Status Scheduler::PlaceQueuedJobs() {
     RETURN_IF_ERROR(SetState(
         job.id, v1::JOB_STATE_QUEUED, v1::JOB_STATE_ASSIGNED,
         absl::StrCat("attempt ", job.attempts + 1, " placed on ", absl::StrJoin(names, ", "))));
+    ++running[job.tenant];
   }
   return absl::OkStatus();
 }
@@ -610,7 +642,8 @@ absl::StatusOr<v1::ListWorkersResponse> Scheduler::ListWorkers(const std::string
   const double now = NowSeconds();
   ASSIGN_OR_RETURN(
       Statement select,
-      db_->Prepare("SELECT id, name, host, devices, device_kind, memory_bytes, lost FROM workers "
+      db_->Prepare("SELECT id, name, host, devices, device_kind, memory_bytes, lost, "
+                   "revoked_at IS NOT NULL, token_id FROM workers "
                    "WHERE lost = 0 OR registered_at > ? ORDER BY name, registered_at"));
   select.Bind(now - 86400);
   v1::ListWorkersResponse response;
@@ -625,7 +658,8 @@ absl::StatusOr<v1::ListWorkersResponse> Scheduler::ListWorkers(const std::string
     w->set_device_kind(select.Text(4));
     w->set_memory_bytes(select.Int(5));
     const bool alive = select.Int(6) == 0 && WorkerAlive(w->id(), now);
-    w->set_status(alive ? "alive" : "lost");
+    w->set_status(select.Int(7) != 0 ? "revoked" : alive ? "alive" : "lost");
+    if (all_tenants) w->set_token_id(select.Text(8));
     auto seen = last_seen_.find(w->id());
     if (seen != last_seen_.end()) w->set_last_heartbeat(seen->second);
     ASSIGN_OR_RETURN(Statement jobs,

@@ -83,6 +83,8 @@ class FleetServiceImpl final : public v1::FleetService::Service {
   explicit FleetServiceImpl(ServiceContext context) : ctx_(std::move(context)) {}
   grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
                            v1::ListWorkersResponse*) override;
+  grpc::Status RevokeWorker(grpc::ServerContext*, const v1::RevokeWorkerRequest*,
+                            v1::RevokeWorkerResponse*) override;
 
  private:
   ServiceContext ctx_;

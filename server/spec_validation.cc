@@ -18,6 +18,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/lru_cache.h"
 #include "common/status_macros.h"
 #include "spec/estimate.h"
 #include "spec/model_source.h"
@@ -203,17 +204,20 @@ estimate::ModelSource ReadModelSourceCached(const fs::path& model) {
   const std::string stamp =
       std::to_string(fs::file_size(stamped, ec)) + "@" +
       std::to_string(fs::last_write_time(stamped, ec).time_since_epoch().count());
+  // Paths are tenants' choice: at most kEntries are kept, the least recently
+  // used forgotten first, so a stream of new paths cannot grow the
+  // scheduler and the models in daily use stay cached.
+  constexpr size_t kEntries = 256;
   static std::mutex mu;
-  static std::map<std::string, std::pair<std::string, estimate::ModelSource>> cache;
+  static LruCache<std::string, std::pair<std::string, estimate::ModelSource>> cache(kEntries);
   {
     std::lock_guard<std::mutex> lock(mu);
-    auto it = cache.find(model.string());
-    if (it != cache.end() && it->second.first == stamp) return it->second.second;
+    const auto* cached = cache.Get(model.string());
+    if (cached != nullptr && cached->first == stamp) return cached->second;
   }
   estimate::ModelSource source = estimate::ReadModelSource(model.string());
   std::lock_guard<std::mutex> lock(mu);
-  if (cache.size() > 256) cache.clear();  // a bound, not a policy: misses only cost a re-read
-  cache[model.string()] = {stamp, source};
+  cache.Put(model.string(), {stamp, source});
   return source;
 }
 

@@ -1,22 +1,59 @@
 // WorkerService (agents) and FleetService (operators): pass-throughs to the
-// Scheduler behind a worker-role (or any-role, for the fleet view) token.
+// Scheduler.  Worker calls need a worker-role token and, after
+// RegisterWorker, the credential of a registration made with that token;
+// they may act only as that worker.
+#include "absl/strings/str_cat.h"
+#include "common/rpc_client.h"
+#include "common/status_macros.h"
 #include "server/grpc_status.h"
 #include "server/serve.h"
 
 namespace diablo::server {
+namespace {
+
+std::string_view CredentialOf(const grpc::ServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find(kWorkerCredentialMetadata);
+  if (it == metadata.end()) return {};
+  return std::string_view(it->second.data(), it->second.size());
+}
+
+// Runs `call(worker_id)` for the worker whose credential the call carries.
+template <typename Response, typename Call>
+grpc::Status ServeWorker(const ServiceContext& ctx, grpc::ServerContext* context,
+                         const char* method, Response* response, Call call) {
+  return Serve(ctx, context, method, Role::kWorker, response,
+               [&](const Principal& who) -> absl::StatusOr<Response> {
+                 ASSIGN_OR_RETURN(std::string worker_id, ctx.scheduler->AuthenticateWorker(
+                                                             who.token_id, CredentialOf(*context)));
+                 return call(worker_id);
+               });
+}
+
+absl::Status CheckSameWorker(const std::string& named, const std::string& caller) {
+  if (named == caller) return absl::OkStatus();
+  return absl::PermissionDeniedError(
+      absl::StrCat("worker_id \"", named, "\": this call's credential belongs to worker ", caller));
+}
+
+}  // namespace
 
 grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
                                                const v1::RegisterWorkerRequest* request,
                                                v1::RegisterWorkerResponse* response) {
-  return Serve(ctx_, context, "RegisterWorker", Role::kWorker, response,
-               [&](const Principal&) { return ctx_.scheduler->RegisterWorker(*request); });
+  return Serve(ctx_, context, "RegisterWorker", Role::kWorker, response, [&](const Principal& who) {
+    return ctx_.scheduler->RegisterWorker(*request, who.token_id);
+  });
 }
 
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
                                           const v1::HeartbeatRequest* request,
                                           v1::HeartbeatResponse* response) {
-  return Serve(ctx_, context, "Heartbeat", Role::kWorker, response,
-               [&](const Principal&) { return ctx_.scheduler->Heartbeat(*request); });
+  return ServeWorker(ctx_, context, "Heartbeat", response,
+                     [&](const std::string& worker_id) -> absl::StatusOr<v1::HeartbeatResponse> {
+                       RETURN_IF_ERROR(CheckSameWorker(request->worker_id(), worker_id));
+                       return ctx_.scheduler->Heartbeat(*request);
+                     });
 }
 
 grpc::Status WorkerServiceImpl::LeaseJob(grpc::ServerContext* context,
@@ -28,23 +65,34 @@ grpc::Status WorkerServiceImpl::LeaseJob(grpc::ServerContext* context,
       context->deadline() - std::chrono::system_clock::now());
   bounded.set_wait_ms(
       static_cast<int32_t>(std::clamp<int64_t>(left.count() - 500, 0, request->wait_ms())));
-  return Serve(ctx_, context, "LeaseJob", Role::kWorker, response,
-               [&](const Principal&) { return ctx_.scheduler->LeaseJob(bounded); });
+  return ServeWorker(ctx_, context, "LeaseJob", response,
+                     [&](const std::string& worker_id) -> absl::StatusOr<v1::LeaseJobResponse> {
+                       RETURN_IF_ERROR(CheckSameWorker(request->worker_id(), worker_id));
+                       return ctx_.scheduler->LeaseJob(bounded);
+                     });
 }
 
 grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* context,
                                              const v1::ReportEventsRequest* request,
                                              v1::ReportEventsResponse* response) {
-  return Serve(ctx_, context, "ReportEvents", Role::kWorker, response,
-               [&](const Principal&) { return ctx_.scheduler->ReportEvents(*request); });
+  return ServeWorker(ctx_, context, "ReportEvents", response,
+                     [&](const std::string& worker_id) -> absl::StatusOr<v1::ReportEventsResponse> {
+                       RETURN_IF_ERROR(ctx_.scheduler->CheckLeasedTo(worker_id, request->fence(),
+                                                                     request->rank()));
+                       return ctx_.scheduler->ReportEvents(*request);
+                     });
 }
 
 grpc::Status WorkerServiceImpl::CompleteAttempt(grpc::ServerContext* context,
                                                 const v1::CompleteAttemptRequest* request,
                                                 v1::CompleteAttemptResponse* response) {
-  return Serve(ctx_, context, "CompleteAttempt", Role::kWorker, response, [&](const Principal&) {
-    return Empty<v1::CompleteAttemptResponse>(ctx_.scheduler->CompleteAttempt(*request));
-  });
+  return ServeWorker(
+      ctx_, context, "CompleteAttempt", response,
+      [&](const std::string& worker_id) -> absl::StatusOr<v1::CompleteAttemptResponse> {
+        RETURN_IF_ERROR(
+            ctx_.scheduler->CheckLeasedTo(worker_id, request->fence(), request->rank()));
+        return Empty<v1::CompleteAttemptResponse>(ctx_.scheduler->CompleteAttempt(*request));
+      });
 }
 
 grpc::Status FleetServiceImpl::ListWorkers(grpc::ServerContext* context,
@@ -61,6 +109,21 @@ grpc::Status FleetServiceImpl::ListWorkers(grpc::ServerContext* context,
   if (!workers.ok()) return timer.Done(ToGrpc(workers.status()));
   *response = std::move(*workers);
   return timer.Done(grpc::Status::OK);
+}
+
+grpc::Status FleetServiceImpl::RevokeWorker(grpc::ServerContext* context,
+                                            const v1::RevokeWorkerRequest* request,
+                                            v1::RevokeWorkerResponse* response) {
+  return Serve(ctx_, context, "RevokeWorker", Role::kAdmin, response,
+               [&](const Principal&) -> absl::StatusOr<v1::RevokeWorkerResponse> {
+                 if (request->reason().size() > 1024)
+                   return absl::InvalidArgumentError("reason: at most 1024 characters");
+                 v1::RevokeWorkerResponse answer;
+                 ASSIGN_OR_RETURN(
+                     *answer.mutable_worker(),
+                     ctx_.scheduler->RevokeWorker(request->worker_id(), request->reason()));
+                 return answer;
+               });
 }
 
 }  // namespace diablo::server

@@ -220,12 +220,21 @@ class HandlersTest : public ::testing::Test {
     v1::RegisterWorkerResponse response;
     grpc::Status status = workers_->RegisterWorker(Ctx(worker_).get(), request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
+    worker_credential_ = response.credential();
     return response.worker_id();
+  }
+
+  // A worker call's context: the worker token and the registration's credential.
+  std::unique_ptr<grpc::ClientContext> WorkerCtx(
+      std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    auto context = Ctx(worker_, timeout);
+    context->AddMetadata("diablo-worker-credential", worker_credential_);
+    return context;
   }
 
   fs::path dir_;
   std::unique_ptr<SchedulerServer> server_;
-  std::string user_a_, user_a2_, user_b_, worker_;
+  std::string user_a_, user_a2_, user_b_, worker_, worker_credential_;
   std::unique_ptr<v1::JobService::Stub> jobs_;
   std::unique_ptr<v1::FileService::Stub> files_;
   std::unique_ptr<v1::WorkerService::Stub> workers_;
@@ -385,7 +394,7 @@ TEST_F(HandlersTest, LeaseJobReturnsWithinTheCallersDeadlineWhenThereIsNoWork) {
   const auto deadline = std::chrono::milliseconds(1500);
   const auto start = Clock::now();
   v1::LeaseJobResponse response;
-  grpc::Status status = workers_->LeaseJob(Ctx(worker_, deadline).get(), request, &response);
+  grpc::Status status = workers_->LeaseJob(WorkerCtx(deadline).get(), request, &response);
   const auto elapsed = Clock::now() - start;
   EXPECT_TRUE(status.ok()) << "an empty answer, not DEADLINE_EXCEEDED: " << status.error_message();
   EXPECT_FALSE(response.has_lease());
@@ -401,7 +410,7 @@ TEST_F(HandlersTest, ALongPollWakesWhenAJobArrives) {
   auto polled = std::async(std::launch::async, [&] {
     v1::LeaseJobResponse response;
     grpc::Status status =
-        workers_->LeaseJob(Ctx(worker_, std::chrono::seconds(30)).get(), request, &response);
+        workers_->LeaseJob(WorkerCtx(std::chrono::seconds(30)).get(), request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return response;
   });
@@ -481,7 +490,7 @@ TEST_F(HandlersTest, AWorkerRunsAJobAndItsOwnerDownloadsTheArtifact) {
   lease_request.set_worker_id(worker_id);
   lease_request.set_wait_ms(5000);
   v1::LeaseJobResponse leased;
-  ASSERT_TRUE(workers_->LeaseJob(Ctx(worker_).get(), lease_request, &leased).ok());
+  ASSERT_TRUE(workers_->LeaseJob(WorkerCtx().get(), lease_request, &leased).ok());
   ASSERT_TRUE(leased.has_lease());
   const v1::Lease& lease = leased.lease();
   EXPECT_EQ(lease.job_id(), job.id());
@@ -490,15 +499,15 @@ TEST_F(HandlersTest, AWorkerRunsAJobAndItsOwnerDownloadsTheArtifact) {
   report.set_fence(lease.fence());
   report.add_reports()->set_event_json(R"({"event":"started","total_steps":10})");
   v1::ReportEventsResponse reported;
-  ASSERT_TRUE(workers_->ReportEvents(Ctx(worker_).get(), report, &reported).ok());
+  ASSERT_TRUE(workers_->ReportEvents(WorkerCtx().get(), report, &reported).ok());
   EXPECT_FALSE(reported.stop());
   v1::Job running;
   ASSERT_TRUE(Get(user_a_, job.id(), &running).ok());
   EXPECT_EQ(running.state(), v1::JOB_STATE_RUNNING);
   report.set_fence(lease.fence() + 1000);
-  EXPECT_EQ(workers_->ReportEvents(Ctx(worker_).get(), report, &reported).error_code(),
-            grpc::StatusCode::NOT_FOUND)
-      << "a report under an unknown fence is refused";
+  EXPECT_EQ(workers_->ReportEvents(WorkerCtx().get(), report, &reported).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED)
+      << "a report under a fence this worker does not hold is refused";
 
   // The agent uploads the adapter to the service's storage, then completes.
   const std::string content = BigArtifact();
@@ -516,7 +525,7 @@ TEST_F(HandlersTest, AWorkerRunsAJobAndItsOwnerDownloadsTheArtifact) {
   artifact->set_size_bytes(static_cast<int64_t>(content.size()));
   artifact->set_sha256(kBigArtifactSha256);
   v1::CompleteAttemptResponse completed;
-  grpc::Status done = workers_->CompleteAttempt(Ctx(worker_).get(), complete, &completed);
+  grpc::Status done = workers_->CompleteAttempt(WorkerCtx().get(), complete, &completed);
   ASSERT_TRUE(done.ok()) << done.error_message();
 
   v1::Job finished;

@@ -49,16 +49,19 @@ class SchedulerFixture : public ::testing::Test {
     scheduler_ = std::move(*scheduler);
   }
 
-  std::string Register(const std::string& name, int64_t memory_gib = 16, int devices = 0) {
+  std::string Register(const std::string& name, int64_t memory_gib = 16, int devices = 0,
+                       const std::string& token_id = "t-worker") {
     v1::RegisterWorkerRequest request;
     request.set_name(name);
     request.set_host("10.0.0." + std::to_string(name.size()));
     request.set_devices(devices);
     request.set_device_kind(devices > 0 ? "cuda" : "cpu");
     request.set_memory_bytes(memory_gib << 30);
-    auto response = scheduler_->RegisterWorker(request);
+    auto response = scheduler_->RegisterWorker(request, token_id);
     EXPECT_TRUE(response.ok()) << response.status();
-    return response.ok() ? response->worker_id() : "";
+    if (!response.ok()) return "";
+    credentials_[response->worker_id()] = response->credential();
+    return response->worker_id();
   }
 
   v1::Job Create(const std::string& tenant = "a", int priority = 0, int nodes = 1,
@@ -151,6 +154,7 @@ class SchedulerFixture : public ::testing::Test {
   SchedulerConfig config_;
   std::unique_ptr<Scheduler> scheduler_;
   std::map<int64_t, std::string> output_prefixes_;  // by fence, from Lease()
+  std::map<std::string, std::string> credentials_;   // by worker id, from Register()
 };
 
 }  // namespace diablo::server::testing

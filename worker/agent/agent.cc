@@ -25,15 +25,17 @@ void Agent::Shutdown() {
   // stopped below are retried on other workers.
   v1::HeartbeatRequest request;
   request.set_draining(true);
+  WorkerIdentity identity;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    request.set_worker_id(worker_id_);
+    identity = identity_;
+    request.set_worker_id(identity.worker_id);
     for (const Running& r : running_)
       if (!r.runner->done()) request.add_running_fences(r.runner->fence());
   }
   if (stub_ != nullptr && !request.worker_id().empty()) {
     v1::HeartbeatResponse response;
-    auto context = NewCallContext(settings_.rpc, std::chrono::seconds(5));
+    auto context = identity.NewCall(settings_.rpc, std::chrono::seconds(5));
     (void)stub_->Heartbeat(context.get(), request, &response);
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -57,7 +59,7 @@ absl::Status Agent::Register() {
     if (status.ok()) {
       {
         std::lock_guard<std::mutex> lock(mu_);  // Shutdown() reads it from the signal thread
-        worker_id_ = response.worker_id();
+        identity_ = {response.worker_id(), response.credential()};
       }
       heartbeat_interval_s_ = response.heartbeat_interval_s();
       const std::string storage_uri =
@@ -66,7 +68,7 @@ absl::Status Agent::Register() {
       if (!storage.ok()) return storage.status();
       storage_ = std::move(*storage);
       std::fprintf(stderr, "diablo-worker: registered as %s (%s) with %s; storage %s\n",
-                   worker_id_.c_str(), settings_.name.c_str(), settings_.rpc.server.c_str(),
+                   response.worker_id().c_str(), settings_.name.c_str(), settings_.rpc.server.c_str(),
                    storage_uri.c_str());
       return absl::OkStatus();
     }
@@ -80,6 +82,11 @@ absl::Status Agent::Register() {
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   return absl::CancelledError("shut down before registering");
+}
+
+WorkerIdentity Agent::Identity() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return identity_;
 }
 
 int Agent::FreeSlots() {
@@ -112,9 +119,10 @@ bool Agent::AnyRunning() {
 void Agent::HeartbeatLoop() {
   // Beyond a shutdown, too, while trainers still write their checkpoints and
   // report: the lease must outlive them.
+  const WorkerIdentity identity = Identity();
   while (!shutdown_ || AnyRunning()) {
     v1::HeartbeatRequest request;
-    request.set_worker_id(worker_id_);
+    request.set_worker_id(identity.worker_id);
     request.set_draining(shutdown_);
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -122,7 +130,7 @@ void Agent::HeartbeatLoop() {
         if (!r.runner->done()) request.add_running_fences(r.runner->fence());
     }
     v1::HeartbeatResponse response;
-    auto context = NewCallContext(settings_.rpc, std::chrono::seconds(10));
+    auto context = identity.NewCall(settings_.rpc, std::chrono::seconds(10));
     grpc::Status status = stub_->Heartbeat(context.get(), request, &response);
     if (status.ok()) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -138,6 +146,21 @@ void Agent::HeartbeatLoop() {
         must_register_ = true;
         return;
       }
+    } else if (status.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+               status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+      // Revoked (this worker or its token): nothing this agent does will
+      // change that, so it stops its trainers and exits for the operator.
+      std::fprintf(stderr, "diablo-worker: heartbeat refused: %s; stopping\n",
+                   status.error_message().c_str());
+      {
+        std::lock_guard<std::mutex> lock(fatal_mu_);
+        fatal_ = absl::PermissionDeniedError(
+            absl::StrCat("the scheduler refused this worker: ", status.error_message()));
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      for (Running& r : running_) r.runner->Stop("this worker was refused by the scheduler");
+      shutdown_ = true;
+      return;
     } else if (!IsTransient(status)) {
       std::fprintf(stderr, "diablo-worker: heartbeat refused: %s\n",
                    status.error_message().c_str());
@@ -165,12 +188,13 @@ absl::Status Agent::Run() {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         continue;
       }
+      const WorkerIdentity identity = Identity();
       v1::LeaseJobRequest request;
-      request.set_worker_id(worker_id_);
+      request.set_worker_id(identity.worker_id);
       request.set_wait_ms(settings_.lease_wait_ms);
       v1::LeaseJobResponse response;
-      auto context =
-          NewCallContext(settings_.rpc, std::chrono::milliseconds(settings_.lease_wait_ms + 5000));
+      auto context = identity.NewCall(settings_.rpc,
+                                      std::chrono::milliseconds(settings_.lease_wait_ms + 5000));
       grpc::Status status = stub_->LeaseJob(context.get(), request, &response);
       if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
         must_register_ = true;  // the scheduler expired this worker
@@ -183,7 +207,8 @@ absl::Status Agent::Run() {
         continue;
       }
       if (!response.has_lease()) continue;
-      auto runner = std::make_unique<AttemptRunner>(settings_, *stub_, *storage_, response.lease());
+      auto runner = std::make_unique<AttemptRunner>(settings_, identity, *stub_, *storage_,
+                                                    response.lease());
       AttemptRunner* raw = runner.get();
       std::lock_guard<std::mutex> lock(mu_);
       running_.push_back({std::move(runner), std::thread([raw] { raw->Run(); })});
@@ -200,7 +225,8 @@ absl::Status Agent::Run() {
     }
     heartbeats.join();
   }
-  return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(fatal_mu_);
+  return fatal_;
 }
 
 }  // namespace diablo::agent

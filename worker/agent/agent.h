@@ -16,6 +16,7 @@
 #include "diablo/v1/worker.grpc.pb.h"
 #include "worker/agent/attempt_runner.h"
 #include "worker/agent/settings.h"
+#include "worker/agent/worker_identity.h"
 
 namespace diablo::agent {
 
@@ -42,7 +43,9 @@ class Agent {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
   std::unique_ptr<ObjectStore> storage_;
-  std::string worker_id_;
+  // Set by Register(); read by the heartbeat thread and Shutdown() under mu_.
+  WorkerIdentity identity_;
+  WorkerIdentity Identity();
   double heartbeat_interval_s_ = 5;
 
   struct Running {
@@ -53,6 +56,10 @@ class Agent {
   std::vector<Running> running_;
   std::atomic<bool> shutdown_{false};
   std::atomic<bool> must_register_{false};
+  // The scheduler refused this worker for good (revoked, or its token was):
+  // Run() stops the trainers and returns this.
+  std::mutex fatal_mu_;
+  absl::Status fatal_;
 };
 
 }  // namespace diablo::agent

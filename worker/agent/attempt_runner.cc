@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "common/input_policy.h"
 #include "common/rpc_client.h"
+#include "common/safe_name.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "spec/trainer_events.h"
@@ -68,20 +69,24 @@ void JudgeExits(int first_rank, const std::vector<int>& codes,
 
 }  // namespace
 
-AttemptRunner::AttemptRunner(const AgentSettings& settings, v1::WorkerService::Stub& stub,
-                             ObjectStore& storage, v1::Lease lease)
-    : settings_(settings), stub_(stub), storage_(storage), lease_(std::move(lease)) {
+AttemptRunner::AttemptRunner(const AgentSettings& settings, WorkerIdentity identity,
+                             v1::WorkerService::Stub& stub, ObjectStore& storage, v1::Lease lease)
+    : settings_(settings),
+      identity_(std::move(identity)),
+      stub_(stub),
+      storage_(storage),
+      lease_(std::move(lease)) {
   job_dir_ =
       settings_.work_dir / "jobs" /
       absl::StrCat(lease_.job_id(), "-attempt-", lease_.attempt(), "-rank-", lease_.first_rank());
   output_dir_ = job_dir_ / "output";
-  redactor_ = Redactor(Redactor::SecretsOf(environ, {settings_.rpc.token}),
+  redactor_ = Redactor(Redactor::SecretsOf(environ, {settings_.rpc.token, identity_.credential}),
                        {{settings_.work_dir.string(), "work-dir"}, {job_dir_.string(), "job"}});
   input_guard_.Protect(storage_.uri());
   input_guard_.Protect(settings_.work_dir.string());
   reporter_ =
-      std::make_unique<Reporter>(settings_, stub_, lease_.fence(), lease_.first_rank(), redactor_,
-                                 [this](const std::string& reason) { Stop(reason); });
+      std::make_unique<Reporter>(settings_, identity_, stub_, lease_.fence(), lease_.first_rank(),
+                                 redactor_, [this](const std::string& reason) { Stop(reason); });
 }
 
 AttemptRunner::~AttemptRunner() = default;
@@ -124,26 +129,7 @@ absl::Status AttemptRunner::FetchInput(const v1::Input& input, fs::path* local) 
     return absl::OkStatus();
   }
   const std::string name = input.name().empty() ? "input" : input.name();
-  if (!input.key().empty()) {
-    // Uploaded files are immutable: cache them by checksum across attempts.
-    const fs::path cached = settings_.work_dir / "cache" /
-                            (input.sha256().empty() ? input.key() : input.sha256()) / name;
-    std::error_code ec;
-    if (!fs::exists(cached, ec)) {
-      RETURN_IF_ERROR(storage_.GetFile(input.key(), cached));
-      if (!input.sha256().empty()) {
-        ASSIGN_OR_RETURN(std::string digest, Sha256OfFile(cached));
-        if (digest != input.sha256()) {
-          fs::remove(cached, ec);
-          return absl::DataLossError(absl::StrCat(input.field(), ": fetched ", input.key(),
-                                                  " has SHA-256 ", digest, ", expected ",
-                                                  input.sha256()));
-        }
-      }
-    }
-    *local = cached;
-    return absl::OkStatus();
-  }
+  if (!input.key().empty()) return FetchUpload(input, local);
   ASSIGN_OR_RETURN(ObjectUri uri, SplitObjectUri(input.uri()));
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenObjectStore(uri.store_uri));
   const fs::path target = job_dir_ / "inputs" / input.field() / name;
@@ -151,6 +137,50 @@ absl::Status AttemptRunner::FetchInput(const v1::Input& input, fs::path* local) 
     RETURN_IF_ERROR(store->GetFile(uri.key, target));
   } else {
     RETURN_IF_ERROR(GetDirectory(*store, uri.key, target));  // a model directory
+  }
+  *local = target;
+  return absl::OkStatus();
+}
+
+absl::Status AttemptRunner::FetchUpload(const v1::Input& input, fs::path* local) {
+  const std::string name = input.name().empty() ? "input" : input.name();
+  // The lease's name becomes a path: the same rules as the scheduler's.
+  RETURN_IF_ERROR(ValidateRelativePath(name, absl::StrCat(input.field(), ": the input's name")));
+  // Uploaded files are immutable: cache them by checksum across attempts
+  // (by their key when the lease gives none).  The scheduler only stores
+  // checksums it computed, so anything but lower-case hex is a forged lease.
+  const bool has_sha256 = !input.sha256().empty();
+  if (has_sha256 && (input.sha256().size() != 64 ||
+                     input.sha256().find_first_not_of("0123456789abcdef") != std::string::npos))
+    return absl::InvalidArgumentError(
+        absl::StrCat(input.field(), ": the lease's SHA-256 is not 64 lower-case hex digits"));
+  const std::string entry = absl::StrCat(has_sha256 ? input.sha256() : input.key(), "/", name);
+  FileCache::Source source{
+      [&]() -> absl::StatusOr<int64_t> {
+        ASSIGN_OR_RETURN(ObjectInfo info, storage_.Stat(input.key()));
+        return info.size_bytes;
+      },
+      [&](const fs::path& target) { return storage_.GetFile(input.key(), target); }};
+  ASSIGN_OR_RETURN(std::shared_ptr<FileCache> cache,
+                   FileCache::Shared(settings_.work_dir / "cache", settings_.cache_max_bytes));
+  absl::StatusOr<FileCache::Pin> pin = cache->Get(entry, has_sha256 ? input.sha256() : "", source);
+  if (pin.ok()) {
+    *local = pin->path();
+    input_pins_.push_back(std::move(*pin));
+    return absl::OkStatus();
+  }
+  if (pin.status().code() != absl::StatusCode::kResourceExhausted) return pin.status();
+  // Too large for the cache, or the files other attempts use leave no room:
+  // a copy for this attempt alone, deleted with its job directory.
+  Log(absl::StrCat(input.field(), ": ", pin.status().message(),
+                   "; fetching it for this attempt only (raise --cache-max-bytes to keep it)"));
+  const fs::path target = job_dir_ / "inputs" / input.field() / name;
+  RETURN_IF_ERROR(storage_.GetFile(input.key(), target));
+  if (has_sha256) {
+    ASSIGN_OR_RETURN(std::string digest, Sha256OfFile(target));
+    if (digest != input.sha256())
+      return absl::DataLossError(absl::StrCat("fetched ", input.key(), " has SHA-256 ", digest,
+                                              ", expected ", input.sha256()));
   }
   *local = target;
   return absl::OkStatus();
@@ -341,7 +371,7 @@ void AttemptRunner::Complete(const Outcome& outcome,
   // transient failures for up to ten minutes.
   for (int attempt = 0; attempt < 240; ++attempt) {
     v1::CompleteAttemptResponse response;
-    auto context = NewCallContext(settings_.rpc, std::chrono::seconds(30));
+    auto context = identity_.NewCall(settings_.rpc, std::chrono::seconds(30));
     grpc::Status status = stub_.CompleteAttempt(context.get(), request, &response);
     if (status.ok()) return;
     // Refusals about the attempt itself are final; anything else may be the

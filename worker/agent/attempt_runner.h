@@ -11,11 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "common/file_cache.h"
 #include "common/input_policy.h"
 #include "common/object_store.h"
 #include "diablo/v1/worker.grpc.pb.h"
 #include "worker/agent/redact.h"
 #include "worker/agent/settings.h"
+#include "worker/agent/worker_identity.h"
 
 namespace diablo::agent {
 
@@ -24,8 +26,10 @@ class Reporter;
 
 class AttemptRunner {
  public:
-  AttemptRunner(const AgentSettings& settings, v1::WorkerService::Stub& stub, ObjectStore& storage,
-                v1::Lease lease);
+  // `identity` is the registration the lease came under; every call about
+  // the attempt carries it.
+  AttemptRunner(const AgentSettings& settings, WorkerIdentity identity,
+                v1::WorkerService::Stub& stub, ObjectStore& storage, v1::Lease lease);
   ~AttemptRunner();
 
   // Blocks until the attempt has ended and been reported.
@@ -54,6 +58,9 @@ class AttemptRunner {
  private:
   absl::Status Prepare(std::string* config_path);
   absl::Status FetchInput(const v1::Input& input, std::filesystem::path* local);
+  // An uploaded input, through the node's input cache (work_dir/cache);
+  // one that cannot fit there is fetched into the job directory instead.
+  absl::Status FetchUpload(const v1::Input& input, std::filesystem::path* local);
   absl::Status FetchCheckpoint();
   Outcome Train(const std::string& config_path);
   absl::Status StartTrainers(const std::string& config_path, std::vector<Process>* processes);
@@ -64,6 +71,7 @@ class AttemptRunner {
   void Log(const std::string& line);
 
   const AgentSettings& settings_;
+  const WorkerIdentity identity_;
   v1::WorkerService::Stub& stub_;
   ObjectStore& storage_;
   const v1::Lease lease_;
@@ -76,6 +84,9 @@ class AttemptRunner {
   // service's storage are never inputs.
   InputPolicy input_guard_;
   std::unique_ptr<Reporter> reporter_;
+  // The cached inputs this attempt uses: no other attempt's fetch evicts
+  // them while the attempt lives.
+  std::vector<FileCache::Pin> input_pins_;
 
   std::mutex mu_;
   std::vector<pid_t> trainer_pids_;  // process groups to signal on Stop

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <filesystem>
@@ -33,6 +34,7 @@ std::filesystem::path SelfDirectory() {
 struct CommandLine {
   std::string work_dir;  // empty: the per-user state directory
   double memory_gib = 0;
+  int64_t cache_max_bytes = 0;  // 0: not given
 };
 
 void AddOptions(CLI::App& app, diablo::agent::AgentSettings& settings, CommandLine& flags) {
@@ -61,6 +63,15 @@ void AddOptions(CLI::App& app, diablo::agent::AgentSettings& settings, CommandLi
                  "Job directories and the input cache (default: $XDG_STATE_HOME/diablo/worker, "
                  "else ~/.local/state/diablo/worker)")
       ->envname("DIABLO_WORK_DIR");
+  app.add_option("--cache-max-bytes", flags.cache_max_bytes,
+                 "Bytes the input cache (<work-dir>/cache: uploaded datasets and models by "
+                 "SHA-256) may hold, e.g. 200GiB; the least recently used files are deleted to "
+                 "make room, never one a running attempt uses, and an input that cannot fit is "
+                 "fetched for its attempt only (default: half the work dir's file system, at "
+                 "most 100 GiB)")
+      ->envname("DIABLO_CACHE_MAX_BYTES")
+      ->transform(CLI::AsSizeValue(/*kb_is_1000=*/true))
+      ->check(CLI::Range(int64_t{1} << 20, int64_t{1} << 60));
   app.add_option("--diablo", settings.diablo_binary,
                  "The `diablo` trainer binary (default: next to diablo-worker)");
   app.add_option("--storage", settings.storage_override,
@@ -119,6 +130,15 @@ absl::Status CompleteSettings(diablo::agent::AgentSettings& settings, const Comm
   if (ec)
     return absl::InvalidArgumentError(
         absl::StrCat("--work-dir ", settings.work_dir.string(), ": ", ec.message()));
+  settings.cache_max_bytes = flags.cache_max_bytes;
+  if (settings.cache_max_bytes == 0) {
+    // Half the disk leaves the other half to job directories and checkpoints.
+    const std::filesystem::space_info space = std::filesystem::space(settings.work_dir, ec);
+    settings.cache_max_bytes = diablo::agent::kDefaultCacheMaxBytes;
+    if (!ec && space.capacity > 0)
+      settings.cache_max_bytes =
+          std::min<int64_t>(settings.cache_max_bytes, static_cast<int64_t>(space.capacity / 2));
+  }
   return absl::OkStatus();
 }
 

@@ -10,10 +10,11 @@ namespace {
 constexpr size_t kBatch = 64;
 }
 
-Reporter::Reporter(const AgentSettings& settings, v1::WorkerService::Stub& stub, int64_t fence,
-                   int rank, const Redactor& redactor,
+Reporter::Reporter(const AgentSettings& settings, const WorkerIdentity& identity,
+                   v1::WorkerService::Stub& stub, int64_t fence, int rank, const Redactor& redactor,
                    std::function<void(const std::string&)> on_stop)
     : settings_(settings),
+      identity_(identity),
       stub_(stub),
       fence_(fence),
       rank_(rank),
@@ -65,12 +66,14 @@ bool Reporter::SendBatch() {
     for (size_t i = 0; i < queue_.size() && i < kBatch; ++i) *request.add_reports() = queue_[i];
   }
   v1::ReportEventsResponse response;
-  auto context = NewCallContext(settings_.rpc, std::chrono::seconds(15));
+  auto context = identity_.NewCall(settings_.rpc, std::chrono::seconds(15));
   grpc::Status status = stub_.ReportEvents(context.get(), request, &response);
   // Only a definite answer about the attempt stops it; anything else (the
   // scheduler restarting, a reset connection) is retried with the batch kept.
   const bool definite = status.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
-                        status.error_code() == grpc::StatusCode::NOT_FOUND;
+                        status.error_code() == grpc::StatusCode::NOT_FOUND ||
+                        status.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+                        status.error_code() == grpc::StatusCode::UNAUTHENTICATED;
   if (!status.ok() && !definite) return false;
   std::string stop_reason;
   {

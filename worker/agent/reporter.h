@@ -13,6 +13,7 @@
 #include "diablo/v1/worker.grpc.pb.h"
 #include "worker/agent/redact.h"
 #include "worker/agent/settings.h"
+#include "worker/agent/worker_identity.h"
 
 namespace diablo::agent {
 
@@ -21,8 +22,9 @@ class Reporter {
   // `on_stop` runs (once) when the scheduler answers that the attempt must stop.
   // Every event and line goes through `redactor` before it is queued: this is
   // where the trainer's text leaves the node.  REQUIRES: it outlives this.
-  Reporter(const AgentSettings& settings, v1::WorkerService::Stub& stub, int64_t fence, int rank,
-           const Redactor& redactor, std::function<void(const std::string&)> on_stop);
+  Reporter(const AgentSettings& settings, const WorkerIdentity& identity,
+           v1::WorkerService::Stub& stub, int64_t fence, int rank, const Redactor& redactor,
+           std::function<void(const std::string&)> on_stop);
   ~Reporter();
 
   void Event(std::string json);
@@ -35,6 +37,7 @@ class Reporter {
   bool SendBatch();
 
   const AgentSettings& settings_;
+  const WorkerIdentity& identity_;
   v1::WorkerService::Stub& stub_;
   const int64_t fence_;
   const int rank_;

@@ -9,6 +9,8 @@
 
 namespace diablo::agent {
 
+inline constexpr int64_t kDefaultCacheMaxBytes = int64_t{100} << 30;  // 100 GiB
+
 struct AgentSettings {
   RpcClientOptions rpc;
   std::string name;                // node name (default: host name)
@@ -16,11 +18,16 @@ struct AgentSettings {
   int devices = 0;                 // GPUs offered; 0: a CPU worker (one rank at a time)
   int64_t memory_bytes = 0;        // per rank; 0: physical memory
   std::filesystem::path work_dir;  // job directories and the input cache
-  std::string diablo_binary;       // the trainer (`diablo`); default: next to diablo-worker
-  std::string storage_override;    // storage URI instead of the scheduler's
-  bool keep_job_dirs = false;      // keep finished job directories (debugging)
-  int lease_wait_ms = 10000;       // long-poll length
-  double kill_grace_s = 3;         // SIGTERM → SIGKILL when a job is cancelled or reassigned
+  // Bytes the input cache (work_dir/cache) may hold; the least recently
+  // used files go first, never one an attempt on this node is using.
+  // diablo-worker defaults it to half the work dir's file system, at most
+  // kDefaultCacheMaxBytes.
+  int64_t cache_max_bytes = kDefaultCacheMaxBytes;
+  std::string diablo_binary;     // the trainer (`diablo`); default: next to diablo-worker
+  std::string storage_override;  // storage URI instead of the scheduler's
+  bool keep_job_dirs = false;    // keep finished job directories (debugging)
+  int lease_wait_ms = 10000;     // long-poll length
+  double kill_grace_s = 3;       // SIGTERM → SIGKILL when a job is cancelled or reassigned
   // SIGTERM → SIGKILL when this worker stops: long enough for the trainer to
   // write the checkpoint it writes on SIGTERM, so the retry loses no steps.
   double shutdown_grace_s = 120;

@@ -50,6 +50,7 @@ constexpr int64_t kFence = 4242;
 constexpr char kJobId[] = "j-agenttest";
 constexpr char kOutputPrefix[] = "jobs/j-agenttest/attempts/1";
 constexpr char kToken[] = "worker-secret";
+constexpr char kCredential[] = "dwc_this-registrations-credential";
 
 // Stands in for the scheduler's worker API: records every report and
 // completion, checks what storage holds when a checkpoint is reported, and
@@ -63,7 +64,8 @@ class FakeScheduler final : public v1::WorkerService::Service {
     std::lock_guard<std::mutex> lock(mu_);
     Arrival arrival;
     arrival.report = *request;
-    arrival.authorization = Authorization(*context);
+    arrival.authorization = Metadata(*context, "authorization");
+    arrival.credential = Metadata(*context, "diablo-worker-credential");
     arrivals_.push_back(arrival);
     for (const v1::TrainerReport& report : request->reports()) {
       if (report.has_log_line()) {
@@ -97,7 +99,8 @@ class FakeScheduler final : public v1::WorkerService::Service {
     std::lock_guard<std::mutex> lock(mu_);
     Arrival arrival;
     arrival.complete = *request;
-    arrival.authorization = Authorization(*context);
+    arrival.authorization = Metadata(*context, "authorization");
+    arrival.credential = Metadata(*context, "diablo-worker-credential");
     arrivals_.push_back(arrival);
     completions_.push_back(*request);
     changed_.notify_all();
@@ -122,6 +125,7 @@ class FakeScheduler final : public v1::WorkerService::Service {
     std::optional<v1::ReportEventsRequest> report;
     std::optional<v1::CompleteAttemptRequest> complete;
     std::string authorization;
+    std::string credential;
   };
   std::vector<Arrival> arrivals() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -152,8 +156,8 @@ class FakeScheduler final : public v1::WorkerService::Service {
   }
 
  private:
-  static std::string Authorization(const grpc::ServerContext& context) {
-    auto it = context.client_metadata().find("authorization");
+  static std::string Metadata(const grpc::ServerContext& context, const char* key) {
+    auto it = context.client_metadata().find(key);
     return it == context.client_metadata().end()
                ? std::string()
                : std::string(it->second.data(), it->second.size());
@@ -280,6 +284,7 @@ class AttemptRunnerTest : public ::testing::Test {
 
   fs::path dir_;
   AgentSettings settings_;
+  const WorkerIdentity identity_{"w-test", kCredential};
   std::unique_ptr<ObjectStore> storage_;
   std::unique_ptr<FakeScheduler> scheduler_;
   std::unique_ptr<grpc::Server> server_;
@@ -287,7 +292,7 @@ class AttemptRunnerTest : public ::testing::Test {
 };
 
 TEST_F(AttemptRunnerTest, EventsReachTheSchedulerInOrderUnderTheAttemptsFence) {
-  AttemptRunner runner(settings_, *stub_, *storage_, MakeLease({{"mode", "succeed"}}));
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, MakeLease({{"mode", "succeed"}}));
   RunAttempt(runner);
 
   EXPECT_THAT(scheduler_->event_kinds(),
@@ -300,6 +305,8 @@ TEST_F(AttemptRunnerTest, EventsReachTheSchedulerInOrderUnderTheAttemptsFence) {
   ASSERT_FALSE(arrivals.empty());
   for (const auto& arrival : arrivals) {
     EXPECT_EQ(arrival.authorization, std::string("Bearer ") + kToken);
+    EXPECT_EQ(arrival.credential, kCredential)
+        << "every call carries the registration's credential";
     if (arrival.report) {
       EXPECT_EQ(arrival.report->fence(), kFence);
       EXPECT_EQ(arrival.report->rank(), 0);
@@ -325,7 +332,7 @@ TEST_F(AttemptRunnerTest, EventsReachTheSchedulerInOrderUnderTheAttemptsFence) {
 }
 
 TEST_F(AttemptRunnerTest, ACheckpointIsInStorageBeforeTheEventThatReportsIt) {
-  AttemptRunner runner(settings_, *stub_, *storage_, MakeLease({{"mode", "succeed"}}));
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, MakeLease({{"mode", "succeed"}}));
   RunAttempt(runner);
 
   const std::string key = std::string(kOutputPrefix) + "/checkpoints/step-00000002";
@@ -344,7 +351,7 @@ TEST_F(AttemptRunnerTest, ACheckpointIsInStorageBeforeTheEventThatReportsIt) {
 }
 
 TEST_F(AttemptRunnerTest, OutputsAreUploadedWithTheirSha256AndListedInTheCompletion) {
-  AttemptRunner runner(settings_, *stub_, *storage_, MakeLease({{"mode", "succeed"}}));
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, MakeLease({{"mode", "succeed"}}));
   RunAttempt(runner);
 
   const auto completions = scheduler_->completions();
@@ -388,7 +395,7 @@ TEST_F(AttemptRunnerTest, InputsAreFetchedAndTheTrainersConfigNamesTheLocalCopie
   v1::Input* model = lease.add_inputs();
   model->set_field("model");
   model->set_path("file:///shared/models/m.gguf");
-  AttemptRunner runner(settings_, *stub_, *storage_, lease);
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, lease);
   RunAttempt(runner);
 
   json config = Record()["config"];
@@ -412,7 +419,7 @@ TEST_F(AttemptRunnerTest, AnInputWithTheWrongChecksumFailsTheAttemptBeforeTheTra
   data->set_key("files/f-data");
   data->set_sha256(std::string(64, '0'));
   data->set_name("train.jsonl");
-  AttemptRunner runner(settings_, *stub_, *storage_, lease);
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, lease);
   RunAttempt(runner);
 
   EXPECT_FALSE(Record().is_object()) << "the trainer must not run on unverified inputs";
@@ -432,7 +439,7 @@ TEST_F(AttemptRunnerTest, AResumedAttemptDownloadsTheCheckpointAndPassesResume) 
   v1::Lease lease = MakeLease({{"mode", "succeed"}});
   lease.set_resume_key(from);
   lease.set_resume_step(2);
-  AttemptRunner runner(settings_, *stub_, *storage_, lease);
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, lease);
   RunAttempt(runner);
 
   json record = Record();
@@ -447,7 +454,7 @@ TEST_F(AttemptRunnerTest, AResumedAttemptDownloadsTheCheckpointAndPassesResume) 
 }
 
 TEST_F(AttemptRunnerTest, ACrashCompletesTheAttemptAsFailedWithTheStderrTail) {
-  AttemptRunner runner(settings_, *stub_, *storage_, MakeLease({{"mode", "crash"}}));
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, MakeLease({{"mode", "crash"}}));
   RunAttempt(runner);
 
   const auto completions = scheduler_->completions();
@@ -467,7 +474,7 @@ TEST_F(AttemptRunnerTest, ACrashCompletesTheAttemptAsFailedWithTheStderrTail) {
 
 TEST_F(AttemptRunnerTest, APermanentTrainerErrorCompletesTheAttemptAsPermanent) {
   AttemptRunner runner(
-      settings_, *stub_, *storage_,
+      settings_, identity_, *stub_, *storage_,
       MakeLease({{"mode", "error"}, {"code", "bad_config"}, {"message", "optim.lr: must be > 0"}}));
   RunAttempt(runner);
 
@@ -483,7 +490,7 @@ TEST_F(AttemptRunnerTest, APermanentTrainerErrorCompletesTheAttemptAsPermanent) 
 
 TEST_F(AttemptRunnerTest, AnOrdinaryTrainerErrorIsRetried) {
   AttemptRunner runner(
-      settings_, *stub_, *storage_,
+      settings_, identity_, *stub_, *storage_,
       MakeLease({{"mode", "error"}, {"code", "failed"}, {"message", "connection reset"}}));
   RunAttempt(runner);
 
@@ -498,7 +505,7 @@ TEST_F(AttemptRunnerTest, EachLocalRankGetsTheTorchrunEnvironmentAndOnlyRankZero
   v1::Lease lease = MakeLease({{"mode", "succeed"}});
   lease.set_local_ranks(2);
   lease.set_world_size(2);
-  AttemptRunner runner(settings_, *stub_, *storage_, lease);
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, lease);
   RunAttempt(runner);
 
   for (int rank = 0; rank < 2; ++rank) {
@@ -526,7 +533,7 @@ TEST_F(AttemptRunnerTest, ASecondNodeOfAGangNumbersItsRanksGloballyAndLeavesRepo
   lease.set_first_rank(2);
   lease.set_local_ranks(2);
   lease.set_world_size(4);
-  AttemptRunner runner(settings_, *stub_, *storage_, lease);
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, lease);
   RunAttempt(runner);
 
   for (int local = 0; local < 2; ++local) {
@@ -547,7 +554,8 @@ TEST_F(AttemptRunnerTest, ASecondNodeOfAGangNumbersItsRanksGloballyAndLeavesRepo
 
 TEST_F(AttemptRunnerTest, StopSendsSigtermAndTheAttemptEndsWithinTheGracePeriod) {
   settings_.kill_grace_s = 20;
-  AttemptRunner runner(settings_, *stub_, *storage_, MakeLease({{"mode", "wait_for_term"}}));
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_,
+                       MakeLease({{"mode", "wait_for_term"}}));
   Clock::time_point stopped_at;
   const auto elapsed = RunAttempt(runner, [&] {
     ASSERT_TRUE(scheduler_->WaitForStarted(std::chrono::seconds(20)));
@@ -567,7 +575,8 @@ TEST_F(AttemptRunnerTest, StopSendsSigtermAndTheAttemptEndsWithinTheGracePeriod)
 TEST_F(AttemptRunnerTest, ATrainerThatIgnoresSigtermIsKilledAfterTheKillGrace) {
   settings_.kill_grace_s = 1;
   settings_.shutdown_grace_s = 30;  // not the grace of a cancel
-  AttemptRunner runner(settings_, *stub_, *storage_, MakeLease({{"mode", "ignore_term"}}));
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_,
+                       MakeLease({{"mode", "ignore_term"}}));
   Clock::time_point stopped_at;
   RunAttempt(runner, [&] {
     ASSERT_TRUE(scheduler_->WaitForStarted(std::chrono::seconds(20)));
@@ -585,7 +594,8 @@ TEST_F(AttemptRunnerTest, ATrainerThatIgnoresSigtermIsKilledAfterTheKillGrace) {
 TEST_F(AttemptRunnerTest, AShutdownKillsATrainerThatIgnoresSigtermAfterTheShutdownGrace) {
   settings_.shutdown_grace_s = 1;
   settings_.kill_grace_s = 30;  // not the grace of a shutdown
-  AttemptRunner runner(settings_, *stub_, *storage_, MakeLease({{"mode", "ignore_term"}}));
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_,
+                       MakeLease({{"mode", "ignore_term"}}));
   Clock::time_point stopped_at;
   RunAttempt(runner, [&] {
     ASSERT_TRUE(scheduler_->WaitForStarted(std::chrono::seconds(20)));
@@ -606,7 +616,7 @@ TEST_F(AttemptRunnerTest, AShutdownKillsATrainerThatIgnoresSigtermAfterTheShutdo
 }
 
 TEST_F(AttemptRunnerTest, AShutdownUploadsTheCheckpointWrittenOnSigtermAndReportsTheAttempt) {
-  AttemptRunner runner(settings_, *stub_, *storage_,
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_,
                        MakeLease({{"mode", "wait_for_term"}, {"checkpoint_on_term", true}}));
   RunAttempt(runner, [&] {
     ASSERT_TRUE(scheduler_->WaitForStarted(std::chrono::seconds(20)));
@@ -626,13 +636,51 @@ TEST_F(AttemptRunnerTest, AShutdownUploadsTheCheckpointWrittenOnSigtermAndReport
 
 TEST_F(AttemptRunnerTest, TheSchedulerCancellingTheAttemptStopsTheTrainer) {
   scheduler_->StopOnceStarted();
-  AttemptRunner runner(settings_, *stub_, *storage_, MakeLease({{"mode", "wait_for_term"}}));
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_,
+                       MakeLease({{"mode", "wait_for_term"}}));
   RunAttempt(runner);
 
   EXPECT_EQ(SignalLog(), "SIGTERM\n") << "the answer stop=true reached the trainer as SIGTERM";
   EXPECT_TRUE(scheduler_->completions().empty())
       << "a cancelled attempt is not completed again by the worker";
   EXPECT_THAT(scheduler_->event_kinds(), Not(Contains("finished")));
+}
+
+// The input cache is bounded (--cache-max-bytes): a second dataset evicts
+// the first once the first attempt is over, and an input that cannot fit is
+// fetched into its attempt's own directory instead of failing the attempt.
+TEST_F(AttemptRunnerTest, TheInputCacheEvictsOldInputsAndBypassesOnesThatCannotFit) {
+  settings_.cache_max_bytes = 1 << 20;
+  auto run_on = [&](const std::string& key, const std::string& content) {
+    EXPECT_TRUE(storage_->PutBytes(key, content).ok());
+    v1::Lease lease = MakeLease({{"mode", "succeed"}});
+    v1::Input* data = lease.add_inputs();
+    data->set_field("data.train");
+    data->set_key(key);
+    data->set_sha256(Sha256Hex(content));
+    data->set_name("train.jsonl");
+    AttemptRunner runner(settings_, identity_, *stub_, *storage_, lease);
+    RunAttempt(runner);
+    return std::string(Record()["config"]["data"]["train"]);
+  };
+  const std::string first(600 << 10, 'a'), second(600 << 10, 'b'), huge(3 << 20, 'c');
+  const fs::path cache = settings_.work_dir / "cache";
+  const std::string first_path = run_on("files/f-first", first);
+  EXPECT_EQ(fs::path(first_path), cache / Sha256Hex(first) / "train.jsonl");
+  EXPECT_TRUE(fs::exists(first_path));
+  const std::string second_path = run_on("files/f-second", second);
+  EXPECT_TRUE(fs::exists(second_path));
+  EXPECT_FALSE(fs::exists(first_path)) << "two datasets do not fit in 1 MiB: the older goes";
+
+  const std::string huge_path = run_on("files/f-huge", huge);
+  EXPECT_THAT(huge_path, Not(HasSubstr(cache.string())));
+  EXPECT_THAT(huge_path, HasSubstr("inputs"));
+  EXPECT_FALSE(fs::exists(huge_path)) << "the attempt's own copy went with its directory";
+  EXPECT_TRUE(fs::exists(second_path)) << "an input that cannot fit evicts nothing";
+  EXPECT_THAT(scheduler_->log_lines(), Contains(HasSubstr("--cache-max-bytes")));
+  const auto completions = scheduler_->completions();
+  ASSERT_FALSE(completions.empty());
+  EXPECT_TRUE(completions.back().succeeded()) << completions.back().reason();
 }
 
 }  // namespace
