@@ -44,6 +44,7 @@ COPY cmake/ cmake/
 COPY kernels/ kernels/
 COPY spec/ spec/
 COPY formats/ formats/
+COPY text/ text/
 COPY worker/ worker/
 COPY common/ common/
 COPY proto/ proto/

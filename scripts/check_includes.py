@@ -4,7 +4,7 @@
 Every C++ source folder belongs to one layer; a file may include headers of
 its own layer and of the layers listed as allowed for it, nothing else:
 
-  shared   spec/, formats/            plain C++: none of the planes' libraries
+  shared   spec/, formats/, text/     plain C++: none of the planes' libraries
   control  common/, server/,          gRPC, Protobuf, Abseil; never LibTorch
            client/, worker/agent/
   compute  kernels/, worker/model/,   LibTorch; never gRPC, Protobuf, Abseil
@@ -23,6 +23,7 @@ from pathlib import Path
 LAYERS = {
     "spec": "shared",
     "formats": "shared",
+    "text": "shared",
     "common": "common",
     "server": "control",
     "client": "control",

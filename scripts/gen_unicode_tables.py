@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Writes the Unicode tables of the tokenizers, from Python's own unicodedata:
-  worker/model/unicode_tables.inc      the character classes that the
+  text/unicode_tables.inc      the character classes that the
       byte-level BPE pre-tokenizers split on (letter, number, whitespace), as
       a sorted table of runs;
-  worker/model/unicode_nfc_tables.inc  what NFC normalisation needs: the
+  text/unicode_nfc_tables.inc  what NFC normalisation needs: the
       canonical combining classes (as ranges) and the canonical
       decompositions, each flagged when NFC composes it back (a primary
       composite, i.e. not a composition exclusion).
@@ -85,8 +85,8 @@ def write_nfc_tables(out):
 
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    write_nfc_tables(os.path.join(root, "worker", "model", "unicode_nfc_tables.inc"))
-    out = os.path.join(root, "worker", "model", "unicode_tables.inc")
+    write_nfc_tables(os.path.join(root, "text", "unicode_nfc_tables.inc"))
+    out = os.path.join(root, "text", "unicode_tables.inc")
     runs = []  # (first code point, class); a run lasts until the next one starts
     previous = None
     for cp in range(0x110000):

@@ -1,4 +1,4 @@
-// libFuzzer target for the JSONL training-data reader (worker/train/dataset.h):
+// libFuzzer target for the JSONL training-data reader (text/dataset.h):
 // the input is written to a file and loaded in every data format with every
 // chat template family, tokenized by a tiny byte-level BPE tokenizer
 // (tiny_tokenizer.h).  std::invalid_argument (a line the reader refuses) is
@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "tests/fuzz/tiny_tokenizer.h"
-#include "worker/model/bpe_tokenizer.h"
-#include "worker/model/chat_template.h"
-#include "worker/train/dataset.h"
+#include "text/bpe_tokenizer.h"
+#include "text/chat_template.h"
+#include "text/dataset.h"
 
 namespace {
 

@@ -16,7 +16,7 @@
 #include "formats/safetensors.h"
 #include "tests/formats/torch_save_builder.h"
 #include "tests/fuzz/tiny_tokenizer.h"
-#include "worker/model/pre_tokenizer.h"
+#include "text/pre_tokenizer.h"
 
 namespace {
 

@@ -11,8 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "worker/model/bpe_tokenizer.h"
-#include "worker/model/unicode_classes.h"
+#include "text/bpe_tokenizer.h"
+#include "text/unicode_classes.h"
 
 namespace diablo::fuzz {
 

@@ -1,4 +1,4 @@
-// libFuzzer target for the tokenizer.json reader (worker/model/tokenizer_json.cc)
+// libFuzzer target for the tokenizer.json reader (text/tokenizer_json.cc)
 // and the byte-level BPE tokenizer it builds (LoadTokenizerJson, in two
 // steps).  FormatError is the answer to a file it refuses; any other
 // exception, a crash or a sanitizer report is a bug.  For a file it accepts,
@@ -20,8 +20,8 @@
 #include <unordered_set>
 #include <utility>
 
-#include "worker/model/bpe_tokenizer.h"
-#include "worker/model/unicode_classes.h"
+#include "text/bpe_tokenizer.h"
+#include "text/unicode_classes.h"
 
 namespace {
 

@@ -7,9 +7,9 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "text/chat_template.h"
 #include "worker/cli/commands.h"
 #include "worker/cli/model_session.h"
-#include "worker/model/chat_template.h"
 #include "worker/train/evaluation.h"
 
 namespace diablo::cli {

@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "text/tokenizer.h"
 #include "worker/cli/commands.h"
-#include "worker/model/tokenizer.h"
 
 namespace diablo::cli {
 

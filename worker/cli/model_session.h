@@ -6,8 +6,8 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "text/tokenizer.h"
 #include "worker/model/load_model.h"
-#include "worker/model/tokenizer.h"
 
 namespace diablo::cli {
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "text/tokenizer.h"
 #include "worker/model/llama.h"
-#include "worker/model/tokenizer.h"
 
 namespace diablo::model {
 

@@ -9,8 +9,8 @@
 #include <stdexcept>
 
 #include "formats/gguf.h"
+#include "text/tokenizer_export.h"
 #include "worker/model/hf_config_json.h"
-#include "worker/model/tokenizer_export.h"
 
 namespace diablo::model {
 namespace {

@@ -9,8 +9,8 @@
 #include <regex>
 #include <stdexcept>
 
+#include "text/jsonl_record.h"
 #include "worker/model/generate.h"
-#include "worker/train/jsonl_record.h"
 #include "worker/train/loss.h"
 
 namespace diablo::train {

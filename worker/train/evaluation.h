@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "worker/model/chat_template.h"
+#include "text/chat_template.h"
+#include "text/dataset.h"
+#include "text/tokenizer.h"
 #include "worker/model/llama.h"
-#include "worker/model/tokenizer.h"
-#include "worker/train/dataset.h"
 
 namespace diablo::train {
 

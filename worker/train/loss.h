@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "text/dataset.h"
 #include "worker/model/llama.h"
-#include "worker/train/dataset.h"
 
 namespace diablo::train {
 

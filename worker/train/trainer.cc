@@ -20,7 +20,8 @@
 
 #include "formats/gguf.h"  // FormatError
 #include "formats/safetensors.h"
-#include "worker/model/chat_template.h"
+#include "text/chat_template.h"
+#include "text/dataset.h"
 #include "worker/model/load_model.h"
 #include "worker/model/packed_embedding.h"
 #include "worker/peft/adapter_files.h"
@@ -28,7 +29,6 @@
 #include "worker/train/batch_plan.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/collective.h"
-#include "worker/train/dataset.h"
 #include "worker/train/loss.h"
 #include "worker/train/lr_schedule.h"
 

@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/worker/peft/merge_test_util.h"
+#include "text/tokenizer.h"
 #include "worker/model/load_model.h"
-#include "worker/model/tokenizer.h"
 #include "worker/peft/adapter_files.h"
 #include "worker/peft/adapter_layer.h"
 #include "worker/peft/inject.h"
@@ -75,10 +75,9 @@ TEST(MergeSmolLM2, TransformersLoadsTheMergedGgufWithOurTokensAndLogits) {
 
   // transformers' tokenizer on the exported files.
   std::ofstream(dir / "request.json") << json{{"texts", prompts}}.dump();
-  auto tokenized =
-      RunCommand({DIABLO_VENV_PYTHON,
-                  std::string(DIABLO_SOURCE_DIR) + "/tests/worker/model/tokenizer/hf_reference.py",
-                  "auto", dir / "merged", dir / "request.json", dir / "tokens.json"});
+  auto tokenized = RunCommand({DIABLO_VENV_PYTHON,
+                               std::string(DIABLO_SOURCE_DIR) + "/tests/text/hf_reference.py",
+                               "auto", dir / "merged", dir / "request.json", dir / "tokens.json"});
   ASSERT_EQ(tokenized.exit_code, 0) << tokenized.output;
   const json tokens = json::parse(ReadBytes(dir / "tokens.json"));
   for (size_t i = 0; i < prompts.size(); ++i) {

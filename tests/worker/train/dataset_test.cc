@@ -1,12 +1,12 @@
 // JSONL datasets: the three formats, which tokens are targets, truncation,
 // packing, and errors that name file and line.
-#include "worker/train/dataset.h"
+#include "text/dataset.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "tests/worker/train/train_test_util.h"
-#include "worker/model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace diablo::testing {
 namespace {

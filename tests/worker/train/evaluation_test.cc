@@ -7,8 +7,8 @@
 #include <gtest/gtest.h>
 
 #include "tests/worker/train/train_test_util.h"
+#include "text/tokenizer.h"
 #include "worker/model/load_model.h"
-#include "worker/model/tokenizer.h"
 
 namespace diablo::testing {
 namespace {

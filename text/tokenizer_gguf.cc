@@ -4,7 +4,7 @@
 // splitters of pre_tokenizer.h.
 #include <map>
 
-#include "worker/model/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 namespace diablo::model {
 namespace {

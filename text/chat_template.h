@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "worker/model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace diablo::model {
 

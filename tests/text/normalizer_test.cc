@@ -1,6 +1,6 @@
 // Unit tests of NFC on cases whose answer the Unicode standard spells out;
 // hf_reference_test.cc compares every affected code point with Python.
-#include "worker/model/normalizer.h"
+#include "text/normalizer.h"
 
 #include <gtest/gtest.h>
 

@@ -1,13 +1,13 @@
 // JSONL → tokenised examples.  Rendering goes through the model's chat
-// template (worker/model/chat_template.h), which also says which bytes are
+// template (text/chat_template.h), which also says which bytes are
 // the model's replies; the tokens overlapping those bytes are the targets.
-#include "worker/train/dataset.h"
+#include "text/dataset.h"
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "worker/train/jsonl_record.h"
+#include "text/jsonl_record.h"
 
 namespace diablo::train {
 namespace {

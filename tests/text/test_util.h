@@ -61,8 +61,7 @@ inline std::string VenvPython() {
 // Runs hf_reference.py with `args` (already shell-quoted); returns its exit
 // status and leaves its stderr in `log`.
 inline int RunReference(const std::string& args, const std::string& log) {
-  const std::string script =
-      std::string(DIABLO_SOURCE_DIR) + "/tests/worker/model/tokenizer/hf_reference.py";
+  const std::string script = std::string(DIABLO_SOURCE_DIR) + "/tests/text/hf_reference.py";
   const std::string command =
       "'" + VenvPython() + "' '" + script + "' " + args + " >'" + log + "' 2>&1";
   return std::system(command.c_str());
@@ -81,8 +80,7 @@ inline std::string ReadText(const std::string& path) {
 // test runs the slow Python side once.  Fails the test when Python fails.
 inline nlohmann::json CachedReference(const std::string& verb_and_args, const std::string& request,
                                       const std::string& extra_key, const ScratchDir& dir) {
-  const std::string script =
-      std::string(DIABLO_SOURCE_DIR) + "/tests/worker/model/tokenizer/hf_reference.py";
+  const std::string script = std::string(DIABLO_SOURCE_DIR) + "/tests/text/hf_reference.py";
   const size_t key = std::hash<std::string>{}(request + ReadText(script) + extra_key +
                                               verb_and_args + VenvPython());
   const std::filesystem::path cache_dir =

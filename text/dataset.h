@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "spec/train_config.h"
-#include "worker/model/chat_template.h"
-#include "worker/model/tokenizer.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace diablo::train {
 

@@ -1,15 +1,15 @@
 // Byte-level BPE encoding and decoding.  Merging follows Hugging Face's order
 // exactly: always the adjacent pair of lowest rank, the leftmost one on ties,
 // found with a priority queue whose stale entries are skipped when popped.
-#include "worker/model/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 #include <algorithm>
 #include <queue>
 #include <stdexcept>
 #include <tuple>
 
-#include "worker/model/normalizer.h"
-#include "worker/model/unicode_classes.h"
+#include "text/normalizer.h"
+#include "text/unicode_classes.h"
 
 namespace diablo::model {
 namespace {

@@ -1,14 +1,14 @@
 // Unit tests of the hand-written split regexes and the Unicode helpers they
 // rest on.  Expectations follow the regex semantics (leftmost alternative
 // wins); hf_reference_test.cc checks the same code against Hugging Face.
-#include "worker/model/pre_tokenizer.h"
+#include "text/pre_tokenizer.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
-#include "worker/model/unicode_classes.h"
+#include "text/unicode_classes.h"
 
 namespace diablo::model {
 namespace {

@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "formats/gguf.h"
-#include "tests/worker/model/tokenizer/test_util.h"
-#include "worker/model/tokenizer.h"
-#include "worker/model/tokenizer_export.h"
+#include "tests/text/test_util.h"
+#include "text/tokenizer.h"
+#include "text/tokenizer_export.h"
 
 namespace diablo::model {
 namespace {

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "formats/gguf.h"
-#include "worker/model/pre_tokenizer.h"
-#include "worker/model/tokenizer.h"
+#include "text/pre_tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace diablo::model {
 

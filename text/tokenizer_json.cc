@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "worker/model/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 namespace diablo::model {
 namespace {

@@ -2,7 +2,7 @@
 // tokenizer_json.cc.  Every choice mirrors what that reader accepts, so the
 // exported tokenizer.json reads back into the same spec, and what the
 // tokenizers library does with it equals what BpeTokenizer does.
-#include "worker/model/tokenizer_export.h"
+#include "text/tokenizer_export.h"
 
 #include <nlohmann/json.hpp>
 #include <unordered_map>

@@ -1,14 +1,14 @@
 // LoadTokenizer: which implementation reads which model path.
-#include "worker/model/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <algorithm>
 #include <filesystem>
 #include <stdexcept>
 
 #include "formats/gguf.h"
-#include "worker/model/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 #ifdef DIABLO_WITH_SENTENCEPIECE
-#include "worker/model/sentencepiece_tokenizer.h"
+#include "text/sentencepiece_tokenizer.h"
 #endif
 
 namespace diablo::model {

@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "tests/worker/model/tokenizer/test_util.h"
-#include "worker/model/bpe_tokenizer.h"
-#include "worker/model/chat_template.h"
-#include "worker/model/normalizer.h"
+#include "tests/text/test_util.h"
+#include "text/bpe_tokenizer.h"
+#include "text/chat_template.h"
+#include "text/normalizer.h"
 
 namespace diablo::model {
 namespace {

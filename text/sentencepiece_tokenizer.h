@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "worker/model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace diablo::model {
 

@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "tests/worker/model/tokenizer/test_util.h"
-#include "worker/model/chat_template.h"
-#include "worker/model/tokenizer.h"
-#include "worker/model/unicode_classes.h"
+#include "tests/text/test_util.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+#include "text/unicode_classes.h"
 
 namespace diablo::model {
 namespace {

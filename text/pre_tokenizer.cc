@@ -3,11 +3,11 @@
 // alternatives are tried left to right and the first that matches wins
 // (leftmost-first, not longest), with the backtracking of `\s+(?!\S)` and
 // `\s*[\r\n]+` worked out in closed form.
-#include "worker/model/pre_tokenizer.h"
+#include "text/pre_tokenizer.h"
 
 #include <span>
 
-#include "worker/model/unicode_classes.h"
+#include "text/unicode_classes.h"
 
 namespace diablo::model {
 namespace {

@@ -1,7 +1,7 @@
 // SentencePiece behind the Tokenizer interface: the library encodes each
 // stretch of text between special pieces; this file adds what Hugging Face's
 // Llama tokenizer adds around it (BOS/EOS, special pieces in text, offsets).
-#include "worker/model/sentencepiece_tokenizer.h"
+#include "text/sentencepiece_tokenizer.h"
 
 #include <sentencepiece_processor.h>
 

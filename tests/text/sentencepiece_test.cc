@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "formats/gguf.h"
-#include "tests/worker/model/tokenizer/test_util.h"
-#include "worker/model/tokenizer.h"
+#include "tests/text/test_util.h"
+#include "text/tokenizer.h"
 #ifdef DIABLO_WITH_SENTENCEPIECE
 #include <sentencepiece_trainer.h>
 #endif

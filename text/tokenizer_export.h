@@ -8,7 +8,7 @@
 #include <string>
 
 #include "formats/gguf.h"
-#include "worker/model/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 namespace diablo::model {
 

@@ -2,7 +2,7 @@
 // family detection and its errors, response spans, and the training mask.
 // hf_reference_test.cc and smollm_e2e_test.cc compare renderings with
 // Hugging Face.
-#include "worker/model/chat_template.h"
+#include "text/chat_template.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "formats/gguf.h"
-#include "tests/worker/model/tokenizer/test_util.h"
-#include "worker/model/bpe_tokenizer.h"
-#include "worker/model/unicode_classes.h"
+#include "tests/text/test_util.h"
+#include "text/bpe_tokenizer.h"
+#include "text/unicode_classes.h"
 
 namespace diablo::model {
 namespace {

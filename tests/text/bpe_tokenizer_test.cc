@@ -1,7 +1,7 @@
 // Unit tests of byte-level BPE on small tokenizer.json files written here:
 // merge priority, added and special tokens, BOS from the post-processor,
 // decoding, and clear errors for files this code must refuse.
-#include "worker/model/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -11,8 +11,8 @@
 #include <thread>
 #include <vector>
 
-#include "tests/worker/model/tokenizer/test_util.h"
-#include "worker/model/unicode_classes.h"
+#include "tests/text/test_util.h"
+#include "text/unicode_classes.h"
 
 namespace diablo::model {
 namespace {

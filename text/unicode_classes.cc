@@ -1,7 +1,7 @@
 // Unicode classes from the generated run table (scripts/gen_unicode_tables.py)
 // and a UTF-8 decoder that accepts exactly the well-formed sequences of the
 // Unicode standard (no overlongs, no surrogates, nothing above U+10FFFF).
-#include "worker/model/unicode_classes.h"
+#include "text/unicode_classes.h"
 
 #include <algorithm>
 #include <iterator>
@@ -17,7 +17,7 @@ constexpr CharClass kOther = CharClass::kOther;
 constexpr CharClass kLetter = CharClass::kLetter;
 constexpr CharClass kNumber = CharClass::kNumber;
 constexpr CharClass kWhitespace = CharClass::kWhitespace;
-#include "worker/model/unicode_tables.inc"
+#include "text/unicode_tables.inc"
 
 // Length of the well-formed UTF-8 sequence at the start of `s` (1..4), or 0
 // when it is ill-formed; the second-byte ranges follow Table 3-7 of the

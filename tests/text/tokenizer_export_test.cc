@@ -2,7 +2,7 @@
 // reader knows survives export and reading back unchanged (vocabulary,
 // merges, added tokens, splitting, normaliser, BOS/EOS), and vocabularies
 // that cannot be exported are refused with a message naming the problem.
-#include "worker/model/tokenizer_export.h"
+#include "text/tokenizer_export.h"
 
 #include <gtest/gtest.h>
 
@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "tests/worker/model/tokenizer/test_util.h"
-#include "worker/model/unicode_classes.h"
+#include "tests/text/test_util.h"
+#include "text/unicode_classes.h"
 
 namespace diablo::model {
 namespace {

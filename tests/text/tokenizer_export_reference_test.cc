@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "tests/worker/model/tokenizer/test_util.h"
-#include "worker/model/tokenizer_export.h"
+#include "tests/text/test_util.h"
+#include "text/tokenizer_export.h"
 
 namespace diablo::model {
 namespace {

@@ -1,7 +1,7 @@
 // Chat template families rendered in C++.  Each Render* writes the same
 // characters as the family's reference Jinja template (Hugging Face's
 // apply_chat_template) and records where the assistant replies lie.
-#include "worker/model/chat_template.h"
+#include "text/chat_template.h"
 
 #include <filesystem>
 #include <fstream>
@@ -10,7 +10,7 @@
 #include <stdexcept>
 
 #include "formats/gguf.h"
-#include "worker/model/unicode_classes.h"
+#include "text/unicode_classes.h"
 
 namespace diablo::model {
 namespace {
