@@ -103,9 +103,9 @@ absl::StatusOr<v1::WorkerInfo> Scheduler::RevokeWorker(const std::string& worker
   ASSIGN_OR_RETURN(Statement revoke,
                    db_->Prepare("UPDATE workers SET revoked_at = ? WHERE id = ?"));
   RETURN_IF_ERROR(revoke.Bind(NowSeconds()).Bind(worker_id).Run());
-  RETURN_IF_ERROR(LoseWorker(worker_id, absl::StrCat("worker ", info.name(),
-                                                     " was revoked by an admin",
-                                                     reason.empty() ? "" : ": ", reason)));
+  RETURN_IF_ERROR(
+      LoseWorker(worker_id, absl::StrCat("worker ", info.name(), " was revoked by an admin",
+                                         reason.empty() ? "" : ": ", reason)));
   draining_.erase(worker_id);
   RETURN_IF_ERROR(PlaceQueuedJobs());
   RETURN_IF_ERROR(txn.Commit());

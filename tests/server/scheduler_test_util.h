@@ -154,7 +154,7 @@ class SchedulerFixture : public ::testing::Test {
   SchedulerConfig config_;
   std::unique_ptr<Scheduler> scheduler_;
   std::map<int64_t, std::string> output_prefixes_;  // by fence, from Lease()
-  std::map<std::string, std::string> credentials_;   // by worker id, from Register()
+  std::map<std::string, std::string> credentials_;  // by worker id, from Register()
 };
 
 }  // namespace diablo::server::testing

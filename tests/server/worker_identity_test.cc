@@ -48,11 +48,10 @@ TEST_F(WorkerIdentityTest, OnlyTheWorkerHoldingAFenceAndRankMayUseIt) {
   auto lease = Lease(w1);
   ASSERT_TRUE(lease.has_value());
   EXPECT_TRUE(scheduler_->CheckLeasedTo(w1, lease->fence(), 0).ok());
-  for (auto [worker, fence, rank] :
-       {std::tuple<std::string, int64_t, int>{w2, lease->fence(), 0},
-        {w1, lease->fence(), 1},  // a rank it was not given
-        {w1, lease->fence() + 1, 0},
-        {w2, 999999, 0}}) {
+  for (auto [worker, fence, rank] : {std::tuple<std::string, int64_t, int>{w2, lease->fence(), 0},
+                                     {w1, lease->fence(), 1},  // a rank it was not given
+                                     {w1, lease->fence() + 1, 0},
+                                     {w2, 999999, 0}}) {
     SCOPED_TRACE(worker + " fence " + std::to_string(fence) + " rank " + std::to_string(rank));
     absl::Status status = scheduler_->CheckLeasedTo(worker, fence, rank);
     EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied) << status;

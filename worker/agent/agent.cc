@@ -68,8 +68,8 @@ absl::Status Agent::Register() {
       if (!storage.ok()) return storage.status();
       storage_ = std::move(*storage);
       std::fprintf(stderr, "diablo-worker: registered as %s (%s) with %s; storage %s\n",
-                   response.worker_id().c_str(), settings_.name.c_str(), settings_.rpc.server.c_str(),
-                   storage_uri.c_str());
+                   response.worker_id().c_str(), settings_.name.c_str(),
+                   settings_.rpc.server.c_str(), storage_uri.c_str());
       return absl::OkStatus();
     }
     if (!IsTransient(status))
@@ -207,8 +207,8 @@ absl::Status Agent::Run() {
         continue;
       }
       if (!response.has_lease()) continue;
-      auto runner = std::make_unique<AttemptRunner>(settings_, identity, *stub_, *storage_,
-                                                    response.lease());
+      auto runner =
+          std::make_unique<AttemptRunner>(settings_, identity, *stub_, *storage_, response.lease());
       AttemptRunner* raw = runner.get();
       std::lock_guard<std::mutex> lock(mu_);
       running_.push_back({std::move(runner), std::thread([raw] { raw->Run(); })});
