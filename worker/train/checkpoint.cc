@@ -93,9 +93,29 @@ void SaveTrainedWeights(torch::nn::Module& model, const std::string& path) {
   peft::SaveSafetensors(path, weights, {{"format", "pt"}});
 }
 
+namespace {
+
+// Throws std::domain_error naming the first trained weight that holds a NaN
+// or an infinity.  One device sync when all is well.
+void CheckTrainedWeightsFinite(torch::nn::Module& model, int64_t step) {
+  const auto trained = TrainedParameters(model);
+  std::vector<at::Tensor> finite;
+  finite.reserve(trained.size());
+  for (const auto& [name, weight] : trained) finite.push_back(at::isfinite(weight.detach()).all());
+  if (finite.empty() || at::stack(finite).all().item<bool>()) return;
+  std::string first;
+  for (size_t i = 0; i < trained.size() && first.empty(); ++i)
+    if (!finite[i].item<bool>()) first = trained[i].first;
+  throw std::domain_error("a trained weight (" + first + ") is not finite at step " +
+                          std::to_string(step) + "; its checkpoint is not written");
+}
+
+}  // namespace
+
 std::string SaveCheckpoint(const std::string& output_dir, const TrainConfig& config,
                            torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                            const TrainerState& state, int64_t keep) {
+  CheckTrainedWeightsFinite(model, state.step);
   const fs::path root = CheckpointsDir(output_dir);
   const std::string name = CheckpointName(state.step);
   const fs::path final_dir = root / name;

@@ -39,7 +39,10 @@ std::string CheckpointName(int64_t step);  // "step-00000010"
 
 // Writes checkpoint `state.step`, points "latest" at it and removes older
 // step-* checkpoints beyond the newest `keep` (the final one is kept by the
-// caller writing it last).  Returns the checkpoint's path.
+// caller writing it last).  Returns the checkpoint's path.  Throws
+// std::domain_error, writing nothing, when a trained weight is NaN or
+// infinite: such a checkpoint would make every resume diverge, so the last
+// good one stays "latest".
 std::string SaveCheckpoint(const std::string& output_dir, const TrainConfig& config,
                            torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                            const TrainerState& state, int64_t keep);

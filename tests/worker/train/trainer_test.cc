@@ -5,8 +5,11 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/adamw.h>
 
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <set>
 
@@ -158,6 +161,43 @@ TEST(Trainer, DivergingLossStopsWithAnErrorAndKeepsTheLastCheckpoint) {
   EXPECT_EQ(error["code"], "non_finite");
   EXPECT_NE(error["message"].get<std::string>().find("lr"), std::string::npos);
   EXPECT_FALSE(train::LatestCheckpoint((dir / "out").string()).empty());
+}
+
+TEST(Trainer, ACheckpointWithAWeightThatIsNotFiniteIsNeverPublished) {
+  fs::path dir = MakeScratch("nonfinite");
+  train::TrainConfig config = Parse(TinyConfig(dir));
+  config.method.name = train::TrainMethod::kFull;
+  torch::nn::Linear layer(4, 4);
+  torch::optim::AdamW optimizer(layer->parameters(), torch::optim::AdamWOptions(1e-3));
+  const std::string out = (dir / "out").string();
+  train::TrainerState state;
+  state.step = 1;
+  const std::string good = train::SaveCheckpoint(out, config, *layer, optimizer, state, 3);
+  ASSERT_EQ(train::LatestCheckpoint(out), good);
+
+  for (float poison :
+       {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+    SCOPED_TRACE(poison);
+    {
+      torch::NoGradGuard no_grad;
+      layer->weight[1][2].fill_(poison);
+    }
+    state.step += 1;
+    try {
+      train::SaveCheckpoint(out, config, *layer, optimizer, state, 3);
+      ADD_FAILURE() << "a checkpoint with a non-finite weight was written";
+    } catch (const std::domain_error& e) {
+      EXPECT_NE(std::string(e.what()).find("weight"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("is not finite at step " + std::to_string(state.step)),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_EQ(train::LatestCheckpoint(out), good) << "the last good checkpoint stays latest";
+    const fs::path root = train::CheckpointsDir(out);
+    EXPECT_FALSE(fs::exists(root / train::CheckpointName(state.step)));
+    EXPECT_FALSE(fs::exists(root / (train::CheckpointName(state.step) + ".tmp")))
+        << "nothing half-written is left";
+  }
 }
 
 // The other half of tests/server/trainer_events_test.cc: every event the
