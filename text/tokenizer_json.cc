@@ -2,11 +2,13 @@
 // Llama-3, Qwen2, SmolLM) into a BpeSpec.  Only configurations whose
 // behaviour this code reproduces are accepted; anything else is refused with
 // the JSON path of the item, so a tokenizer is never silently approximated.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "formats/bounded_json.h"
 #include "text/bpe_tokenizer.h"
 
 namespace diablo::model {
@@ -57,9 +59,11 @@ json ReadJsonFile(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   try {
-    return json::parse(buffer.str());
+    return ParseBoundedJson(buffer.str());
   } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e999
     throw FormatError(path + ": not valid JSON (" + e.what() + ")");
+  } catch (const JsonTooDeep& e) {
+    throw FormatError(path + ": " + e.what());
   }
 }
 
@@ -154,16 +158,29 @@ void ReadPreTokenizer(const JsonReader& r, const json& root, BpeSpec* spec) {
                                                                              : "";
 }
 
+// Sequences inside sequences: real tokenizers nest at most one level; a
+// file may come from a tenant (the scheduler reads it at submit), so the
+// recursion below is bounded rather than left to the stack.
+constexpr int kMaxSequenceDepth = 4;
+
+void CheckSequenceDepth(const JsonReader& r, const std::string& where, int depth) {
+  if (depth > kMaxSequenceDepth)
+    r.Fail(where, "Sequence nested more than " + std::to_string(kMaxSequenceDepth) + " deep");
+}
+
 // Byte-level families use no normaliser, or NFC (Qwen2).
-void ReadNormalizer(const JsonReader& r, const json& n, const std::string& where, BpeSpec* spec) {
+void ReadNormalizer(const JsonReader& r, const json& n, const std::string& where, BpeSpec* spec,
+                    int depth = 0) {
   if (n.is_null()) return;
   const std::string type = r.String(r.Field(n, "type", where), where + ".type");
   if (type == "NFC") {
     spec->nfc = true;
   } else if (type == "Sequence") {
+    CheckSequenceDepth(r, where, depth + 1);
     const json& list = r.Array(r.Field(n, "normalizers", where), where + ".normalizers");
     for (size_t i = 0; i < list.size(); ++i) {
-      ReadNormalizer(r, list[i], where + ".normalizers[" + std::to_string(i) + "]", spec);
+      ReadNormalizer(r, list[i], where + ".normalizers[" + std::to_string(i) + "]", spec,
+                     depth + 1);
     }
   } else {
     r.Fail(where, "type \"" + type +
@@ -174,15 +191,17 @@ void ReadNormalizer(const JsonReader& r, const json& n, const std::string& where
 
 // TemplateProcessing's single-sequence template: special tokens before and
 // after the text "A".
-void ReadPostProcessor(const JsonReader& r, const json& pp, const std::string& where,
-                       BpeSpec* spec) {
+void ReadPostProcessor(const JsonReader& r, const json& pp, const std::string& where, BpeSpec* spec,
+                       int depth = 0) {
   if (pp.is_null()) return;
   const std::string type = r.String(r.Field(pp, "type", where), where + ".type");
   if (type == "ByteLevel") return;  // only adjusts offsets, which we compute exactly
   if (type == "Sequence") {
+    CheckSequenceDepth(r, where, depth + 1);
     const json& list = r.Array(r.Field(pp, "processors", where), where + ".processors");
     for (size_t i = 0; i < list.size(); ++i) {
-      ReadPostProcessor(r, list[i], where + ".processors[" + std::to_string(i) + "]", spec);
+      ReadPostProcessor(r, list[i], where + ".processors[" + std::to_string(i) + "]", spec,
+                        depth + 1);
     }
     return;
   }
@@ -211,7 +230,27 @@ void ReadPostProcessor(const JsonReader& r, const json& pp, const std::string& w
   }
 }
 
-void ReadModel(const JsonReader& r, const json& model, BpeSpec* spec) {
+// The vocabulary is a table indexed by id: one far-off id would allocate a
+// table of that size (16M entries is half a GiB of empty strings) from a
+// small file.  Ids may leave gaps, but stay within twice the number of
+// tokens the file declares, plus room for a padded vocabulary.
+size_t TokenIdLimit(const json& root) {
+  size_t declared = 0;
+  if (root.contains("model") && root["model"].is_object() && root["model"].contains("vocab"))
+    declared += root["model"]["vocab"].size();
+  if (root.contains("added_tokens")) declared += root["added_tokens"].size();
+  return std::min<size_t>(2 * declared + 1024, (size_t{1} << 24) + 1);
+}
+
+void CheckTokenId(const JsonReader& r, const std::string& where, size_t id, size_t limit) {
+  if (id >= limit)
+    r.Fail(where, "id " + std::to_string(id) +
+                      " is far beyond the tokens the file declares (ids "
+                      "must be below " +
+                      std::to_string(limit) + ")");
+}
+
+void ReadModel(const JsonReader& r, const json& model, size_t id_limit, BpeSpec* spec) {
   const std::string type = r.StringOr(model, "type", "BPE", "model");
   if (type != "BPE") {
     r.Fail("model.type", "is \"" + type +
@@ -241,6 +280,7 @@ void ReadModel(const JsonReader& r, const json& model, BpeSpec* spec) {
       r.Fail("model.vocab." + token, "id must be an integer in [0, 16777216]");
     }
     const size_t i = id.get<size_t>();
+    CheckTokenId(r, "model.vocab." + token, i, id_limit);
     if (i >= spec->vocab.size()) spec->vocab.resize(i + 1);
     spec->vocab[i] = token;
   }
@@ -265,7 +305,7 @@ void ReadModel(const JsonReader& r, const json& model, BpeSpec* spec) {
   }
 }
 
-void ReadAddedTokens(const JsonReader& r, const json& root, BpeSpec* spec) {
+void ReadAddedTokens(const JsonReader& r, const json& root, size_t id_limit, BpeSpec* spec) {
   if (!root.contains("added_tokens")) return;
   const json& list = root["added_tokens"];
   if (!list.is_array()) r.Fail("added_tokens", "expected an array");
@@ -277,6 +317,7 @@ void ReadAddedTokens(const JsonReader& r, const json& root, BpeSpec* spec) {
       r.Fail(at + ".id", "must be an integer in [0, 16777216]");
     }
     t.id = id.get<int32_t>();
+    CheckTokenId(r, at + ".id", static_cast<size_t>(t.id), id_limit);
     t.content = r.String(r.Field(list[i], "content", at), at + ".content");
     if (t.content.empty()) r.Fail(at + ".content", "is empty");
     t.special = r.BoolOr(list[i], "special", false, at);
@@ -322,11 +363,14 @@ BpeSpec ReadTokenizerJsonSpec(const std::string& path) {
   if (!root.is_object()) r.Fail("top level", "expected a JSON object");
   BpeSpec spec;
   spec.source = path;
-  ReadModel(r, r.Field(root, "model", "top level"), &spec);
-  ReadAddedTokens(r, root, &spec);
-  ReadNormalizer(r, root.value("normalizer", json()), "normalizer", &spec);
+  const size_t id_limit = TokenIdLimit(root);
+  ReadModel(r, r.Field(root, "model", "top level"), id_limit, &spec);
+  ReadAddedTokens(r, root, id_limit, &spec);
+  static const json kNone;
+  ReadNormalizer(r, root.contains("normalizer") ? root["normalizer"] : kNone, "normalizer", &spec);
   ReadPreTokenizer(r, root, &spec);
-  ReadPostProcessor(r, root.value("post_processor", json()), "post_processor", &spec);
+  ReadPostProcessor(r, root.contains("post_processor") ? root["post_processor"] : kNone,
+                    "post_processor", &spec);
   if (root.contains("decoder") && !root["decoder"].is_null() &&
       r.StringOr(root["decoder"], "type", "", "decoder") != "ByteLevel") {
     r.Fail("decoder", "only the ByteLevel decoder is supported");

@@ -385,6 +385,52 @@ TEST(MalformedTokenizerJson, WrongJsonTypesAreFormatErrorsNamingTheItem) {
   }
 }
 
+// A tokenizer.json may come from a tenant: the scheduler reads an uploaded
+// model's tokenizer at submit.  A far-off id must not allocate a table of
+// its size, and nesting must not be followed down the stack.
+TEST(MalformedTokenizerJson, HostileIdsAndNestingAreRefusedCheaply) {
+  ScratchDir dir;
+  const json good = MakeTokenizer({"ab"}, json::array({"a b"}));
+
+  json j = good;
+  j["model"]["vocab"]["zz"] = 16000000;
+  EXPECT_THAT(LoadError(dir, j), HasSubstr("model.vocab.zz: id 16000000 is far beyond"));
+  j = good;
+  j["added_tokens"] = json::array({{{"id", 16000000}, {"content", "<x>"}}});
+  EXPECT_THAT(LoadError(dir, j), HasSubstr("added_tokens[0].id: id 16000000 is far beyond"));
+  j = good;
+  j["added_tokens"] = json::array({{{"id", 300}, {"content", "<pad>"}}});
+  EXPECT_EQ(Load(dir, j)->vocab_size(), 301u) << "a gap in the ids is fine";
+
+  // Sequences inside Sequences: 6 deep is refused by the reader, 100,000
+  // deep (a few MB of JSON, far more stack than a thread has if each level
+  // were a call) already by the parser.
+  for (const char* key : {"normalizer", "post_processor"}) {
+    for (const auto& [depth, error] : {std::pair<int, std::string>{6, "nested more than 4 deep"},
+                                       {100000, "nested deeper than 100 levels"}}) {
+      SCOPED_TRACE(std::string(key) + " " + std::to_string(depth));
+      const bool normalizer = std::string(key) == "normalizer";
+      const std::string open = normalizer ? R"({"type":"Sequence","normalizers":[)"
+                                          : R"({"type":"Sequence","processors":[)";
+      std::string nested;
+      for (int i = 0; i < depth; ++i) nested += open;
+      nested += normalizer ? R"({"type":"NFC"})" : R"({"type":"ByteLevel"})";
+      for (int i = 0; i < depth; ++i) nested += "]}";
+      json without = good;
+      without.erase(key);
+      std::string text = without.dump();
+      text.insert(text.size() - 1, std::string(",\"") + key + "\":" + nested);
+      testing::WriteFile(dir / "tokenizer.json", text);
+      try {
+        LoadTokenizerJson(dir / "tokenizer.json");
+        ADD_FAILURE() << "nested Sequences were accepted";
+      } catch (const FormatError& e) {
+        EXPECT_THAT(e.what(), HasSubstr(error));
+      }
+    }
+  }
+}
+
 TEST(LoadTokenizer, PicksTheImplementationFromThePath) {
   ScratchDir dir;
   testing::WriteFile(dir / "tokenizer.json", MakeTokenizer({}, json::array()).dump());
