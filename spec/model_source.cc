@@ -5,8 +5,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <stdexcept>
 
+#include "formats/bounded_json.h"
 #include "formats/gguf.h"
 
 namespace diablo::estimate {
@@ -20,11 +22,15 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 model::LlamaConfig ReadConfigJson(const std::string& file) {
   std::ifstream in(file);
   if (!in) throw std::invalid_argument(file + ": cannot be read");
+  std::stringstream text;
+  text << in.rdbuf();
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+    j = ParseBoundedJson(text.str());
+  } catch (const nlohmann::json::exception& e) {
     throw std::invalid_argument(file + ": not valid JSON (" + e.what() + ")");
+  } catch (const JsonTooDeep& e) {
+    throw std::invalid_argument(file + ": " + e.what());
   }
   if (!j.is_object()) throw std::invalid_argument(file + ": expected a JSON object");
   return model::ConfigFromHfJson(j, file);

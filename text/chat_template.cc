@@ -9,6 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "formats/bounded_json.h"
 #include "formats/gguf.h"
 #include "text/unicode_classes.h"
 
@@ -118,9 +119,11 @@ std::string ReadFileText(const std::filesystem::path& path) {
 std::optional<std::string> TemplateFromConfig(const std::filesystem::path& config_path) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(ReadFileText(config_path));
-  } catch (const nlohmann::json::parse_error& e) {
+    j = ParseBoundedJson(ReadFileText(config_path));
+  } catch (const nlohmann::json::exception& e) {
     throw FormatError(config_path.string() + ": not valid JSON (" + e.what() + ")");
+  } catch (const JsonTooDeep& e) {
+    throw FormatError(config_path.string() + ": " + e.what());
   }
   if (!j.contains("chat_template")) return std::nullopt;
   const auto& t = j["chat_template"];

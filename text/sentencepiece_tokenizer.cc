@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "formats/bounded_json.h"
 #include "formats/gguf.h"
 
 namespace diablo::model {
@@ -151,9 +152,11 @@ bool ConfigFlag(const std::string& model_path, const char* key, bool fallback) {
   buffer << in.rdbuf();
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(buffer.str());
-  } catch (const nlohmann::json::parse_error& e) {
+    j = ParseBoundedJson(buffer.str());
+  } catch (const nlohmann::json::exception& e) {
     throw FormatError(config.string() + ": not valid JSON (" + e.what() + ")");
+  } catch (const JsonTooDeep& e) {
+    throw FormatError(config.string() + ": " + e.what());
   }
   return j.contains(key) && j[key].is_boolean() ? j[key].get<bool>() : fallback;
 }

@@ -188,6 +188,19 @@ TEST(Estimate, ModelSourceErrorsNameThePath) {
   EXPECT_THROW(ReadModelSource(bad.file()), std::invalid_argument);
 }
 
+// The scheduler reads a tenant's config.json at submit: 200,000 nested
+// arrays (which a recursive copy or walk would follow down the stack) are
+// refused while parsing.
+TEST(Estimate, AConfigNestedBeyondReasonIsRefusedWhileParsing) {
+  ConfigFile deep("{\"hidden_size\": " + std::string(200000, '[') + std::string(200000, ']') + "}");
+  try {
+    ReadModelSource(deep.file());
+    FAIL() << "a config nested 200,000 deep was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), HasSubstr("config.json: nested deeper than 100 levels"));
+  }
+}
+
 TEST(EstimateMemory, OptimizerStateIsTwiceAndGradientsOnceTheFp32Adapter) {
   const Estimate e = EstimateTraining(Llama2_7B(), PaperDiaBlo());
   EXPECT_EQ(e.memory.trainable, 4u * 70'254'592);
