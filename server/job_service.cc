@@ -25,7 +25,7 @@ grpc::Status JobServiceImpl::CreateJob(grpc::ServerContext* context,
                      return existing;
                  }
                  ValidationContext validation{ctx_.scheduler, who.tenant, ctx_.data_dir / "cache",
-                                              ctx_.inputs};
+                                              ctx_.inputs, ctx_.submit_checks};
                  absl::StatusOr<ValidatedJob> job = ValidateCreateJob(*request, validation);
                  if (!job.ok()) return job.status();
                  if (!request->queue_anyway()) {

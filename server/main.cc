@@ -124,6 +124,35 @@ void AddQuotaOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlag
       ->check(CLI::Range(0.0, 300.0));
 }
 
+// What checking a submit may cost the scheduler (server/submit_checks.h).
+void AddSubmitCheckOptions(CLI::App& app, diablo::SchedulerOptions& options) {
+  diablo::server::SubmitCheckOptions& checks = options.submit_checks;
+  app.add_option("--dataset-check-bytes", checks.dataset_check_bytes,
+                 "Each dataset up to this size is checked line by line at submit (with the "
+                 "model's tokenizer when the scheduler can load it); of a larger one the first "
+                 "this many bytes, and the trainer checks the rest.  0: datasets are not read "
+                 "at submit")
+      ->transform(CLI::AsSizeValue(/*kb_is_1000=*/true))
+      ->capture_default_str();
+  app.add_option("--max-concurrent-dataset-checks", checks.concurrent_dataset_checks,
+                 "Datasets checked at once, all tenants together (each check uses one core); a "
+                 "submit waits up to 10 s for one to finish, then is refused as UNAVAILABLE")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--tokenizer-cache-entries", checks.tokenizer_cache_entries,
+                 "Models whose tokenizer the scheduler keeps loaded for submit checks (tens of "
+                 "MB each)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--submit-cache-bytes", checks.object_cache_bytes,
+                 "Disk for the scheduler's copies of uploaded and s3:// models, read at submit "
+                 "for their shape and tokenizer (<data-dir>/cache/objects); the least recently "
+                 "used go first.  A larger model is not copied, and its memory is then not "
+                 "estimated at submit")
+      ->transform(CLI::AsSizeValue(/*kb_is_1000=*/true))
+      ->capture_default_str();
+}
+
 void AddServeOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlags& flags) {
   app.add_option("--data-dir", options.data_dir,
                  "Directory for scheduler.db, scratch space and caches (default: "
@@ -184,6 +213,7 @@ void AddServeOptions(CLI::App& app, diablo::SchedulerOptions& options, ServeFlag
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
   AddQuotaOptions(app, options, flags);
+  AddSubmitCheckOptions(app, options);
   app.add_option("--rate-limit", options.auth.requests_per_second,
                  "API requests per second per token")
       ->capture_default_str()
@@ -259,6 +289,13 @@ int Serve(diablo::SchedulerOptions& options, const ServeFlags& flags) {
                    flags.metrics_token_file.c_str());
       return 2;
     }
+  }
+  if (options.submit_checks.object_cache_bytes <= 0 ||
+      options.submit_checks.dataset_check_bytes < 0) {
+    std::fprintf(stderr,
+                 "diablo-scheduler: --submit-cache-bytes must be positive and "
+                 "--dataset-check-bytes not negative\n");
+    return 2;
   }
   if (options.scheduler.lease_timeout_s <= options.scheduler.heartbeat_interval_s) {
     std::fprintf(stderr,

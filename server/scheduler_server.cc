@@ -98,12 +98,14 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::BuildAndStart(
     RETURN_IF_ERROR(ParseHostPort(metrics.listen, "--metrics-listen", PortZero::kAllowed).status());
     ASSIGN_OR_RETURN(server->metrics_, server::Metrics::Start(metrics));
   }
+  ASSIGN_OR_RETURN(server->submit_checks_,
+                   server::SubmitChecks::Open(data_dir / "cache", options.submit_checks));
   server->inputs_ = options.inputs;
   server->inputs_.Protect(config.storage_uri);
   server->inputs_.Protect(data_dir.string());
-  server::ServiceContext context{server->scheduler_.get(), server->auth_.get(),
-                                 server->metrics_.get(),   data_dir,
-                                 options.max_upload_bytes, &server->inputs_};
+  server::ServiceContext context{
+      server->scheduler_.get(), server->auth_.get(), server->metrics_.get(), data_dir,
+      options.max_upload_bytes, &server->inputs_,    server->submit_checks_};
   server->services_ = std::make_unique<Services>(context);
   server->system_service_ = std::make_unique<SystemServiceImpl>(absl::Now());
 

@@ -16,6 +16,7 @@
 #include "server/auth.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
+#include "server/submit_checks.h"
 
 namespace diablo {
 
@@ -42,6 +43,9 @@ struct SchedulerOptions {
   InputPolicy inputs;
   server::SchedulerConfig scheduler;
   server::AuthOptions auth;
+  // What a submit may cost: datasets read, tokenizers kept, disk for the
+  // copies of models read at submit (under <data_dir>/cache).
+  server::SubmitCheckOptions submit_checks;
   // TLS: server certificate and key (PEM); with client_ca, clients (workers)
   // must present a certificate it signed (mutual TLS).
   std::string tls_cert, tls_key, tls_client_ca;
@@ -82,6 +86,8 @@ class SchedulerServer {
   std::unique_ptr<server::Authenticator> auth_;
   std::unique_ptr<server::Metrics> metrics_;
   InputPolicy inputs_;  // the options' grants plus the protected storage and data dir
+  // The bounds and caches of CreateJob's checks (server/submit_checks.h).
+  std::shared_ptr<server::SubmitChecks> submit_checks_;
   std::unique_ptr<SystemServiceImpl> system_service_;
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;

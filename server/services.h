@@ -12,6 +12,7 @@
 #include "server/auth.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
+#include "server/submit_checks.h"
 
 namespace diablo::server {
 
@@ -24,6 +25,8 @@ struct ServiceContext {
   int64_t max_upload_bytes = int64_t{64} << 30;
   // What jobs may name besides their tenant's uploads (never null when serving).
   const InputPolicy* inputs = nullptr;
+  // The submit checks' bounds and caches (server/submit_checks.h).
+  std::shared_ptr<SubmitChecks> submit_checks;
 };
 
 class JobServiceImpl final : public v1::JobService::Service {

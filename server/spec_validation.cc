@@ -1,10 +1,10 @@
 // CreateJob validation: request fields, the spec (through the trainer's own
-// parser), inputs, dataset records and the estimate against the model.
+// parser), inputs, the estimate against the model, and the datasets
+// (server/submit_datasets.h).
 #include "server/spec_validation.h"
 
 #include <google/protobuf/util/json_util.h>
 
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -12,14 +12,15 @@
 #include <stdexcept>
 #include <system_error>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
+#include "common/file_cache.h"
 #include "common/lru_cache.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
+#include "server/submit_checks.h"
+#include "server/submit_datasets.h"
 #include "spec/estimate.h"
 #include "spec/model_source.h"
 #include "spec/train_config.h"
@@ -32,8 +33,6 @@ using nlohmann::json;
 
 // Fields of the spec that name files the job reads.
 constexpr const char* kInputFields[] = {"model", "data.train", "data.eval", "init_adapter"};
-// Dataset records checked at submit: the first MiB (whole lines).
-constexpr int64_t kDataCheckBytes = 1 << 20;
 
 absl::Status Invalid(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", problem));
@@ -74,17 +73,44 @@ absl::Status CheckRequestFields(const v1::CreateJobRequest& r) {
 
 struct Resolved {
   v1::Input input;
-  fs::path local;  // a readable local copy or path, for the checks below ("" for directories)
+  // What the checks read: `local` is "" for a directory in object storage
+  // and a model too large for the submit cache.
+  SubmitInput source;
+  std::shared_ptr<FileCache::Pin> pin;  // keeps a copy while the checks read it
 };
 
-// A local copy of an object, named `name` (readers go by the extension).
-absl::StatusOr<fs::path> CachedCopy(ObjectStore& store, const std::string& key,
-                                    const std::string& name, const ValidationContext& ctx) {
-  const fs::path local = ctx.cache_dir / "objects" /
-                         absl::StrReplaceAll(store.uri(), {{"/", "_"}, {":", "_"}}) / key / name;
-  std::error_code ec;
-  if (!fs::exists(local, ec)) RETURN_IF_ERROR(store.GetFile(key, local));
-  return local;
+// A copy of a model object in the submit cache (the readers go by the
+// file's extension, so it keeps `name`'s), pinned while the checks read it;
+// null when it does not fit, and the checks that need it are skipped.
+absl::StatusOr<std::shared_ptr<FileCache::Pin>> CachedCopy(SubmitChecks& checks, ObjectStore& store,
+                                                           const std::string& key,
+                                                           const std::string& entry,
+                                                           const std::string& where) {
+  FileCache::Source source{[&]() -> absl::StatusOr<int64_t> {
+                             ASSIGN_OR_RETURN(ObjectInfo info, store.Stat(key));
+                             return info.size_bytes;
+                           },
+                           [&](const fs::path& target) { return store.GetFile(key, target); }};
+  absl::StatusOr<FileCache*> cache = checks.objects();
+  if (!cache.ok()) {
+    NoteForOperator(absl::StrCat(where, ": ", cache.status().message()));
+    return absl::UnavailableError(
+        absl::StrCat(where, ": the scheduler cannot open its submit cache; retry later"));
+  }
+  absl::StatusOr<FileCache::Pin> pin = (*cache)->Get(entry, "", source);
+  if (pin.ok()) return std::make_shared<FileCache::Pin>(std::move(*pin));
+  NoteForOperator(absl::StrCat(where, ": ", pin.status().message()));
+  if (pin.status().code() == absl::StatusCode::kResourceExhausted) return nullptr;
+  return absl::UnavailableError(absl::StrCat(
+      where, ": the scheduler could not copy the model to read its header; retry later"));
+}
+
+// The name a copy goes by in the submit cache: the object's identity, then
+// its file name.
+std::string EntryName(const std::string& identity, const std::string& name) {
+  std::string file = fs::path(name).filename().string();
+  if (file.empty() || file == "." || file == "..") file = "model";
+  return absl::StrCat(identity, "/", file);
 }
 
 const InputPolicy& Policy(const ValidationContext& ctx) {
@@ -93,9 +119,11 @@ const InputPolicy& Policy(const ValidationContext& ctx) {
 }
 
 absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::string& value,
-                                      const ValidationContext& ctx) {
+                                      const ValidationContext& ctx, SubmitChecks& checks) {
   const std::string where = absl::StrCat("spec.", field);
   Resolved r;
+  r.source.field = field;
+  r.source.value = value;
   r.input.set_field(field);
   if (absl::StartsWith(value, "upload://")) {
     const std::string id = value.substr(9);
@@ -107,8 +135,18 @@ absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::strin
     r.input.set_sha256(file->file.sha256());
     r.input.set_name(file->file.name());
     if (field == "model") {
+      // Uploads are immutable: the copy goes by the content's checksum.
+      const std::string entry =
+          EntryName(absl::StrCat("uploads/", Sha256Hex(file->file.sha256())), file->file.name());
       ASSIGN_OR_RETURN(
-          r.local, CachedCopy(ctx.scheduler->storage(), file->storage_key, file->file.name(), ctx));
+          r.pin, CachedCopy(checks, ctx.scheduler->storage(), file->storage_key, entry, where));
+      if (r.pin != nullptr) r.source.local = r.pin->path();
+      r.source.stamp = entry;
+    } else if (field.rfind("data.", 0) == 0) {
+      r.source.store = std::shared_ptr<ObjectStore>(&ctx.scheduler->storage(), [](ObjectStore*) {});
+      r.source.key = file->storage_key;
+      r.source.size = file->file.size_bytes();
+      r.source.stamp = absl::StrCat("upload:", file->file.sha256());
     }
     return r;
   }
@@ -116,20 +154,32 @@ absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::strin
     RETURN_IF_ERROR(Policy(ctx).CheckObject(ctx.tenant, field, value));
     absl::StatusOr<ObjectUri> split = SplitObjectUri(value);
     if (!split.ok()) return Invalid(where, split.status().message());
-    absl::StatusOr<std::unique_ptr<ObjectStore>> store = OpenObjectStore(split->store_uri);
-    if (!store.ok()) return Invalid(where, store.status().message());
+    absl::StatusOr<std::unique_ptr<ObjectStore>> opened = OpenObjectStore(split->store_uri);
+    if (!opened.ok()) return Invalid(where, opened.status().message());
+    std::shared_ptr<ObjectStore> store = std::move(*opened);
     r.input.set_uri(value);
     r.input.set_name(split->key.substr(split->key.rfind('/') + 1));
-    absl::StatusOr<ObjectInfo> object = (*store)->Stat(split->key);
+    absl::StatusOr<ObjectInfo> object = store->Stat(split->key);
     if (!object.ok()) {
       // A directory (a Hugging Face model) is a prefix with objects under it.
-      absl::StatusOr<std::vector<ObjectInfo>> listed = (*store)->List(split->key + "/");
+      absl::StatusOr<std::vector<ObjectInfo>> listed = store->List(split->key + "/");
       if (!listed.ok() || listed->empty())
         return Invalid(where, absl::StrCat(value, ": not found (", object.status().message(), ")"));
       return r;
     }
-    if (field == "model" || field.rfind("data.", 0) == 0) {
-      ASSIGN_OR_RETURN(r.local, CachedCopy(**store, split->key, r.input.name(), ctx));
+    // An object may be replaced under its name: the copy goes by its size too.
+    const std::string identity = absl::StrCat(value, "\n", object->size_bytes);
+    if (field == "model") {
+      const std::string entry =
+          EntryName(absl::StrCat("objects/", Sha256Hex(identity)), r.input.name());
+      ASSIGN_OR_RETURN(r.pin, CachedCopy(checks, *store, split->key, entry, where));
+      if (r.pin != nullptr) r.source.local = r.pin->path();
+      r.source.stamp = entry;
+    } else if (field.rfind("data.", 0) == 0) {
+      r.source.store = store;
+      r.source.key = split->key;
+      r.source.size = object->size_bytes;
+      r.source.stamp = absl::StrCat("s3:", identity);
     }
     return r;
   }
@@ -151,59 +201,20 @@ absl::StatusOr<Resolved> ResolveInput(const std::string& field, const std::strin
                             ": no such file on the scheduler (plain paths must be on a filesystem "
                             "the scheduler and every worker share; otherwise upload it)"));
   r.input.set_path(path);
-  r.local = path;
+  r.source.local = path;
   return r;
-}
-
-// Reads the first records of a JSONL dataset and checks each is a JSON
-// object the trainer can read, so a broken file fails the submit, not the job.
-absl::Status CheckDataset(const std::string& field, const fs::path& local, ObjectStore* store,
-                          const std::string& key) {
-  const std::string where = absl::StrCat("spec.", field);
-  std::string head;
-  if (!local.empty()) {
-    std::ifstream in(local, std::ios::binary);
-    if (!in) return Invalid(where, absl::StrCat(local.string(), ": cannot be read"));
-    head.resize(kDataCheckBytes);
-    in.read(head.data(), kDataCheckBytes);
-    head.resize(static_cast<size_t>(in.gcount()));
-  } else if (store != nullptr) {
-    ASSIGN_OR_RETURN(head, store->ReadRange(key, 0, kDataCheckBytes));
-  } else {
-    return absl::OkStatus();
-  }
-  const bool truncated = static_cast<int64_t>(head.size()) == kDataCheckBytes;
-  std::vector<absl::string_view> lines = absl::StrSplit(head, '\n');
-  if (truncated && !lines.empty()) lines.pop_back();  // the last line may be cut
-  int records = 0;
-  for (size_t i = 0; i < lines.size(); ++i) {
-    absl::string_view line = lines[i];
-    if (absl::StripAsciiWhitespace(line).empty()) continue;
-    json record = json::parse(line.begin(), line.end(), nullptr, false);
-    const std::string at = absl::StrCat(where, ": line ", i + 1);
-    if (record.is_discarded() || !record.is_object())
-      return absl::InvalidArgumentError(
-          absl::StrCat(at, ": not a JSON object (each line must be one record)"));
-    if (!record.contains("messages") && !record.contains("instruction") && !record.contains("text"))
-      return absl::InvalidArgumentError(
-          absl::StrCat(at,
-                       ": cannot tell the format: expected \"messages\" (chat), \"instruction\" + "
-                       "\"output\" (alpaca) "
-                       "or \"text\""));
-    ++records;
-  }
-  if (records == 0) return Invalid(where, "has no records (an empty JSONL file)");
-  return absl::OkStatus();
 }
 
 // Reading a GGUF header parses the whole vocabulary, which dominated the cost
 // of a submit: the shape is kept per file while its size and time stay the same.
-estimate::ModelSource ReadModelSourceCached(const fs::path& model) {
+// A copy in the submit cache is stamped by the caller (its file's time
+// changes with every use).
+estimate::ModelSource ReadModelSourceCached(const fs::path& model, std::string stamp) {
   std::error_code ec;
   const fs::path stamped = fs::is_directory(model, ec) ? model / "config.json" : model;
-  const std::string stamp =
-      std::to_string(fs::file_size(stamped, ec)) + "@" +
-      std::to_string(fs::last_write_time(stamped, ec).time_since_epoch().count());
+  if (stamp.empty())
+    stamp = std::to_string(fs::file_size(stamped, ec)) + "@" +
+            std::to_string(fs::last_write_time(stamped, ec).time_since_epoch().count());
   // Paths are tenants' choice: at most kEntries are kept, the least recently
   // used forgotten first, so a stream of new paths cannot grow the
   // scheduler and the models in daily use stay cached.
@@ -222,10 +233,10 @@ estimate::ModelSource ReadModelSourceCached(const fs::path& model) {
 }
 
 absl::StatusOr<int64_t> EstimateBytes(const train::TrainConfig& config, const fs::path& model,
-                                      int ranks) {
+                                      const std::string& stamp, int ranks) {
   if (model.empty()) return int64_t{0};
   try {
-    estimate::ModelSource source = ReadModelSourceCached(model);
+    estimate::ModelSource source = ReadModelSourceCached(model, stamp);
     estimate::EstimateOptions options;
     // The config's enums are the estimator's (spec/fine_tune_method.h,
     // spec/precision.h).
@@ -266,6 +277,9 @@ absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& reque
   if (json* targets = FieldOf(doc, "method.target_modules"); targets != nullptr && targets->empty())
     doc["method"].erase("target_modules");
 
+  const std::shared_ptr<SubmitChecks> checks =
+      ctx.checks != nullptr ? ctx.checks : SubmitChecks::For(ctx.cache_dir);
+
   // Resolve every input, then validate a copy of the spec in which each names
   // a local file, so checks on names (a packed base must be .gguf) see the
   // uploaded file's real name.
@@ -274,11 +288,11 @@ absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& reque
   for (const char* field : kInputFields) {
     json* value = FieldOf(doc, field);
     if (value == nullptr || !value->is_string() || value->get<std::string>().empty()) continue;
-    ASSIGN_OR_RETURN(Resolved r, ResolveInput(field, value->get<std::string>(), ctx));
+    ASSIGN_OR_RETURN(Resolved r, ResolveInput(field, value->get<std::string>(), ctx, *checks));
     *FieldOf(local_view, field) =
         r.input.path().empty() ? absl::StrCat("/inputs/", r.input.name()) : r.input.path();
     job.inputs.push_back(r.input);
-    resolved[field] = std::move(r);
+    resolved.emplace(field, std::move(r));
   }
   local_view["output_dir"] = "/job";
   train::TrainConfig config;
@@ -287,21 +301,24 @@ absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& reque
   } catch (const std::invalid_argument& e) {
     return absl::InvalidArgumentError(e.what());
   }
-  for (const char* field : {"data.train", "data.eval"}) {
-    auto it = resolved.find(field);
-    if (it == resolved.end()) continue;
-    const Resolved& r = it->second;
-    if (!r.input.key().empty()) {
-      RETURN_IF_ERROR(CheckDataset(field, {}, &ctx.scheduler->storage(), r.input.key()));
-    } else if (!r.local.empty()) {
-      RETURN_IF_ERROR(CheckDataset(field, r.local, nullptr, ""));
-    }
-  }
-  const int ranks = std::max(request.nodes(), 1) * std::max(request.devices_per_node(), 1);
   auto model = resolved.find("model");
-  ASSIGN_OR_RETURN(
-      job.estimated_bytes,
-      EstimateBytes(config, model == resolved.end() ? fs::path() : model->second.local, ranks));
+  const SubmitInput* model_source = model == resolved.end() ? nullptr : &model->second.source;
+  const int ranks = std::max(request.nodes(), 1) * std::max(request.devices_per_node(), 1);
+  if (model_source != nullptr && model_source->local.empty() && !model_source->stamp.empty())
+    NoteForOperator(
+        absl::StrCat("spec.model ", model_source->value,
+                     " is larger than the submit cache (--submit-cache-bytes): its memory is not "
+                     "estimated and its tokenizer not loaded"));
+  ASSIGN_OR_RETURN(job.estimated_bytes,
+                   model_source == nullptr
+                       ? EstimateBytes(config, fs::path(), "", ranks)
+                       : EstimateBytes(config, model_source->local, model_source->stamp, ranks));
+  // Last, as it may read whole files: every line of each dataset.
+  std::vector<const SubmitInput*> datasets;
+  for (const char* field : {"data.train", "data.eval"})
+    if (auto it = resolved.find(field); it != resolved.end())
+      datasets.push_back(&it->second.source);
+  RETURN_IF_ERROR(CheckSubmitDatasets(config.data, model_source, datasets, ctx.cache_dir, *checks));
   job.needs_cuda = config.device == "cuda";
   job.config_json = doc.dump();
   return job;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <istream>
 #include <string>
 #include <vector>
 
@@ -46,5 +47,31 @@ Dataset LoadDataset(const std::string& path, const DataConfig& config,
                     const model::Tokenizer& tokenizer, const model::ChatTemplate& chat_template);
 
 const char* DataFormatName(DataFormat format);
+
+// What LoadDataset finds in a file, without keeping the examples: for
+// checking a whole file cheaply (the scheduler, at submit).
+struct DatasetScan {
+  // lines, truncated and dropped as LoadDataset counts them; examples, tokens
+  // and label_tokens of the usable examples before packing.
+  DatasetStats stats;
+  DataFormat format = DataFormat::kAuto;  // the format found
+  // Tokens of the shortest line's example before truncation; -1 when no
+  // line was tokenized.
+  int64_t shortest_tokens = -1;
+};
+
+// Reads every line of `in` with LoadDataset's rules, tokenizer and
+// truncation, throwing the same std::invalid_argument "<name>:<line>:
+// <problem>" (`name` stands for the path), but keeps nothing: memory does not
+// grow with the file.  A file with no usable example is not an error here:
+// stats.examples is 0 and the caller words it.
+DatasetScan ScanDataset(std::istream& in, const std::string& name, const DataConfig& config,
+                        const model::Tokenizer& tokenizer,
+                        const model::ChatTemplate& chat_template);
+
+// The rules that need no tokenizer: each non-blank line is a JSON object of
+// one format (config.format, or the first line's) with its required fields
+// and their types.  Throws as ScanDataset; counts stats.lines only.
+DatasetScan ScanRecords(std::istream& in, const std::string& name, const DataConfig& config);
 
 }  // namespace diablo::train

@@ -289,7 +289,25 @@ class ServiceTest(unittest.TestCase):
         broken.write_text('{"instruction": "x", "output": "y"}\n{oops\n')
         code, err = submit_error(base.replace(str(self.train), str(broken)))
         self.assertEqual(code, 1, err)
-        self.assertIn("line 2: not a JSON object", err)
+        self.assertIn("spec.data.train: line 2: not valid JSON", err)
+        # Every line is checked at submit, not only the first MiB: 2 MB of good
+        # records, then one without its "output".
+        good, lines, size = self.train.read_text().splitlines(), [], 0
+        while size < 2_200_000:
+            lines.append(good[len(lines) % len(good)])
+            size += len(lines[-1]) + 1
+        far = self.work / "broken-far.jsonl"
+        far.write_text("\n".join(lines) + '\n{"instruction": "x", "input": "y"}\n')
+        self.assertGreater(far.stat().st_size, 2 << 20)
+        code, err = submit_error(base.replace(str(self.train), str(far)))
+        self.assertEqual(code, 1, err)
+        self.assertIn(f'spec.data.train: line {len(lines) + 1}: missing field "output"', err)
+        # Tokenised with the model's own tokenizer and template: no example fits
+        # 16 tokens, and truncation: drop would skip them all.
+        code, err = submit_error(base.replace("max_seq_len: 64", "max_seq_len: 16, truncation: drop"))
+        self.assertEqual(code, 1, err)
+        self.assertIn("spec.data.train: no example fits data.max_seq_len 16 after tokenisation", err)
+        self.assertIn("set data.truncation: right", err)
         code, err = submit_error(base, token="dbl_not_a_real_token")
         self.assertEqual(code, 1, err)
         self.assertIn("unknown or revoked token", err)

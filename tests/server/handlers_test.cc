@@ -42,10 +42,11 @@ constexpr char kModelConfig[] = R"({"architectures":["LlamaForCausalLM"],"model_
   "num_attention_heads":4,"num_key_value_heads":2,"max_position_embeddings":512,
   "rms_norm_eps":1e-5,"tie_word_embeddings":true})";
 constexpr char kDataset[] =
-    "{\"text\":\"hello\"}\n{\"instruction\":\"Say hi\",\"output\":\"hi\"}\n";
+    "{\"instruction\":\"Say hi\",\"output\":\"hi\"}\n{\"instruction\":\"Say bye\",\"output\":"
+    "\"bye\"}\n";
 // sha256sum of kDataset, computed outside the project.
 constexpr char kDatasetSha256[] =
-    "207798c0002e6848d2a8524d526b21643d946628e4fcc0ca72d8359ac9a3d54d";
+    "7a4be7691c9f0a92bb55a03d2330eca5379c2914469be239451f1b169892bcb3";
 
 // 2.5 MiB of bytes (i * 31 + 7) % 251, so a download spans three chunks; its
 // SHA-256 was computed outside the project (Python's hashlib).

@@ -67,8 +67,8 @@ class HostileInputsTest : public SchedulerFixture {
     if (field == "data.train") spec.mutable_data()->set_train(value);
     if (field == "data.eval") spec.mutable_data()->set_eval(value);
     if (field == "init_adapter") spec.set_init_adapter(value);
-    return ValidateCreateJob(request,
-                             ValidationContext{scheduler_.get(), "beta", dir_ / "cache", &inputs_});
+    return ValidateCreateJob(
+        request, ValidationContext{scheduler_.get(), "beta", dir_ / "cache", &inputs_, nullptr});
   }
 
   static constexpr const char* kConfig =

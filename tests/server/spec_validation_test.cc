@@ -27,11 +27,10 @@ class SpecValidationTest : public SchedulerFixture {
       "num_attention_heads":4,"num_key_value_heads":2,"max_position_embeddings":512,"rms_norm_eps":1e-5,
       "tie_word_embeddings":true})";
     data_ = dir_ / "train.jsonl";
-    std::ofstream(data_)
-        << R"({"instruction":"Say hi","output":"hi"})"
-        << "\n"
-        << R"({"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]})"
-        << "\n";
+    std::ofstream(data_) << R"({"instruction":"Say hi","output":"hi"})"
+                         << "\n"
+                         << R"({"instruction":"Say bye","output":"bye"})"
+                         << "\n";
     request_.mutable_spec()->set_model(model_dir_.string());
     request_.mutable_spec()->mutable_data()->set_train(data_.string());
     request_.mutable_spec()->mutable_optim()->set_max_steps(10);
@@ -41,8 +40,8 @@ class SpecValidationTest : public SchedulerFixture {
   }
 
   absl::StatusOr<ValidatedJob> Validate() {
-    return ValidateCreateJob(request_,
-                             ValidationContext{scheduler_.get(), "a", dir_ / "cache", &inputs_});
+    return ValidateCreateJob(
+        request_, ValidationContext{scheduler_.get(), "a", dir_ / "cache", &inputs_, nullptr});
   }
 
   void ExpectInvalid(const std::string& needle) {
@@ -101,7 +100,7 @@ TEST_F(SpecValidationTest, UnknownUploadIsRejected) {
 
 TEST_F(SpecValidationTest, ABrokenDatasetLineIsReportedWithItsNumber) {
   std::ofstream(data_, std::ios::app) << "{not json\n";
-  ExpectInvalid("spec.data.train: line 3: not a JSON object");
+  ExpectInvalid("spec.data.train: line 3: not valid JSON");
 }
 
 TEST_F(SpecValidationTest, ADatasetOfUnknownRecordsIsRejected) {
@@ -137,7 +136,7 @@ TEST_F(SpecValidationTest, UploadedFilesResolveToStorageKeys) {
   EXPECT_EQ(job->inputs[1].name(), "train.jsonl");
   // Another tenant cannot use it.
   auto other = ValidateCreateJob(
-      request_, ValidationContext{scheduler_.get(), "b", dir_ / "cache", &inputs_});
+      request_, ValidationContext{scheduler_.get(), "b", dir_ / "cache", &inputs_, nullptr});
   EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
