@@ -292,9 +292,9 @@ class ServiceTest(unittest.TestCase):
         self.assertIn("spec.data.train: line 2: not valid JSON", err)
         # Every line is checked at submit, not only the first MiB: 2 MB of good
         # records, then one without its "output".
-        good, lines, size = self.train.read_text().splitlines(), [], 0
+        records, lines, size = self.train.read_text().splitlines(), [], 0
         while size < 2_200_000:
-            lines.append(good[len(lines) % len(good)])
+            lines.append(records[len(lines) % len(records)])
             size += len(lines[-1]) + 1
         far = self.work / "broken-far.jsonl"
         far.write_text("\n".join(lines) + '\n{"instruction": "x", "input": "y"}\n')
