@@ -170,6 +170,41 @@ class Cluster:
         return "\n".join(text)
 
 
+# The shape of a small Llama: a model folder holding only this config.json is
+# enough for the scheduler, which reads shapes, not weights.
+TINY_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 1000,
+               "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-5}
+
+# Stands in for `diablo train CONFIG --events` on a worker (--diablo): reports
+# that it started, then waits to be stopped.
+WAITING_TRAINER = """#!/usr/bin/env python3
+import json, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(5))
+print(json.dumps({"event": "started", "method": "diablo", "total_steps": 100, "start_step": 0,
+                  "world_size": 1, "time": time.time()}), flush=True)
+time.sleep(600)
+"""
+
+
+def write_tiny_job(work, name="job.yaml"):
+    """A config-only model, a one-record dataset and a job naming them; returns the job file."""
+    work = Path(work)
+    (work / "model").mkdir(exist_ok=True)
+    (work / "model" / "config.json").write_text(json.dumps(TINY_CONFIG))
+    (work / "train.jsonl").write_text('{"instruction": "hi", "output": "hello"}\n')
+    job = work / name
+    job.write_text(f"model: {work / 'model'}\nmethod: {{name: diablo, blocks: 4}}\n"
+                   f"data: {{train: {work / 'train.jsonl'}}}\noptim: {{max_steps: 100}}\n")
+    return job
+
+
+def write_waiting_trainer(path):
+    Path(path).write_text(WAITING_TRAINER)
+    Path(path).chmod(0o755)
+    return path
+
+
 def write_job(path, model, train, steps, save_every=0, extra=""):
     """A small DiaBlo job on the real model (YAML, as a user writes it)."""
     Path(path).write_text(

@@ -40,21 +40,7 @@ sys.path.insert(0, _GEN.name)
 import grpc  # noqa: E402
 from diablo.v1 import file_pb2, file_pb2_grpc, worker_pb2, worker_pb2_grpc  # noqa: E402
 
-from cluster import Cluster  # noqa: E402
-
-CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 1000,
-          "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
-          "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-5}
-
-# Stands in for `diablo train CONFIG --events`: reports that it started, then
-# waits to be stopped.
-WAITING_TRAINER = """#!/usr/bin/env python3
-import json, signal, sys, time
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(5))
-print(json.dumps({"event": "started", "method": "diablo", "total_steps": 100, "start_step": 0,
-                  "world_size": 1, "time": time.time()}), flush=True)
-time.sleep(600)
-"""
+from cluster import Cluster, write_tiny_job, write_waiting_trainer  # noqa: E402
 
 
 class WorkerIdentityTest(unittest.TestCase):
@@ -63,15 +49,8 @@ class WorkerIdentityTest(unittest.TestCase):
             self.skipTest(f"no diablo-worker in {ARGS.bin}")
         self.cluster = c = Cluster(ARGS.bin, heartbeat=0.3, lease_timeout=3.0)
         self.addCleanup(self.cluster.stop)
-        (c.work / "model").mkdir()
-        (c.work / "model" / "config.json").write_text(json.dumps(CONFIG))
-        (c.work / "train.jsonl").write_text('{"instruction": "hi", "output": "hello"}\n')
-        self.trainer = c.work / "waiting-trainer.py"
-        self.trainer.write_text(WAITING_TRAINER)
-        self.trainer.chmod(0o755)
-        (c.work / "job.yaml").write_text(
-            f"model: {c.work / 'model'}\nmethod: {{name: diablo, blocks: 4}}\n"
-            f"data: {{train: {c.work / 'train.jsonl'}}}\noptim: {{max_steps: 100}}\n")
+        self.job = write_tiny_job(c.work)
+        self.trainer = write_waiting_trainer(c.work / "waiting-trainer.py")
         self.attacker_token = c.token("ops", "worker")
         self.admin_token = c.token("ops", "admin")
         c.start_scheduler()
@@ -104,7 +83,7 @@ class WorkerIdentityTest(unittest.TestCase):
         c = self.cluster
         node_a = c.start_worker("node-a", diablo=self.trainer)
         node_a_id = self.worker("node-a")["id"]
-        job_id = c.submit(c.work / "job.yaml", "--no-upload", "--max-retries", "0")
+        job_id = c.submit(self.job, "--no-upload", "--max-retries", "0")
         c.wait_state(job_id, "JOB_STATE_RUNNING", timeout=60)
 
         # Taking over node-a's name would fail its attempt: refused.
