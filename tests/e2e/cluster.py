@@ -2,15 +2,41 @@
 free port, tokens, any number of CPU workers, and helpers to drive
 diablo-ctl, read job state and events, and kill processes the hard way."""
 
+import argparse
 import json
 import os
 import random
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def take_bin_arg():
+    """Takes `--bin BUILD/bin` off the command line, leaving the rest to unittest; returns it."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--bin", default=str(ROOT / "build" / "bin"))
+    args, rest = parser.parse_known_args()
+    sys.argv = [sys.argv[0], *rest]
+    return args.bin
+
+
+_STUBS = None
+
+
+def add_api_stubs_to_path():
+    """Generates the API's Python modules (diablo.v1.*_pb2) into a temporary folder on sys.path."""
+    global _STUBS
+    if _STUBS is None:
+        _STUBS = tempfile.TemporaryDirectory(prefix="diablo-pystubs-")
+        subprocess.run([sys.executable, str(ROOT / "client" / "python" / "generate.py"), _STUBS.name],
+                       check=True, stdout=subprocess.DEVNULL)
+        sys.path.insert(0, _STUBS.name)
 
 
 class Cluster:

@@ -14,11 +14,9 @@ get, logs, download, the fleet listing, uploads, and the metrics.  Alpha's
 ids and names appear nowhere.
 """
 
-import argparse
 import base64
 import json
 import os
-import subprocess
 import sys
 import unittest
 import urllib.error
@@ -26,15 +24,11 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-parser = argparse.ArgumentParser(add_help=False)
-parser.add_argument("--bin", default=str(ROOT / "build" / "bin"))
-ARGS, rest = parser.parse_known_args()
-sys.argv = [sys.argv[0], *rest]
+from cluster import Cluster, take_bin_arg, write_tiny_job, write_waiting_trainer  # noqa: E402
 
-from cluster import Cluster, write_tiny_job, write_waiting_trainer  # noqa: E402
+BIN = take_bin_arg()
 
 FIELDS = ("model", "data.train", "data.eval", "init_adapter")
 ALPHA_JOB_NAME = "alpha-confidential-run"
@@ -42,9 +36,9 @@ ALPHA_JOB_NAME = "alpha-confidential-run"
 
 class HostileTenantTest(unittest.TestCase):
     def setUp(self):
-        if not (Path(ARGS.bin) / "diablo-worker").exists():
-            self.skipTest(f"no diablo-worker in {ARGS.bin}")
-        self.cluster = c = Cluster(ARGS.bin, heartbeat=0.3, lease_timeout=3.0)
+        if not (Path(BIN) / "diablo-worker").exists():
+            self.skipTest(f"no diablo-worker in {BIN}")
+        self.cluster = c = Cluster(BIN, heartbeat=0.3, lease_timeout=3.0)
         self.addCleanup(self.cluster.stop)
         self.job = write_tiny_job(c.work)
         self.trainer = write_waiting_trainer(c.work / "waiting-trainer.py")

@@ -12,47 +12,32 @@ scheduler reads only its shape) and no worker runs, so nothing trains:
 only the store is under test.
 """
 
-import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT / "client" / "python"))
+sys.path.insert(0, str(HERE.parents[1] / "client" / "python"))
 
-parser = argparse.ArgumentParser(add_help=False)
-parser.add_argument("--bin", default=str(ROOT / "build" / "bin"))
-ARGS, rest = parser.parse_known_args()
-sys.argv = [sys.argv[0], *rest]
+from cluster import TINY_CONFIG as CONFIG, Cluster, add_api_stubs_to_path, take_bin_arg  # noqa: E402
 
-_GEN = tempfile.TemporaryDirectory(prefix="diablo-pystubs-")
-subprocess.run([sys.executable, str(ROOT / "client" / "python" / "generate.py"), _GEN.name], check=True,
-               stdout=subprocess.DEVNULL)
-sys.path.insert(0, _GEN.name)
-
-from cluster import Cluster  # noqa: E402
+BIN = take_bin_arg()
+add_api_stubs_to_path()
 from diablo_client import Client, DiabloError  # noqa: E402
-
-CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 1000,
-          "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
-          "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-5}
 KILLS = 5
 CLIENTS = 4
 
 
 class PowerLossTest(unittest.TestCase):
     def setUp(self):
-        if not (Path(ARGS.bin) / "diablo-scheduler").exists():
-            self.skipTest(f"no diablo-scheduler in {ARGS.bin}")
+        if not (Path(BIN) / "diablo-scheduler").exists():
+            self.skipTest(f"no diablo-scheduler in {BIN}")
         # The submitters retry as fast as they can: no rate limit or queue cap in the way.
-        self.cluster = Cluster(ARGS.bin, lease_timeout=30, extra_args=["--rate-limit", "1e6", "--rate-burst", "1e6",
+        self.cluster = Cluster(BIN, lease_timeout=30, extra_args=["--rate-limit", "1e6", "--rate-burst", "1e6",
                                                                 "--max-queued-jobs", "1000000"])
         self.addCleanup(self.cluster.stop)
         work = self.cluster.work

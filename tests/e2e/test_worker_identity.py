@@ -14,40 +14,30 @@ without spending its retries, node-a's token cannot bring the name back, and
 a node given a new token can.
 """
 
-import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-parser = argparse.ArgumentParser(add_help=False)
-parser.add_argument("--bin", default=str(ROOT / "build" / "bin"))
-ARGS, rest = parser.parse_known_args()
-sys.argv = [sys.argv[0], *rest]
+from cluster import Cluster, add_api_stubs_to_path, take_bin_arg, write_tiny_job, write_waiting_trainer  # noqa: E402
 
-_GEN = tempfile.TemporaryDirectory(prefix="diablo-pystubs-")
-subprocess.run([sys.executable, str(ROOT / "client" / "python" / "generate.py"), _GEN.name], check=True,
-               stdout=subprocess.DEVNULL)
-sys.path.insert(0, _GEN.name)
+BIN = take_bin_arg()
+add_api_stubs_to_path()
 
 import grpc  # noqa: E402
 from diablo.v1 import file_pb2, file_pb2_grpc, worker_pb2, worker_pb2_grpc  # noqa: E402
 
-from cluster import Cluster, write_tiny_job, write_waiting_trainer  # noqa: E402
-
 
 class WorkerIdentityTest(unittest.TestCase):
     def setUp(self):
-        if not (Path(ARGS.bin) / "diablo-worker").exists():
-            self.skipTest(f"no diablo-worker in {ARGS.bin}")
-        self.cluster = c = Cluster(ARGS.bin, heartbeat=0.3, lease_timeout=3.0)
+        if not (Path(BIN) / "diablo-worker").exists():
+            self.skipTest(f"no diablo-worker in {BIN}")
+        self.cluster = c = Cluster(BIN, heartbeat=0.3, lease_timeout=3.0)
         self.addCleanup(self.cluster.stop)
         self.job = write_tiny_job(c.work)
         self.trainer = write_waiting_trainer(c.work / "waiting-trainer.py")
