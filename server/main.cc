@@ -139,6 +139,12 @@ void AddSubmitCheckOptions(CLI::App& app, diablo::SchedulerOptions& options) {
                  "submit waits up to 10 s for one to finish, then is refused as UNAVAILABLE")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
+  app.add_option("--max-concurrent-dataset-checks-per-tenant",
+                 checks.concurrent_dataset_checks_per_tenant,
+                 "Of those, how many one tenant's submits may hold, so that one tenant's "
+                 "parallel submits cannot keep the others waiting")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
   app.add_option("--tokenizer-cache-entries", checks.tokenizer_cache_entries,
                  "Models whose tokenizer the scheduler keeps loaded for submit checks (tens of "
                  "MB each)")

@@ -318,7 +318,8 @@ absl::StatusOr<ValidatedJob> ValidateCreateJob(const v1::CreateJobRequest& reque
   for (const char* field : {"data.train", "data.eval"})
     if (auto it = resolved.find(field); it != resolved.end())
       datasets.push_back(&it->second.source);
-  RETURN_IF_ERROR(CheckSubmitDatasets(config.data, model_source, datasets, ctx.cache_dir, *checks));
+  RETURN_IF_ERROR(
+      CheckSubmitDatasets(config.data, model_source, datasets, ctx.cache_dir, ctx.tenant, *checks));
   job.needs_cuda = config.device == "cuda";
   job.config_json = doc.dump();
   return job;

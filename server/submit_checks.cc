@@ -86,21 +86,35 @@ SubmitChecks::Slot::~Slot() {
   {
     std::lock_guard<std::mutex> lock(owner_->mu_);
     --owner_->busy_slots_;
+    if (--owner_->busy_by_tenant_[tenant_] <= 0) owner_->busy_by_tenant_.erase(tenant_);
   }
-  owner_->freed_.notify_one();
+  // Every waiter: the one a freed slot suits may be of another tenant.
+  owner_->freed_.notify_all();
 }
 
-absl::StatusOr<SubmitChecks::Slot> SubmitChecks::AcquireDatasetSlot() {
+absl::StatusOr<SubmitChecks::Slot> SubmitChecks::AcquireDatasetSlot(const std::string& tenant) {
   std::unique_lock<std::mutex> lock(mu_);
+  const int per_tenant = std::max(1, options_.concurrent_dataset_checks_per_tenant);
+  auto held_by_tenant = [&] {
+    auto it = busy_by_tenant_.find(tenant);
+    return it == busy_by_tenant_.end() ? 0 : it->second;
+  };
   const bool freed =
-      freed_.wait_for(lock, absl::ToChronoMilliseconds(options_.dataset_check_wait),
-                      [&] { return busy_slots_ < options_.concurrent_dataset_checks; });
-  if (!freed)
+      freed_.wait_for(lock, absl::ToChronoMilliseconds(options_.dataset_check_wait), [&] {
+        return busy_slots_ < options_.concurrent_dataset_checks && held_by_tenant() < per_tenant;
+      });
+  if (!freed) {
+    if (held_by_tenant() >= per_tenant)
+      return absl::UnavailableError(
+          absl::StrCat("this tenant's other submits are being checked (", held_by_tenant(),
+                       " at once, the share of one tenant); submit again when they are done"));
     return absl::UnavailableError(
         absl::StrCat("the scheduler is busy checking other submits' datasets (", busy_slots_,
                      " at once, its limit); submit again shortly"));
+  }
   ++busy_slots_;
-  return Slot(this);
+  ++busy_by_tenant_[tenant];
+  return Slot(this, tenant);
 }
 
 bool SubmitChecks::Passed(const std::string& key) {

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,9 +31,11 @@ struct SubmitCheckOptions {
   // one only the first this many bytes (whole lines), and the trainer checks
   // the rest when it loads the file.  0: datasets are not read at submit.
   int64_t dataset_check_bytes = int64_t{64} << 20;
-  // Datasets read at once, all tenants together.  A submit waits up to
-  // dataset_check_wait for a slot, then is UNAVAILABLE (retry later).
+  // Datasets read at once, all tenants together, and by one tenant (so that
+  // one tenant's parallel submits cannot hold every slot).  A submit waits
+  // up to dataset_check_wait for a slot, then is UNAVAILABLE (retry later).
   int concurrent_dataset_checks = 2;
+  int concurrent_dataset_checks_per_tenant = 1;
   absl::Duration dataset_check_wait = absl::Seconds(10);
   // Models whose tokenizer and chat template stay loaded.
   int tokenizer_cache_entries = 4;
@@ -63,18 +66,21 @@ class SubmitChecks {
   // Permission to read one dataset; gives its slot back when destroyed.
   class Slot {
    public:
-    Slot(Slot&& other) noexcept : owner_(other.owner_) { other.owner_ = nullptr; }
+    Slot(Slot&& other) noexcept : owner_(other.owner_), tenant_(std::move(other.tenant_)) {
+      other.owner_ = nullptr;
+    }
     Slot& operator=(Slot&&) = delete;
     ~Slot();
 
    private:
     friend class SubmitChecks;
-    explicit Slot(SubmitChecks* owner) : owner_(owner) {}
+    Slot(SubmitChecks* owner, std::string tenant) : owner_(owner), tenant_(std::move(tenant)) {}
     SubmitChecks* owner_;
+    std::string tenant_;
   };
-  // Waits up to options().dataset_check_wait for a free slot; UNAVAILABLE
-  // when none frees up.
-  absl::StatusOr<Slot> AcquireDatasetSlot();
+  // Waits up to options().dataset_check_wait for a slot free both overall
+  // and within `tenant`'s share; UNAVAILABLE when none frees up.
+  absl::StatusOr<Slot> AcquireDatasetSlot(const std::string& tenant);
 
   // Dataset checks that passed, by a key naming the file's content and
   // every setting that changes the outcome (at most kPassedEntries kept).
@@ -91,8 +97,10 @@ class SubmitChecks {
   std::mutex mu_;
   std::shared_ptr<FileCache> objects_;  // guarded by mu_
   std::condition_variable freed_;
-  int busy_slots_ = 0;                  // guarded by mu_
-  LruCache<std::string, bool> passed_;  // guarded by mu_
+  int busy_slots_ = 0;  // guarded by mu_
+  // Slots held per tenant; a tenant leaves the map with its last slot.
+  std::map<std::string, int> busy_by_tenant_;  // guarded by mu_
+  LruCache<std::string, bool> passed_;         // guarded by mu_
 };
 
 // A line for the operator's log (stderr): what a submit could not do, with

@@ -81,7 +81,8 @@ std::string PassKey(const SubmitInput& data, const std::string& tokenizer_key,
 
 absl::Status CheckSubmitDatasets(const train::DataConfig& data, const SubmitInput* model,
                                  const std::vector<const SubmitInput*>& datasets,
-                                 const fs::path& cache_dir, SubmitChecks& checks) {
+                                 const fs::path& cache_dir, const std::string& tenant,
+                                 SubmitChecks& checks) {
   if (data.chat_template != "auto") {  // an unknown name fails the trainer
     try {
       model::ChatTemplate::FromName(data.chat_template, {});
@@ -123,7 +124,7 @@ absl::Status CheckSubmitDatasets(const train::DataConfig& data, const SubmitInpu
     const std::string key =
         PassKey(*dataset, tokenized ? loaded->key : "", data, options.dataset_check_bytes);
     if (checks.Passed(key)) continue;
-    ASSIGN_OR_RETURN(SubmitChecks::Slot slot, checks.AcquireDatasetSlot());
+    ASSIGN_OR_RETURN(SubmitChecks::Slot slot, checks.AcquireDatasetSlot(tenant));
     DatasetCheck check;
     check.field = dataset->field;
     if (tokenized) {

@@ -38,8 +38,10 @@ struct SubmitInput {
 // INVALID_ARGUMENT naming the field and line, or data.template when the
 // trainer would refuse the template; UNAVAILABLE when storage fails or every
 // check slot stays busy.  `cache_dir` is the scheduler's: never in a message.
+// `tenant` takes the check slots (SubmitChecks::AcquireDatasetSlot).
 absl::Status CheckSubmitDatasets(const train::DataConfig& data, const SubmitInput* model,
                                  const std::vector<const SubmitInput*>& datasets,
-                                 const std::filesystem::path& cache_dir, SubmitChecks& checks);
+                                 const std::filesystem::path& cache_dir, const std::string& tenant,
+                                 SubmitChecks& checks);
 
 }  // namespace diablo::server

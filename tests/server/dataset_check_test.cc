@@ -478,20 +478,41 @@ TEST_F(SubmitDatasetsTest, ChecksTakeASlotAndAPassedCheckIsRemembered) {
   options.dataset_check_wait = absl::ZeroDuration();
   UseOptions(options);
   {
-    absl::StatusOr<SubmitChecks::Slot> busy = checks_->AcquireDatasetSlot();
+    absl::StatusOr<SubmitChecks::Slot> busy = checks_->AcquireDatasetSlot("b");
     ASSERT_TRUE(busy.ok());
     EXPECT_THAT(ErrorOf(absl::StatusCode::kUnavailable),
                 HasSubstr("the scheduler is busy checking other submits' datasets (1 at once"));
   }
   ASSERT_TRUE(Validate().ok());
   {
-    absl::StatusOr<SubmitChecks::Slot> busy = checks_->AcquireDatasetSlot();
+    absl::StatusOr<SubmitChecks::Slot> busy = checks_->AcquireDatasetSlot("b");
     ASSERT_TRUE(busy.ok());
     EXPECT_TRUE(Validate().ok()) << "the same file and settings passed already";
     request_.mutable_spec()->mutable_data()->set_max_seq_len(100);
     EXPECT_EQ(Validate().status().code(), absl::StatusCode::kUnavailable)
         << "other settings are checked again";
   }
+}
+
+// One tenant's parallel submits cannot hold every slot: a second tenant
+// gets the one left while the first waits for its own.
+TEST_F(SubmitDatasetsTest, OneTenantHoldsAtMostItsShareOfTheSlots) {
+  SubmitCheckOptions options;
+  options.concurrent_dataset_checks = 2;
+  options.concurrent_dataset_checks_per_tenant = 1;
+  options.dataset_check_wait = absl::ZeroDuration();
+  UseOptions(options);
+  absl::StatusOr<SubmitChecks::Slot> first = checks_->AcquireDatasetSlot("greedy");
+  ASSERT_TRUE(first.ok());
+  absl::StatusOr<SubmitChecks::Slot> second = checks_->AcquireDatasetSlot("greedy");
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr("the share of one tenant"));
+  absl::StatusOr<SubmitChecks::Slot> other = checks_->AcquireDatasetSlot("patient");
+  EXPECT_TRUE(other.ok()) << "another tenant still gets a slot";
+  absl::StatusOr<SubmitChecks::Slot> third = checks_->AcquireDatasetSlot("third");
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kUnavailable) << "the global limit holds";
+  first = absl::UnavailableError("released");  // gives greedy's slot back
+  EXPECT_TRUE(checks_->AcquireDatasetSlot("greedy").ok()) << "a released slot is usable again";
 }
 
 TEST_F(SubmitDatasetsTest, ZeroCheckBytesReadsNoDataset) {
