@@ -1,5 +1,6 @@
 // diablo-ctl files upload|list|rm and download: chunked transfers with
 // SHA-256 checks on both ends.
+#include <google/protobuf/struct.pb.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -94,7 +95,14 @@ int FilesUpload(const Options& options, const std::string& path, const std::stri
   const std::string id = UploadFile(
       options, clients, path, name.empty() ? fs::path(path).filename().string() : name, &code);
   if (id.empty()) return code;
-  std::printf("upload://%s\n", id.c_str());
+  if (options.json) {
+    google::protobuf::Struct uploaded;  // escaped by the JSON printer, whatever the id holds
+    (*uploaded.mutable_fields())["id"].set_string_value(id);
+    (*uploaded.mutable_fields())["uri"].set_string_value("upload://" + id);
+    std::printf("%s\n", ToJson(uploaded).c_str());
+  } else {
+    std::printf("upload://%s\n", id.c_str());
+  }
   return kOk;
 }
 

@@ -64,8 +64,9 @@ class HostileTenantTest(unittest.TestCase):
         c.start_worker("w1", diablo=self.trainer)
         alpha_job = c.submit(self.job, "--no-upload", "--name", ALPHA_JOB_NAME)
         c.wait_state(alpha_job, "JOB_STATE_RUNNING", timeout=60)
-        uploaded = c.ctl("files", "upload", c.work / "train.jsonl", "--name", "alpha-data.jsonl").stdout
-        alpha_file = uploaded.strip().removeprefix("upload://")
+        uploaded = c.ctl_json("files", "upload", c.work / "train.jsonl", "--name", "alpha-data.jsonl")
+        alpha_file = uploaded["id"]
+        self.assertEqual(uploaded["uri"], f"upload://{alpha_file}")
 
         # An adapter of alpha's where the service keeps job outputs.
         storage = c.data_dir / "storage"
