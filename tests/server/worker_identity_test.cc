@@ -11,7 +11,18 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class WorkerIdentityTest : public testing::SchedulerFixture {};
+class WorkerIdentityTest : public testing::SchedulerFixture {
+ protected:
+  // A CPU node's registration under `name`.
+  static v1::RegisterWorkerRequest Node(const std::string& name, const std::string& host) {
+    v1::RegisterWorkerRequest request;
+    request.set_name(name);
+    request.set_host(host);
+    request.set_device_kind("cpu");
+    request.set_memory_bytes(int64_t{16} << 30);
+    return request;
+  }
+};
 
 TEST_F(WorkerIdentityTest, ACredentialNamesItsWorkerForItsTokenOnly) {
   const std::string w1 = Register("w1", 16, 0, "t-one");
@@ -67,11 +78,7 @@ TEST_F(WorkerIdentityTest, ATokenCannotReplaceAnotherTokensLiveWorker) {
   auto lease = Lease(victim);
   ASSERT_TRUE(lease.has_value());
 
-  v1::RegisterWorkerRequest request;
-  request.set_name("gpu-node-1");
-  request.set_host("10.9.9.9");
-  request.set_device_kind("cpu");
-  request.set_memory_bytes(int64_t{16} << 30);
+  const v1::RegisterWorkerRequest request = Node("gpu-node-1", "10.9.9.9");
   auto hijack = scheduler_->RegisterWorker(request, "t-two");
   EXPECT_EQ(hijack.status().code(), absl::StatusCode::kPermissionDenied) << hijack.status();
   EXPECT_THAT(std::string(hijack.status().message()), HasSubstr("another token"));
@@ -106,11 +113,7 @@ TEST_F(WorkerIdentityTest, RevokingAWorkerEndsItsCredentialAndRetriesItsAttemptF
   EXPECT_TRUE(AnyStateReasonContains(job.id(), "revoked by an admin: disk errors"));
 
   // Its token may not bring the name back; a new token may.
-  v1::RegisterWorkerRequest request;
-  request.set_name("w1");
-  request.set_host("10.0.0.2");
-  request.set_device_kind("cpu");
-  request.set_memory_bytes(int64_t{16} << 30);
+  const v1::RegisterWorkerRequest request = Node("w1", "10.0.0.2");
   auto again = scheduler_->RegisterWorker(request, "t-one");
   EXPECT_EQ(again.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(std::string(again.status().message()), HasSubstr("new worker token"));
