@@ -3,6 +3,8 @@
 // misspelt key fails instead of silently training with a default.
 #include "spec/train_config.h"
 
+#include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -48,8 +50,15 @@ class Section {
   }
   void Int(const std::string& key, int64_t& out, int64_t min) {
     if (const json* v = Get(key)) {
-      if (v->is_number_float() && v->get<double>() == static_cast<double>(v->get<int64_t>())) {
-        out = v->get<int64_t>();
+      // A whole float (4.0) counts; one outside int64 (8e82) must not reach
+      // the conversion, which is undefined for it (found by fuzz.job_spec).
+      constexpr double kInt64Bound = 9223372036854775808.0;  // 2^63
+      const double whole = v->is_number_float() ? v->get<double>() : 0.0;
+      if (v->is_number_float() && std::trunc(whole) == whole && whole >= -kInt64Bound &&
+          whole < kInt64Bound) {
+        out = static_cast<int64_t>(whole);
+      } else if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+        Fail(source_, Field(key), "must be an integer below 2^63, got " + Describe(*v));
       } else if (v->is_number_integer()) {
         out = v->get<int64_t>();
       } else {

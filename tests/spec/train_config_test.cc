@@ -61,6 +61,19 @@ TEST(TrainConfig, ErrorsNameTheFieldAndTheProblem) {
   EXPECT_THAT(ErrorOf(json::array()), HasSubstr("(top level): must be a mapping"));
 }
 
+// Found by fuzz.job_spec: a float integer outside int64 reached a
+// conversion that is undefined for it.
+TEST(TrainConfig, IntegersBeyondInt64AreRefusedNotConverted) {
+  json doc = Minimal();
+  for (const json& value : {json(8e82), json(-8e82), json(9.3e18), json(18446744073709551615u)}) {
+    SCOPED_TRACE(value.dump());
+    doc["method"] = {{"name", "lora"}, {"rank", value}};
+    EXPECT_THAT(ErrorOf(doc), HasSubstr("method.rank: must be an integer"));
+  }
+  doc["method"] = {{"name", "lora"}, {"rank", 16.0}};
+  EXPECT_EQ(ErrorOf(doc), "") << "a whole float is an integer";
+}
+
 TEST(TrainConfig, PackedBaseWeightsNeedAnAdapterMethodAndAGgufFile) {
   json doc = Minimal();
   EXPECT_EQ(ConfigFromJson(doc, "job.yaml").base_weights, BaseWeights::kDense);
