@@ -233,6 +233,11 @@ class Scheduler {
   absl::Status ApplyTrainerEvent(const std::string& job_id, int attempt, int64_t fence,
                                  const std::string& json);
   bool WorkerAlive(const std::string& worker_id, double now) const;
+  // A row of "SELECT <kWorkerInfoColumns> FROM workers" as a WorkerInfo
+  // (without its jobs); the token id only when `show_token` (admins).
+  static constexpr const char* kWorkerInfoColumns =
+      "id, name, host, devices, device_kind, memory_bytes, lost, revoked_at IS NOT NULL, token_id";
+  v1::WorkerInfo WorkerInfoOf(const Statement& row, bool show_token, double now) const;
   void NotifyChange();
 
   // What `tenant`'s uploaded files hold, by the store.

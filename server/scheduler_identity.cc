@@ -84,25 +84,18 @@ absl::StatusOr<v1::WorkerInfo> Scheduler::RevokeWorker(const std::string& worker
                                                        const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db_));
-  ASSIGN_OR_RETURN(Statement select,
-                   db_->Prepare("SELECT name, host, devices, device_kind, memory_bytes, token_id, "
-                                "revoked_at IS NOT NULL FROM workers WHERE id = ?"));
+  ASSIGN_OR_RETURN(Statement revoke,
+                   db_->Prepare("UPDATE workers SET revoked_at = ? WHERE id = ? AND "
+                                "revoked_at IS NULL"));
+  RETURN_IF_ERROR(revoke.Bind(NowSeconds()).Bind(worker_id).Run());
+  const bool newly_revoked = db_->Changes() > 0;  // revoking twice changes nothing more
+  ASSIGN_OR_RETURN(Statement select, db_->Prepare(absl::StrCat("SELECT ", kWorkerInfoColumns,
+                                                               " FROM workers WHERE id = ?")));
   select.Bind(worker_id);
   ASSIGN_OR_RETURN(bool found, select.Step());
   if (!found) return absl::NotFoundError(absl::StrCat("no worker ", worker_id));
-  v1::WorkerInfo info;
-  info.set_id(worker_id);
-  info.set_name(select.Text(0));
-  info.set_host(select.Text(1));
-  info.set_devices(static_cast<int32_t>(select.Int(2)));
-  info.set_device_kind(select.Text(3));
-  info.set_memory_bytes(select.Int(4));
-  info.set_token_id(select.Text(5));
-  info.set_status("revoked");
-  if (select.Int(6) != 0) return info;  // revoking twice changes nothing
-  ASSIGN_OR_RETURN(Statement revoke,
-                   db_->Prepare("UPDATE workers SET revoked_at = ? WHERE id = ?"));
-  RETURN_IF_ERROR(revoke.Bind(NowSeconds()).Bind(worker_id).Run());
+  const v1::WorkerInfo info = WorkerInfoOf(select, /*show_token=*/true, NowSeconds());
+  if (!newly_revoked) return info;
   RETURN_IF_ERROR(
       LoseWorker(worker_id, absl::StrCat("worker ", info.name(), " was revoked by an admin",
                                          reason.empty() ? "" : ": ", reason)));

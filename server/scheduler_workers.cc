@@ -636,32 +636,37 @@ absl::Status Scheduler::Tick() {
   return txn.Commit();
 }
 
+v1::WorkerInfo Scheduler::WorkerInfoOf(const Statement& row, bool show_token, double now) const {
+  v1::WorkerInfo w;
+  w.set_id(row.Text(0));
+  w.set_name(row.Text(1));
+  w.set_host(row.Text(2));
+  w.set_devices(static_cast<int32_t>(row.Int(3)));
+  w.set_device_kind(row.Text(4));
+  w.set_memory_bytes(row.Int(5));
+  const bool alive = row.Int(6) == 0 && WorkerAlive(w.id(), now);
+  w.set_status(row.Int(7) != 0 ? "revoked" : alive ? "alive" : "lost");
+  if (show_token) w.set_token_id(row.Text(8));
+  auto seen = last_seen_.find(w.id());
+  if (seen != last_seen_.end()) w.set_last_heartbeat(seen->second);
+  return w;
+}
+
 absl::StatusOr<v1::ListWorkersResponse> Scheduler::ListWorkers(const std::string& tenant,
                                                                bool all_tenants) {
   std::lock_guard<std::mutex> lock(mu_);
   const double now = NowSeconds();
-  ASSIGN_OR_RETURN(
-      Statement select,
-      db_->Prepare("SELECT id, name, host, devices, device_kind, memory_bytes, lost, "
-                   "revoked_at IS NOT NULL, token_id FROM workers "
-                   "WHERE lost = 0 OR registered_at > ? ORDER BY name, registered_at"));
+  ASSIGN_OR_RETURN(Statement select,
+                   db_->Prepare(absl::StrCat("SELECT ", kWorkerInfoColumns,
+                                             " FROM workers WHERE lost = 0 OR registered_at > ? "
+                                             "ORDER BY name, registered_at")));
   select.Bind(now - 86400);
   v1::ListWorkersResponse response;
   while (true) {
     ASSIGN_OR_RETURN(bool row, select.Step());
     if (!row) break;
     v1::WorkerInfo* w = response.add_workers();
-    w->set_id(select.Text(0));
-    w->set_name(select.Text(1));
-    w->set_host(select.Text(2));
-    w->set_devices(static_cast<int32_t>(select.Int(3)));
-    w->set_device_kind(select.Text(4));
-    w->set_memory_bytes(select.Int(5));
-    const bool alive = select.Int(6) == 0 && WorkerAlive(w->id(), now);
-    w->set_status(select.Int(7) != 0 ? "revoked" : alive ? "alive" : "lost");
-    if (all_tenants) w->set_token_id(select.Text(8));
-    auto seen = last_seen_.find(w->id());
-    if (seen != last_seen_.end()) w->set_last_heartbeat(seen->second);
+    *w = WorkerInfoOf(select, all_tenants, now);
     ASSIGN_OR_RETURN(Statement jobs,
                      db_->Prepare("SELECT a.job_id, j.tenant FROM attempt_ranks r JOIN attempts a "
                                   "ON a.fence = r.fence JOIN jobs j ON j.id = a.job_id "

@@ -231,6 +231,19 @@ def write_waiting_trainer(path):
     return path
 
 
+def tiny_cluster(test, bin_dir):
+    """For a unittest.TestCase: a Cluster stopped at cleanup, whose workers run the waiting
+    trainer on a config-only model (test.cluster, test.job, test.trainer); skips the test
+    when bin_dir has no diablo-worker.  The scheduler is not started yet."""
+    if not (Path(bin_dir) / "diablo-worker").exists():
+        test.skipTest(f"no diablo-worker in {bin_dir}")
+    test.cluster = Cluster(bin_dir, heartbeat=0.3, lease_timeout=3.0)
+    test.addCleanup(test.cluster.stop)
+    test.job = write_tiny_job(test.cluster.work)
+    test.trainer = write_waiting_trainer(test.cluster.work / "waiting-trainer.py")
+    return test.cluster
+
+
 def write_job(path, model, train, steps, save_every=0, extra=""):
     """A small DiaBlo job on the real model (YAML, as a user writes it)."""
     Path(path).write_text(

@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cluster import Cluster, take_bin_arg, write_tiny_job, write_waiting_trainer  # noqa: E402
+from cluster import take_bin_arg, tiny_cluster, write_tiny_job  # noqa: E402
 
 BIN = take_bin_arg()
 
@@ -36,12 +36,7 @@ ALPHA_JOB_NAME = "alpha-confidential-run"
 
 class HostileTenantTest(unittest.TestCase):
     def setUp(self):
-        if not (Path(BIN) / "diablo-worker").exists():
-            self.skipTest(f"no diablo-worker in {BIN}")
-        self.cluster = c = Cluster(BIN, heartbeat=0.3, lease_timeout=3.0)
-        self.addCleanup(self.cluster.stop)
-        self.job = write_tiny_job(c.work)
-        self.trainer = write_waiting_trainer(c.work / "waiting-trainer.py")
+        c = tiny_cluster(self, BIN)
         # Beta may read its own folder in place, nothing else.
         self.beta_dir = c.work / "beta-data"
         self.beta_dir.mkdir()

@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cluster import Cluster, add_api_stubs_to_path, take_bin_arg, write_tiny_job, write_waiting_trainer  # noqa: E402
+from cluster import add_api_stubs_to_path, take_bin_arg, tiny_cluster  # noqa: E402
 
 BIN = take_bin_arg()
 add_api_stubs_to_path()
@@ -35,12 +35,7 @@ from diablo.v1 import file_pb2, file_pb2_grpc, worker_pb2, worker_pb2_grpc  # no
 
 class WorkerIdentityTest(unittest.TestCase):
     def setUp(self):
-        if not (Path(BIN) / "diablo-worker").exists():
-            self.skipTest(f"no diablo-worker in {BIN}")
-        self.cluster = c = Cluster(BIN, heartbeat=0.3, lease_timeout=3.0)
-        self.addCleanup(self.cluster.stop)
-        self.job = write_tiny_job(c.work)
-        self.trainer = write_waiting_trainer(c.work / "waiting-trainer.py")
+        c = tiny_cluster(self, BIN)
         self.attacker_token = c.token("ops", "worker")
         self.admin_token = c.token("ops", "admin")
         c.start_scheduler()
