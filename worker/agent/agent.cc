@@ -152,12 +152,9 @@ void Agent::HeartbeatLoop() {
       // change that, so it stops its trainers and exits for the operator.
       std::fprintf(stderr, "diablo-worker: heartbeat refused: %s; stopping\n",
                    status.error_message().c_str());
-      {
-        std::lock_guard<std::mutex> lock(fatal_mu_);
-        fatal_ = absl::PermissionDeniedError(
-            absl::StrCat("the scheduler refused this worker: ", status.error_message()));
-      }
       std::lock_guard<std::mutex> lock(mu_);
+      fatal_ = absl::PermissionDeniedError(
+          absl::StrCat("the scheduler refused this worker: ", status.error_message()));
       for (Running& r : running_) r.runner->Stop("this worker was refused by the scheduler");
       shutdown_ = true;
       return;
@@ -225,7 +222,7 @@ absl::Status Agent::Run() {
     }
     heartbeats.join();
   }
-  std::lock_guard<std::mutex> lock(fatal_mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return fatal_;
 }
 

@@ -57,8 +57,7 @@ class Agent {
   std::atomic<bool> shutdown_{false};
   std::atomic<bool> must_register_{false};
   // The scheduler refused this worker for good (revoked, or its token was):
-  // Run() stops the trainers and returns this.
-  std::mutex fatal_mu_;
+  // Run() stops the trainers and returns this.  Guarded by mu_.
   absl::Status fatal_;
 };
 
