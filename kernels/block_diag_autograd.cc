@@ -78,7 +78,9 @@ class BlockDiagLinearFunction : public torch::autograd::Function<BlockDiagLinear
         BlockDiagBackwardInputInto(dx, dy, A, layout);
       } else {
         // Dropout scales and masks the adapter path's gradient only.
-        at::Tensor adapter_dx = at::zeros(dx.sizes(), dx.options().dtype(at::kFloat));
+        // In dx's dtype (dy's): the ops take one activation dtype, and the
+        // kernels accumulate in fp32 internally whatever it is.
+        at::Tensor adapter_dx = at::zeros_like(dx);
         BlockDiagBackwardInputInto(adapter_dx, dy, A, layout);
         adapter_dx.mul_(mask).mul_(scale);
         dx.add_(adapter_dx);

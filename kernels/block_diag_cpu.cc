@@ -1,5 +1,5 @@
-// The block-diagonal ops of block_diag.h: argument checks shared by every
-// device, the CPU implementation (AVX-512 kernels or batched BLAS, both on
+// The block-diagonal ops of block_diag.h: the contract's checks
+// (block_diag_contract.h), the CPU implementation (AVX-512 kernels or batched BLAS, both on
 // the activations in place, never copies of them in fp32), and the hand-off
 // to kernels/cuda for CUDA tensors.
 #include <ATen/ATen.h>
@@ -10,6 +10,7 @@
 #include <string>
 
 #include "kernels/block_diag.h"
+#include "kernels/block_diag_contract.h"
 #include "kernels/block_diag_cpu_kernels.h"
 #ifdef DIABLO_WITH_CUDA
 #include "kernels/cuda_dispatch.h"
@@ -17,73 +18,6 @@
 
 namespace diablo::kernels {
 namespace {
-
-std::string Shape(const at::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-  return s + "]";
-}
-
-void CheckLayout(const BlockLayout& l, const char* op) {
-  if (l.in <= 0 || l.out <= 0 || l.blocks <= 0 || l.block_in <= 0 || l.block_out <= 0 ||
-      l.blocks * l.block_in < l.in || l.blocks * l.block_out < l.out) {
-    throw std::invalid_argument(
-        std::string(op) + ": invalid block layout (in=" + std::to_string(l.in) +
-        " out=" + std::to_string(l.out) + " blocks=" + std::to_string(l.blocks) +
-        " block_in=" + std::to_string(l.block_in) + " block_out=" + std::to_string(l.block_out) +
-        "); build it with BlockLayout::For");
-  }
-}
-
-void CheckAdapter(const at::Tensor& A, const BlockLayout& l, const char* op) {
-  CheckLayout(l, op);
-  if (!A.defined() || A.dim() != 3 || A.size(0) != l.blocks || A.size(1) != l.block_in ||
-      A.size(2) != l.block_out) {
-    throw std::invalid_argument(std::string(op) + ": adapter must have shape [" +
-                                std::to_string(l.blocks) + ", " + std::to_string(l.block_in) +
-                                ", " + std::to_string(l.block_out) + "] for this layout, got " +
-                                (A.defined() ? Shape(A) : std::string("an undefined tensor")));
-  }
-  if (A.scalar_type() != at::kFloat) {
-    throw std::invalid_argument(
-        std::string(op) + ": the adapter is trained and stored in fp32, got " +
-        std::string(c10::toString(A.scalar_type())) + "; convert it with .to(torch::kFloat32)");
-  }
-}
-
-void CheckActivation(const at::Tensor& t, int64_t cols, const char* name, const char* op) {
-  if (!t.defined() || t.dim() < 1 || t.size(-1) != cols) {
-    throw std::invalid_argument(std::string(op) + ": " + name + " must have shape [..., " +
-                                std::to_string(cols) + "], got " +
-                                (t.defined() ? Shape(t) : std::string("an undefined tensor")));
-  }
-  const auto type = t.scalar_type();
-  if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf) {
-    throw std::invalid_argument(std::string(op) + ": " + name +
-                                " must be fp32, bf16 or fp16, got " +
-                                std::string(c10::toString(type)));
-  }
-}
-
-// Both activations of an op must describe the same rows.
-void CheckSameRows(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
-                   const char* op) {
-  if (a.sizes().slice(0, a.dim() - 1) != b.sizes().slice(0, b.dim() - 1)) {
-    throw std::invalid_argument(std::string(op) + ": " + a_name + " " + Shape(a) + " and " +
-                                b_name + " " + Shape(b) +
-                                " must agree on every dimension but the last");
-  }
-}
-
-void CheckDevices(std::initializer_list<const at::Tensor*> tensors, const char* op) {
-  const auto device = (*tensors.begin())->device();
-  for (const at::Tensor* t : tensors) {
-    if (t->device() != device) {
-      throw std::invalid_argument(std::string(op) + ": all tensors must be on one device, got " +
-                                  device.str() + " and " + t->device().str());
-    }
-  }
-}
 
 [[noreturn, maybe_unused]] void NoCuda(const char* op) {
   throw std::runtime_error(std::string(op) +
@@ -227,11 +161,7 @@ at::Tensor BackwardWeightRows(const at::Tensor& x, const at::Tensor& dy, const B
 void BlockDiagForwardInto(at::Tensor& y, const at::Tensor& x, const at::Tensor& A,
                           const BlockLayout& layout) {
   constexpr const char* kOp = "BlockDiagForwardInto";
-  CheckAdapter(A, layout, kOp);
-  CheckActivation(x, layout.in, "x", kOp);
-  CheckActivation(y, layout.out, "y", kOp);
-  CheckSameRows(x, "x", y, "y", kOp);
-  CheckDevices({&y, &x, &A}, kOp);
+  contract::CheckApply(kOp, y, "y", x, "x", A, layout, /*transpose=*/false);
   at::NoGradGuard no_grad;  // a primitive: autograd lives in block_diag_autograd
   if (x.is_cuda()) {
 #ifdef DIABLO_WITH_CUDA
@@ -249,11 +179,7 @@ void BlockDiagForwardInto(at::Tensor& y, const at::Tensor& x, const at::Tensor& 
 void BlockDiagBackwardInputInto(at::Tensor& dx, const at::Tensor& dy, const at::Tensor& A,
                                 const BlockLayout& layout) {
   constexpr const char* kOp = "BlockDiagBackwardInputInto";
-  CheckAdapter(A, layout, kOp);
-  CheckActivation(dx, layout.in, "dx", kOp);
-  CheckActivation(dy, layout.out, "dy", kOp);
-  CheckSameRows(dx, "dx", dy, "dy", kOp);
-  CheckDevices({&dx, &dy, &A}, kOp);
+  contract::CheckApply(kOp, dx, "dx", dy, "dy", A, layout, /*transpose=*/true);
   at::NoGradGuard no_grad;
   if (dy.is_cuda()) {
 #ifdef DIABLO_WITH_CUDA
@@ -271,11 +197,7 @@ void BlockDiagBackwardInputInto(at::Tensor& dx, const at::Tensor& dy, const at::
 at::Tensor BlockDiagBackwardWeight(const at::Tensor& x, const at::Tensor& dy,
                                    const BlockLayout& layout) {
   constexpr const char* kOp = "BlockDiagBackwardWeight";
-  CheckLayout(layout, kOp);
-  CheckActivation(x, layout.in, "x", kOp);
-  CheckActivation(dy, layout.out, "dy", kOp);
-  CheckSameRows(x, "x", dy, "dy", kOp);
-  CheckDevices({&x, &dy}, kOp);
+  contract::CheckWeightGrad(kOp, x, dy, layout);
   at::NoGradGuard no_grad;
   if (x.is_cuda()) {
 #ifdef DIABLO_WITH_CUDA
@@ -290,15 +212,7 @@ at::Tensor BlockDiagBackwardWeight(const at::Tensor& x, const at::Tensor& dy,
 void MergeIntoWeight(at::Tensor& weight, const at::Tensor& A, const BlockLayout& layout,
                      double sign) {
   constexpr const char* kOp = "MergeIntoWeight";
-  CheckAdapter(A, layout, kOp);
-  if (!weight.defined() || weight.dim() != 2 || weight.size(0) != layout.out ||
-      weight.size(1) != layout.in) {
-    throw std::invalid_argument(std::string(kOp) + ": weight must have shape [" +
-                                std::to_string(layout.out) + ", " + std::to_string(layout.in) +
-                                "], got " + (weight.defined() ? Shape(weight) : "undefined"));
-  }
-  CheckActivation(weight, layout.in, "weight", kOp);
-  CheckDevices({&weight, &A}, kOp);
+  contract::CheckMerge(kOp, weight, A, layout);
   at::NoGradGuard no_grad;
   // Plain ATen ops on views, so this runs unchanged on any device.  A mixed
   // bf16/fp16 += fp32 add computes in fp32 and rounds once into W's dtype.

@@ -1,15 +1,15 @@
 // LibTorch glue of the CUDA block-diagonal ops (kernels/cuda_dispatch.h):
-// checks dtypes, devices and shapes, flattens activations to row-strided
+// checks the ops' contract, flattens activations to row-strided
 // matrices (without a copy whenever a view exists), then runs either the
 // hand-written small-block kernels (kernels/cuda/*.cu) or batched GEMMs.
 #include <ATen/ATen.h>
-#include <ATen/MemoryOverlap.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <algorithm>
 
+#include "kernels/block_diag_contract.h"
 #include "kernels/cuda/block_diag_apply.cuh"
 #include "kernels/cuda/block_diag_weight_grad.cuh"
 #include "kernels/cuda/common.cuh"
@@ -56,42 +56,14 @@ ElementType ElementTypeOf(const at::Tensor& t) {
     case at::kHalf:
       return ElementType::kFloat16;
     default:
-      return ElementType::kFloat32;  // CheckActivation admits nothing else
+      return ElementType::kFloat32;  // the contract admits nothing else
   }
 }
 
-void CheckActivation(const char* op, const at::Tensor& t, const char* name, int64_t width,
-                     const at::Tensor& first) {
-  TORCH_CHECK(t.defined() && t.is_cuda(), op, ": ", name, " must be a CUDA tensor, got ",
-              t.defined() ? t.device().str() : std::string("an undefined tensor"));
-  TORCH_CHECK(t.device() == first.device(), op, ": ", name, " is on ", t.device(),
-              " but the other operands are on ", first.device());
-  const auto type = t.scalar_type();
-  TORCH_CHECK(type == at::kFloat || type == at::kBFloat16 || type == at::kHalf, op, ": ", name,
-              " has dtype ", type, "; activations must be float32, bfloat16 or float16");
-  TORCH_CHECK(type == first.scalar_type(), op, ": ", name, " has dtype ", type,
-              " but the other activation has ", first.scalar_type(), "; use one dtype for both");
-  TORCH_CHECK(t.dim() >= 1 && t.size(-1) == width, op, ": ", name, " must have shape [..., ", width,
-              "] for this layer, got ", t.sizes());
-}
-
-void CheckSameRows(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b,
-                   const char* b_name) {
-  TORCH_CHECK(a.sizes().slice(0, a.dim() - 1) == b.sizes().slice(0, b.dim() - 1), op, ": ", a_name,
-              " has shape ", a.sizes(), " and ", b_name, " has shape ", b.sizes(),
-              "; they must agree on every dimension but the last");
-}
-
-void CheckAdapter(const char* op, const at::Tensor& adapter, const BlockLayout& layout,
-                  const at::Tensor& activation) {
-  TORCH_CHECK(adapter.defined() && adapter.is_cuda() && adapter.device() == activation.device(), op,
-              ": the adapter must be on ", activation.device(), " with the activations");
-  TORCH_CHECK(adapter.scalar_type() == at::kFloat, op, ": the adapter must be float32, got ",
-              adapter.scalar_type());
-  TORCH_CHECK(adapter.dim() == 3 && adapter.size(0) == layout.blocks &&
-                  adapter.size(1) == layout.block_in && adapter.size(2) == layout.block_out,
-              op, ": the adapter has shape ", adapter.sizes(), " but the layout needs [",
-              layout.blocks, ", ", layout.block_in, ", ", layout.block_out, "]");
+// The contract (kernels/block_diag_contract.h) holds every rule the CPU
+// path shares; what only this path needs is that the tensors are on a GPU.
+void CheckOnCuda(const char* op, const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_cuda(), op, ": ", name, " must be a CUDA tensor, got one on ", t.device());
 }
 
 BlockDims DimsOf(const BlockLayout& layout) {
@@ -208,13 +180,9 @@ void ApplyInto(const char* op, at::Tensor& out, const char* out_name, const at::
                bool transpose) {
   const int64_t in_width = transpose ? layout.out : layout.in;
   const int64_t out_width = transpose ? layout.in : layout.out;
-  CheckActivation(op, in, in_name, in_width, in);
-  CheckActivation(op, out, out_name, out_width, in);
-  CheckSameRows(op, in, in_name, out, out_name);
-  CheckAdapter(op, adapter, layout, in);
+  contract::CheckApply(op, out, out_name, in, in_name, adapter, layout, transpose);
+  CheckOnCuda(op, in, in_name);
   const BlockDims dims = DimsOf(layout);
-  at::assert_no_internal_overlap(out);
-  at::assert_no_overlap(out, in);
   if (in.numel() == 0) return;
 
   const c10::cuda::CUDAGuard device_guard(in.device());
@@ -249,9 +217,8 @@ void BackwardInputInto(at::Tensor& dx, const at::Tensor& dy, const at::Tensor& A
 at::Tensor BackwardWeight(const at::Tensor& x, const at::Tensor& dy, const BlockLayout& layout,
                           Path path) {
   constexpr const char* kOp = "diablo::kernels::cuda::BackwardWeight";
-  CheckActivation(kOp, x, "x", layout.in, x);
-  CheckActivation(kOp, dy, "dy", layout.out, x);
-  CheckSameRows(kOp, x, "x", dy, "dy");
+  contract::CheckWeightGrad(kOp, x, dy, layout);
+  CheckOnCuda(kOp, x, "x");
   const BlockDims dims = DimsOf(layout);
 
   const c10::cuda::CUDAGuard device_guard(x.device());

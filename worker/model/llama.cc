@@ -85,7 +85,9 @@ RMSNormImpl::RMSNormImpl(int64_t size, double eps) : eps_(eps) {
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   at::Tensor h = x.to(at::kFloat);
   h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps_);
-  return weight * h.to(x.scalar_type());
+  // The norm's weight stays fp32 (load_model.cc); the product is rounded
+  // once to the activations' dtype, so bf16/fp16 layers get their own dtype.
+  return (weight * h).to(x.scalar_type());
 }
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c)
