@@ -77,6 +77,7 @@ COPY client/ client/
 # CUDA kernels for sm_80 and sm_90 plus PTX (the project's default), NCCL
 # headers from the wheel's NCCL (the library LibTorch loads).  BUILD_JOBS
 # limits the parallel compiles: LibTorch translation units take 2-3 GB each.
+# Building `diablo` builds its SentencePiece plugin, diablo_sentencepiece.so.
 ARG BUILD_JOBS=
 ARG CUDA_ARCHITECTURES="80-real;90-real;90-virtual"
 RUN site="$(/opt/diablo/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
@@ -87,21 +88,22 @@ RUN site="$(/opt/diablo/venv/bin/python -c 'import sysconfig; print(sysconfig.ge
       -DDIABLO_NCCL_INCLUDE_DIR="${site}/nvidia/nccl/include" \
       -DDIABLO_BUILD_TESTS=OFF -DDIABLO_BUILD_BENCH=OFF \
  && cmake --build build --parallel ${BUILD_JOBS:-$(nproc)} --target diablo diablo-worker \
- && strip build/bin/diablo build/bin/diablo-worker
+ && strip build/bin/diablo build/bin/diablo-worker build/bin/diablo_sentencepiece.so
 
-# Stage what the runtime needs under /stage: the two binaries, LibTorch's
-# libraries and the nvidia-* wheels (same absolute paths), and the Ubuntu
-# packages that own the other shared libraries the binaries load (gRPC,
+# Stage what the runtime needs under /stage: the two binaries and the
+# SentencePiece plugin `diablo` loads from its own folder (text/CMakeLists.txt),
+# LibTorch's libraries and the nvidia-* wheels (same absolute paths), and the
+# Ubuntu packages that own the other shared libraries they load (gRPC,
 # Protobuf, Abseil, yaml-cpp, sentencepiece, libcurl ...), found with ldd +
 # dpkg so that the list cannot drift from what was linked.  Libraries under
 # /opt (the wheel, copied) and /usr/local (CUDA, in the runtime base image)
 # are skipped; any other library no package owns fails the build.
 RUN site="$(/opt/diablo/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
  && mkdir -p /stage/opt/diablo/bin "/stage${site}/torch" \
- && cp build/bin/diablo build/bin/diablo-worker /stage/opt/diablo/bin/ \
+ && cp build/bin/diablo build/bin/diablo-worker build/bin/diablo_sentencepiece.so /stage/opt/diablo/bin/ \
  && cp -a "${site}/torch/lib" "/stage${site}/torch/lib" \
  && cp -a "${site}/nvidia" "/stage${site}/nvidia" \
- && ldd build/bin/diablo build/bin/diablo-worker | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u \
+ && ldd build/bin/diablo build/bin/diablo-worker build/bin/diablo_sentencepiece.so | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u \
     | while read -r lib; do \
         real="$(readlink -f "$lib")"; \
         case "$real" in /opt/*|/usr/local/*) continue ;; esac; \
@@ -109,7 +111,7 @@ RUN site="$(/opt/diablo/venv/bin/python -c 'import sysconfig; print(sysconfig.ge
       done \
     | cut -d: -f1 | tr ',' '\n' | sed 's/ //g' | sort -u > /stage/runtime-packages.txt \
  && cat /stage/runtime-packages.txt \
- && if ldd build/bin/diablo build/bin/diablo-worker | grep 'not found'; then exit 1; fi
+ && if ldd build/bin/diablo build/bin/diablo-worker build/bin/diablo_sentencepiece.so | grep 'not found'; then exit 1; fi
 
 # ============================================================================
 FROM nvidia/cuda:13.0.2-base-ubuntu24.04
