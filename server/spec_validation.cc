@@ -22,6 +22,7 @@
 #include "server/submit_checks.h"
 #include "server/submit_datasets.h"
 #include "spec/estimate.h"
+#include "spec/job_estimate.h"
 #include "spec/model_source.h"
 #include "spec/train_config.h"
 
@@ -237,22 +238,8 @@ absl::StatusOr<int64_t> EstimateBytes(const train::TrainConfig& config, const fs
   if (model.empty()) return int64_t{0};
   try {
     estimate::ModelSource source = ReadModelSourceCached(model, stamp);
-    estimate::EstimateOptions options;
-    // The config's enums are the estimator's (spec/fine_tune_method.h,
-    // spec/precision.h).
-    options.method = config.method.name;
-    options.blocks = config.method.blocks;
-    options.rank = config.method.rank;
-    options.target_modules = config.method.target_modules;
-    options.precision = config.precision;
-    options.base_weights = config.base_weights;
-    options.stored_weight_bytes = source.stored_weight_bytes;
-    const train::OptimConfig& o = config.optim;
-    options.micro_batch = o.micro_batch > 0
-                              ? o.micro_batch
-                              : std::max<int64_t>(1, o.global_batch / std::max(ranks, 1));
-    options.seq_len = config.data.max_seq_len;
-    options.gradient_checkpointing = config.gradient_checkpointing;
+    // The same options a worker derives when it caps the trainer's memory.
+    const estimate::EstimateOptions options = estimate::OptionsForJob(config, source, ranks);
     return static_cast<int64_t>(estimate::EstimateTraining(source.config, options).memory.total);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("spec: ", e.what()));

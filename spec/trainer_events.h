@@ -99,6 +99,11 @@ constexpr bool IsPermanent(ErrorCode code) {
          code == ErrorCode::kOutOfMemory;
 }
 
+// The trainer's exit status when a signal (SIGINT, SIGTERM) stopped it and it
+// wrote its checkpoint: not a failure of one rank, since every rank of the
+// run stops at the same step.  worker/train/trainer.h lists the others.
+inline constexpr int kInterruptedExitCode = 5;
+
 // Field names.  `kEvent` and `kTime` are on every event; the comment after
 // each other name lists the kinds whose readers rely on it (and its JSON
 // type: a non-finite number is written as null).

@@ -254,3 +254,62 @@ def write_job(path, model, train, steps, save_every=0, extra=""):
         f"save_every: {save_every}\n"
         "threads: 1\n" + extra)
     return path
+
+
+def write_tiny_llama(directory, hidden=32, intermediate=48, layers=2, heads=4, kv_heads=2, seed=1):
+    """A tiny random Llama the real trainer can fine-tune in seconds, as a Hugging Face folder:
+    config.json, model.safetensors, a byte-level tokenizer.json (the 256 bytes and the ChatML
+    markers) and a ChatML template (tests/worker/train/tiny_llm.h writes the same from C++).
+    Returns the folder."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab, head_dim = 258, hidden // heads
+    (directory / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab,
+        "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False, "bos_token_id": None,
+        "eos_token_id": 257, "torch_dtype": "float32"}))
+    rng = np.random.default_rng(seed)
+
+    def weight(*shape):
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    tensors = {"model.embed_tokens.weight": weight(vocab, hidden), "lm_head.weight": weight(vocab, hidden),
+               "model.norm.weight": np.ones(hidden, np.float32)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        tensors.update({
+            p + "self_attn.q_proj.weight": weight(heads * head_dim, hidden),
+            p + "self_attn.k_proj.weight": weight(kv_heads * head_dim, hidden),
+            p + "self_attn.v_proj.weight": weight(kv_heads * head_dim, hidden),
+            p + "self_attn.o_proj.weight": weight(hidden, heads * head_dim),
+            p + "mlp.gate_proj.weight": weight(intermediate, hidden),
+            p + "mlp.up_proj.weight": weight(intermediate, hidden),
+            p + "mlp.down_proj.weight": weight(hidden, intermediate),
+            p + "input_layernorm.weight": np.ones(hidden, np.float32),
+            p + "post_attention_layernorm.weight": np.ones(hidden, np.float32)})
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+
+    def byte_char(b):  # GPT-2's byte-to-unicode map, as byte-level BPE vocabularies spell bytes
+        printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+        return chr(b) if b in printable else chr(256 + [c for c in range(256) if c not in printable].index(b))
+
+    added = [{"id": 256 + i, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for i, text in enumerate(["<|im_start|>", "<|im_end|>"])]
+    model_vocab = {byte_char(b): b for b in range(256)}
+    model_vocab.update({"<|im_start|>": 256, "<|im_end|>": 257})
+    (directory / "tokenizer.json").write_text(json.dumps({
+        "version": "1.0", "added_tokens": added, "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+        "post_processor": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"},
+        "model": {"type": "BPE", "vocab": model_vocab, "merges": []}}))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "eos_token": "<|im_end|>",
+        "chat_template": "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+                         "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+                         "{{ '<|im_start|>assistant\\n' }}{% endif %}"}))
+    return directory

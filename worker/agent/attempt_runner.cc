@@ -60,11 +60,53 @@ void JudgeExits(int first_rank, const std::vector<int>& codes,
                           ? absl::StrCat("trainer rank ", rank, " was killed by signal ", -codes[i])
                           : absl::StrCat("trainer rank ", rank, " exited with code ", codes[i]);
     if (!error_codes[i].empty()) {
+      outcome->error_code = error_codes[i];
       absl::StrAppend(&outcome->reason, " (", error_codes[i], ": ", errors[i], ")");
       outcome->permanent = events::IsPermanent(events::ParseErrorCode(error_codes[i]));
     }
     break;
   }
+}
+
+// Waits for this node's ranks.  When one fails, the others cannot finish a
+// collective without it: they get SIGTERM and, after `grace_s`, SIGKILL,
+// which also ends a rank that is stopped (SIGSTOP) or hung and would never
+// act on SIGTERM.  Reaping and signalling happen in this one thread, so a
+// signal never reaches a reaped (and perhaps reused) process id.  A rank that
+// was interrupted is not a failure: the others stop at the same step and
+// rank 0 writes the checkpoint, which must not be cut short.
+std::vector<int> WaitForRanks(std::vector<Process>& processes, double grace_s) {
+  if (processes.size() == 1) return {processes[0].Wait()};
+  std::vector<std::optional<int>> codes(processes.size());
+  size_t remaining = processes.size();
+  std::optional<std::chrono::steady_clock::time_point> kill_at;
+  auto signal_running = [&](int signal) {
+    for (size_t i = 0; i < processes.size(); ++i)
+      if (!codes[i]) processes[i].Signal(signal);
+  };
+  while (remaining > 0) {
+    bool reaped = false;
+    for (size_t i = 0; i < processes.size(); ++i) {
+      if (codes[i]) continue;
+      codes[i] = processes[i].TryWait();
+      if (!codes[i]) continue;
+      --remaining;
+      reaped = true;
+      if (*codes[i] != 0 && *codes[i] != events::kInterruptedExitCode && !kill_at) {
+        signal_running(SIGTERM);
+        kill_at = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000));
+      }
+    }
+    if (kill_at && std::chrono::steady_clock::now() >= *kill_at) {
+      signal_running(SIGKILL);
+      kill_at = std::chrono::steady_clock::time_point::max();
+    }
+    if (!reaped && remaining > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::vector<int> out;
+  for (const auto& code : codes) out.push_back(*code);
+  return out;
 }
 
 }  // namespace
@@ -216,6 +258,13 @@ absl::Status AttemptRunner::Prepare(std::string* config_path) {
   }
   config["output_dir"] = output_dir_.string();
   RETURN_IF_ERROR(FetchCheckpoint());
+  // From the fetched inputs: the job's own model and config, whatever the
+  // scheduler could or could not estimate at submit.
+  memory_cap_ = DecideMemoryCap(settings_.trainer_memory_cap, settings_.trainer_memory_headroom,
+                                settings_.devices > 0, config, lease_.world_size());
+  std::fprintf(stderr, "diablo-worker: job %s attempt %d: %s\n", lease_.job_id().c_str(),
+               lease_.attempt(), memory_cap_.explanation.c_str());
+  Log(memory_cap_.explanation);
   *config_path = (job_dir_ / "config.json").string();
   std::ofstream(*config_path) << config.dump(2) << "\n";
   return absl::OkStatus();
@@ -267,8 +316,8 @@ absl::Status AttemptRunner::StartTrainers(const std::string& config_path,
         {"MASTER_ADDR", lease_.master_addr()},
         {"MASTER_PORT", std::to_string(lease_.master_port())},
     };
-    absl::StatusOr<Process> process =
-        Process::Start(argv, TrainerEnvironment(environ, torchrun), job_dir_.string());
+    absl::StatusOr<Process> process = Process::Start(argv, TrainerEnvironment(environ, torchrun),
+                                                     job_dir_.string(), memory_cap_.bytes);
     if (!process.ok())
       return absl::Status(
           process.status().code(),
@@ -316,8 +365,7 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
       }
     });
   }
-  std::vector<int> codes;
-  for (Process& process : processes) codes.push_back(process.Wait());
+  const std::vector<int> codes = WaitForRanks(processes, settings_.kill_grace_s);
   for (std::thread& reader : readers) reader.join();
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -325,6 +373,13 @@ AttemptRunner::Outcome AttemptRunner::Train(const std::string& config_path) {
   }
   outcome.stderr_tail.assign(tail.begin(), tail.end());
   JudgeExits(lease_.first_rank(), codes, error_codes, errors, &outcome);
+  if (memory_cap_.bytes > 0 &&
+      events::ParseErrorCode(outcome.error_code) == events::ErrorCode::kOutOfMemory) {
+    // The trainer's advice is about the job; the owner should also know that
+    // this worker drew the line, and where.
+    absl::StrAppend(&outcome.reason, "; the trainer ran under this worker's ",
+                    memory_cap_.explanation);
+  }
   return outcome;
 }
 

@@ -15,6 +15,7 @@
 #include "common/input_policy.h"
 #include "common/object_store.h"
 #include "diablo/v1/worker.grpc.pb.h"
+#include "worker/agent/memory_cap.h"
 #include "worker/agent/redact.h"
 #include "worker/agent/settings.h"
 #include "worker/agent/worker_identity.h"
@@ -51,6 +52,7 @@ class AttemptRunner {
     bool permanent = false;
     bool infrastructure = false;  // the worker's failure (shutdown), not the job's
     int exit_code = 0;
+    std::string error_code;  // of the failed rank's last error event, if any
     std::string reason;
     std::vector<std::string> stderr_tail;
   };
@@ -87,6 +89,8 @@ class AttemptRunner {
   // The cached inputs this attempt uses: no other attempt's fetch evicts
   // them while the attempt lives.
   std::vector<FileCache::Pin> input_pins_;
+  // Each trainer's RLIMIT_DATA (0: none), decided in Prepare.
+  MemoryCap memory_cap_;
 
   std::mutex mu_;
   std::vector<pid_t> trainer_pids_;  // process groups to signal on Stop

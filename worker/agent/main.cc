@@ -35,6 +35,7 @@ struct CommandLine {
   std::string work_dir;  // empty: the per-user state directory
   double memory_gib = 0;
   int64_t cache_max_bytes = 0;  // 0: not given
+  std::string trainer_memory_cap = "auto";
 };
 
 void AddOptions(CLI::App& app, diablo::agent::AgentSettings& settings, CommandLine& flags) {
@@ -72,6 +73,20 @@ void AddOptions(CLI::App& app, diablo::agent::AgentSettings& settings, CommandLi
       ->envname("DIABLO_CACHE_MAX_BYTES")
       ->transform(CLI::AsSizeValue(/*kb_is_1000=*/true))
       ->check(CLI::Range(int64_t{1} << 20, int64_t{1} << 60));
+  app.add_option(
+         "--trainer-memory-cap", flags.trainer_memory_cap,
+         "Memory each trainer may allocate (its RLIMIT_DATA): a job that needs more fails "
+         "with out_of_memory, without a retry, instead of the node running out. auto: the "
+         "job's memory estimate x --trainer-memory-headroom, plus 1 GiB and about 16 MiB per "
+         "thread for the runtime, on CPU trainers only (trainers on CUDA get no cap); off: "
+         "no cap; or a size for every trainer, e.g. 16GiB")
+      ->envname("DIABLO_TRAINER_MEMORY_CAP")
+      ->capture_default_str();
+  app.add_option("--trainer-memory-headroom", settings.trainer_memory_headroom,
+                 "With --trainer-memory-cap auto: the factor on the job's estimate, for what the "
+                 "estimate leaves out (allocator slack, long examples)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 100.0));
   app.add_option("--diablo", settings.diablo_binary,
                  "The `diablo` trainer binary (default: next to diablo-worker)");
   app.add_option("--storage", settings.storage_override,
@@ -130,6 +145,10 @@ absl::Status CompleteSettings(diablo::agent::AgentSettings& settings, const Comm
   if (ec)
     return absl::InvalidArgumentError(
         absl::StrCat("--work-dir ", settings.work_dir.string(), ": ", ec.message()));
+  absl::StatusOr<diablo::agent::TrainerMemoryCapSetting> cap =
+      diablo::agent::ParseTrainerMemoryCap(flags.trainer_memory_cap);
+  if (!cap.ok()) return cap.status();
+  settings.trainer_memory_cap = *cap;
   settings.cache_max_bytes = flags.cache_max_bytes;
   if (settings.cache_max_bytes == 0) {
     // Half the disk leaves the other half to job directories and checkpoints.

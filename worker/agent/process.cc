@@ -1,9 +1,10 @@
-// fork/exec with pipes, process groups and PDEATHSIG.
+// fork/exec with pipes, process groups, PDEATHSIG and a memory cap.
 #include "worker/agent/process.h"
 
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,8 +17,22 @@ namespace diablo::agent {
 
 absl::StatusOr<Process> Process::Start(const std::vector<std::string>& argv,
                                        const std::map<std::string, std::string>& env,
-                                       const std::string& cwd) {
+                                       const std::string& cwd, int64_t memory_cap_bytes) {
   if (argv.empty()) return absl::InvalidArgumentError("no command to run");
+  // RLIMIT_DATA, not RLIMIT_AS: since Linux 4.7 it counts private writable
+  // mappings (heap, anonymous memory, libraries' data segments) but not
+  // read-only file mappings such as the libraries' code or an mmap'ed model,
+  // nor address space reserved without write access (guard pages, malloc
+  // arenas not yet used), which would fail healthy trainers.
+  struct rlimit data_limit = {RLIM_INFINITY, RLIM_INFINITY};
+  if (memory_cap_bytes > 0) {
+    getrlimit(RLIMIT_DATA, &data_limit);
+    // Lowering a hard limit needs no privilege; raising one would fail.
+    if (data_limit.rlim_max == RLIM_INFINITY ||
+        static_cast<rlim_t>(memory_cap_bytes) < data_limit.rlim_max)
+      data_limit.rlim_max = static_cast<rlim_t>(memory_cap_bytes);
+    data_limit.rlim_cur = data_limit.rlim_max;  // hard too: the trainer cannot lift it
+  }
   // Everything the child needs is built before fork: between fork and exec
   // only async-signal-safe calls are allowed in a threaded program.
   std::vector<std::string> env_strings;
@@ -53,6 +68,12 @@ absl::StatusOr<Process> Process::Start(const std::vector<std::string>& argv,
     dup2(out[1], 1);
     dup2(err[1], 2);
     if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(127);
+    // setrlimit is a bare system call in glibc (no locks, no allocation).
+    if (memory_cap_bytes > 0 && setrlimit(RLIMIT_DATA, &data_limit) != 0) {
+      const char message[] = "diablo-worker: cannot cap the trainer's memory (setrlimit)\n";
+      (void)!write(2, message, sizeof(message) - 1);
+      _exit(127);
+    }
     execve(args[0], args.data(), envp.data());
     const char message[] = "diablo-worker: cannot execute the trainer\n";
     (void)!write(2, message, sizeof(message) - 1);
@@ -88,6 +109,18 @@ int Process::Wait() {
   int status = 0;
   while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
+  return Reaped(status);
+}
+
+std::optional<int> Process::TryWait() {
+  if (reaped_ || pid_ <= 0) return -1;
+  int status = 0;
+  const pid_t done = waitpid(pid_, &status, WNOHANG);
+  if (done == 0 || (done < 0 && errno == EINTR)) return std::nullopt;
+  return Reaped(status);
+}
+
+int Process::Reaped(int status) {
   reaped_ = true;
   // Anything the trainer started in its group goes with it.
   kill(-pid_, SIGKILL);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/rpc_client.h"
+#include "worker/agent/memory_cap.h"
 
 namespace diablo::agent {
 
@@ -31,6 +32,10 @@ struct AgentSettings {
   // SIGTERM → SIGKILL when this worker stops: long enough for the trainer to
   // write the checkpoint it writes on SIGTERM, so the retry loses no steps.
   double shutdown_grace_s = 120;
+  // Each trainer's memory cap (worker/agent/memory_cap.h): by default the
+  // job's estimate × headroom plus the runtime, on CPU trainers only.
+  TrainerMemoryCapSetting trainer_memory_cap;
+  double trainer_memory_headroom = kDefaultTrainerMemoryHeadroom;
 };
 
 }  // namespace diablo::agent

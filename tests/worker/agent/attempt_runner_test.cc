@@ -12,6 +12,7 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -33,6 +34,9 @@
 #include "common/file_store.h"
 #include "common/rpc_client.h"
 #include "common/sha256.h"
+#include "spec/estimate.h"
+#include "spec/model_source.h"
+#include "worker/agent/memory_cap.h"
 
 namespace diablo::agent {
 namespace {
@@ -552,6 +556,26 @@ TEST_F(AttemptRunnerTest, ASecondNodeOfAGangNumbersItsRanksGloballyAndLeavesRepo
   EXPECT_EQ(completions[0].artifacts_size(), 0) << "rank 0's node uploads the outputs";
 }
 
+// A rank that fails leaves the others blocked in a collective that cannot
+// complete: they get SIGTERM, then SIGKILL after the kill grace, and the
+// attempt ends as the failed rank's failure rather than hanging.
+TEST_F(AttemptRunnerTest, WhenOneRankFailsTheOthersAreStoppedWithinTheKillGrace) {
+  settings_.kill_grace_s = 1;
+  v1::Lease lease = MakeLease({{"mode", "gang_failure"}});
+  lease.set_local_ranks(2);
+  lease.set_world_size(2);
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, lease);
+  const auto elapsed = RunAttempt(runner);
+
+  EXPECT_LT(elapsed, std::chrono::seconds(15)) << "the hung rank was waited for";
+  EXPECT_EQ(SignalLog(1), "SIGTERM\n") << "rank 1 was asked to stop before it was killed";
+  const auto completions = scheduler_->completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_FALSE(completions[0].succeeded());
+  EXPECT_THAT(completions[0].reason(), HasSubstr("rank 0 exited with code 1"));
+  EXPECT_FALSE(completions[0].permanent());
+}
+
 TEST_F(AttemptRunnerTest, StopSendsSigtermAndTheAttemptEndsWithinTheGracePeriod) {
   settings_.kill_grace_s = 20;
   AttemptRunner runner(settings_, identity_, *stub_, *storage_,
@@ -681,6 +705,99 @@ TEST_F(AttemptRunnerTest, TheInputCacheEvictsOldInputsAndBypassesOnesThatCannotF
   const auto completions = scheduler_->completions();
   ASSERT_FALSE(completions.empty());
   EXPECT_TRUE(completions.back().succeeded()) << completions.back().reason();
+}
+
+// The memory cap (worker/agent/memory_cap.h): what each trainer runs under,
+// what the job's log says about it, and what the owner reads when the job
+// outgrew it.
+TEST_F(AttemptRunnerTest, AnExplicitMemoryCapIsEachTrainersDataLimitAndTheJobsLogSaysSo) {
+  settings_.trainer_memory_cap = {TrainerMemoryCapSetting::Mode::kFixed, int64_t{3} << 30};
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, MakeLease({{"mode", "succeed"}}));
+  RunAttempt(runner);
+
+  EXPECT_EQ(Record()["rlimit_data"], json::array({int64_t{3} << 30, int64_t{3} << 30}));
+  EXPECT_THAT(scheduler_->log_lines(),
+              Contains(HasSubstr("memory cap 3.0 GiB (--trainer-memory-cap)")));
+}
+
+TEST_F(AttemptRunnerTest, AutoCapsATrainerAtItsJobsEstimateFromTheFetchedModel) {
+  // A config-only Llama, and a config the real trainer's parser accepts (the
+  // fake trainer's instructions go beside it).
+  const fs::path model = dir_ / "shared" / "model";
+  fs::create_directories(model);
+  std::ofstream(model / "config.json") << json{
+      {"architectures", {"LlamaForCausalLM"}},
+      {"model_type", "llama"},
+      {"vocab_size", 1000},
+      {"hidden_size", 256},
+      {"intermediate_size", 512},
+      {"num_hidden_layers", 4},
+      {"num_attention_heads", 4},
+      {"num_key_value_heads", 2},
+      {"max_position_embeddings", 512},
+      {"rms_norm_eps", 1e-5}}.dump();
+  std::ofstream(dir_ / "bin" / "fake_trainer.json")
+      << json{{"mode", "succeed"}, {"record", (dir_ / "record").string()}}.dump();
+  v1::Lease lease = MakeLease({});
+  lease.set_config_json(json{
+      {"model", "/submitted/model"},
+      {"method", {{"name", "diablo"}, {"blocks", 8}}},
+      {"data", {{"train", "/data/train.jsonl"}, {"max_seq_len", 64}}},
+      {"optim", {{"max_steps", 4}, {"global_batch", 2}}},
+      {"threads", 3}}.dump());
+  v1::Input* input = lease.add_inputs();
+  input->set_field("model");
+  input->set_path("file://" + model.string());
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, lease);
+  RunAttempt(runner);
+
+  estimate::EstimateOptions options;  // the job's, written out by hand
+  options.blocks = 8;
+  options.micro_batch = 2;
+  options.seq_len = 64;
+  const int64_t estimate = static_cast<int64_t>(
+      estimate::EstimateTraining(estimate::ReadModelSource(model.string()).config, options)
+          .memory.total);
+  const int64_t cap =
+      AutoMemoryCapBytes(estimate, kDefaultTrainerMemoryHeadroom, TrainerRuntimeBytes(3));
+  EXPECT_EQ(Record()["rlimit_data"], json::array({cap, cap}));
+  EXPECT_THAT(scheduler_->log_lines(),
+              Contains(HasSubstr("memory cap " + FormatMemory(cap) + " = estimate " +
+                                 FormatMemory(estimate) + " × 1.5")));
+  const auto completions = scheduler_->completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_TRUE(completions[0].succeeded()) << completions[0].reason();
+}
+
+TEST_F(AttemptRunnerTest, AJobTheAgentCannotEstimateRunsWithoutACapAndTheLogSaysWhy) {
+  struct rlimit own = {};
+  ASSERT_EQ(getrlimit(RLIMIT_DATA, &own), 0);
+  // The fake trainer's own key is no part of the schema: not estimable.
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_, MakeLease({{"mode", "succeed"}}));
+  RunAttempt(runner);
+
+  const int64_t inherited = own.rlim_cur == RLIM_INFINITY ? -1 : static_cast<int64_t>(own.rlim_cur);
+  EXPECT_EQ(Record()["rlimit_data"][0], inherited);
+  EXPECT_THAT(scheduler_->log_lines(),
+              Contains(HasSubstr("no memory cap: cannot read the job's config")));
+}
+
+TEST_F(AttemptRunnerTest, RunningOutOfMemoryUnderTheCapIsPermanentAndTheReasonNamesTheCap) {
+  settings_.trainer_memory_cap = {TrainerMemoryCapSetting::Mode::kFixed, int64_t{3} << 30};
+  AttemptRunner runner(settings_, identity_, *stub_, *storage_,
+                       MakeLease({{"mode", "error"},
+                                  {"code", "out_of_memory"},
+                                  {"message", "out of host memory: lower optim.micro_batch"}}));
+  RunAttempt(runner);
+
+  const auto completions = scheduler_->completions();
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_FALSE(completions[0].succeeded());
+  EXPECT_TRUE(completions[0].permanent()) << "the same job outgrows the same cap on any retry";
+  EXPECT_THAT(
+      completions[0].reason(),
+      HasSubstr("(out_of_memory: out of host memory: lower optim.micro_batch); the "
+                "trainer ran under this worker's memory cap 3.0 GiB (--trainer-memory-cap)"));
 }
 
 }  // namespace

@@ -3,9 +3,11 @@
 
 It writes the JSON-lines events the real trainer writes (docs/training.md,
 "Progress and events") and behaves as the test asks through the config the
-agent hands it: {"fake_trainer": {"mode": ..., "record": PATH, ...}}.  What it
-saw (argv, torchrun environment, config, the SHA-256 of the outputs it wrote)
-goes to PATH.rank<N>.json; the signals it received to PATH.rank<N>.log.
+agent hands it: {"fake_trainer": {"mode": ..., "record": PATH, ...}}, or, for
+a config the real trainer's parser must accept, through fake_trainer.json
+beside this script.  What it saw (argv, torchrun environment, config, its
+RLIMIT_DATA, the SHA-256 of the outputs it wrote) goes to PATH.rank<N>.json;
+the signals it received to PATH.rank<N>.log.
 
 Modes:
   succeed         started, steps, a checkpoint at step 2, outputs, finished, exit 0
@@ -14,10 +16,13 @@ Modes:
   wait_for_term   started, then wait; on SIGTERM (optionally writing a
                   checkpoint first) an `interrupted` error and exit 5
   ignore_term     started, then wait, ignoring SIGTERM
+  gang_failure    rank 0 fails at once (`failed`, exit 1); every other rank
+                  hangs, ignoring SIGTERM, as one blocked in a collective would
 """
 import hashlib
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -45,7 +50,10 @@ def write_checkpoint(output_dir, step):
 
 def main():
     config = json.load(open(sys.argv[2]))
-    fake = config.get("fake_trainer", {})
+    fake = config.get("fake_trainer")
+    if fake is None:
+        with open(os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "fake_trainer.json")) as f:
+            fake = json.load(f)
     mode = fake.get("mode", "succeed")
     rank = int(os.environ.get("RANK", "0"))
     output_dir = config["output_dir"]
@@ -56,6 +64,8 @@ def main():
         "env": {name: os.environ.get(name) for name in env_names},
         "config": config,
         "cwd": os.getcwd(),
+        # The agent's memory cap: [soft, hard], -1 for none.
+        "rlimit_data": list(resource.getrlimit(resource.RLIMIT_DATA)),
     }
     latest = os.path.join(output_dir, "checkpoints", "latest")
     if os.path.exists(latest):
@@ -76,10 +86,10 @@ def main():
     save_record()
     print("fake trainer rank %d starting in mode %s" % (rank, mode), file=sys.stderr, flush=True)
 
-    if mode in ("wait_for_term", "ignore_term"):
+    if mode in ("wait_for_term", "ignore_term") or (mode == "gang_failure" and rank != 0):
         def on_term(signum, frame):
             note("SIGTERM")
-            if mode == "ignore_term":
+            if mode in ("ignore_term", "gang_failure"):
                 return
             if fake.get("checkpoint_on_term") and rank == 0:
                 write_checkpoint(output_dir, 3)
@@ -87,11 +97,13 @@ def main():
             sys.exit(5)
 
         signal.signal(signal.SIGTERM, on_term)
+        if mode == "gang_failure":
+            open(record_base + ".ready", "w").close()  # rank 0 fails only after this
 
     if rank != 0:
         # Only rank 0 reports; anything another rank prints must not be forwarded.
         emit("step", step=1, total_steps=4, loss=9.0, from_rank=rank)
-        if mode in ("wait_for_term", "ignore_term"):
+        if mode in ("wait_for_term", "ignore_term", "gang_failure"):
             time.sleep(60)
         return 0
 
@@ -113,6 +125,13 @@ def main():
         save_record()
         emit("finished", step=4, loss=0.5, output=output_dir)
         return 0
+    if mode == "gang_failure":
+        others = ["%s.rank%d.ready" % (fake["record"], r) for r in range(1, int(os.environ["LOCAL_WORLD_SIZE"]))]
+        deadline = time.time() + 20
+        while time.time() < deadline and not all(os.path.exists(p) for p in others):
+            time.sleep(0.02)
+        emit("error", code="failed", message="the gradient all-reduce did not complete")
+        return 1
     if mode == "crash":
         for i in range(40):
             print("fake crash line %d" % i, file=sys.stderr)
