@@ -268,6 +268,8 @@ TrainConfig ConfigFromJson(const json& doc, const std::string& source) {
   top.String("init_adapter", c.init_adapter);
   top.String("device", c.device);
   top.Int("threads", c.threads, 0);
+  top.Int("collective_timeout_s", c.collective_timeout_s, 1);
+  top.String("collective_backend", c.collective_backend);
   top.Finish();
 
   if (c.model.empty())
@@ -277,6 +279,12 @@ TrainConfig ConfigFromJson(const json& doc, const std::string& source) {
     Fail(source, "output_dir", "is required (where checkpoints and the adapter go)");
   if (c.device != "auto" && c.device != "cpu" && c.device != "cuda")
     Fail(source, "device", "must be auto, cpu or cuda, got \"" + c.device + "\"");
+  if (c.collective_backend != "auto" && c.collective_backend != "nccl" &&
+      c.collective_backend != "gloo")
+    Fail(source, "collective_backend",
+         "must be auto, nccl or gloo, got \"" + c.collective_backend + "\"");
+  if (c.collective_backend == "nccl" && c.device == "cpu")
+    Fail(source, "collective_backend", "nccl moves GPU memory only; with device: cpu use gloo");
   const OptimConfig& o = c.optim;
   if (o.micro_batch > o.global_batch)
     Fail(source, "optim.micro_batch",
@@ -385,6 +393,8 @@ json ConfigToJson(const TrainConfig& c) {
       {"init_adapter", c.init_adapter},
       {"device", c.device},
       {"threads", c.threads},
+      {"collective_timeout_s", c.collective_timeout_s},
+      {"collective_backend", c.collective_backend},
   };
 }
 

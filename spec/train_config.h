@@ -79,6 +79,14 @@ struct TrainConfig {
   std::string init_adapter;     // continue from an existing adapter (new run, fresh optimiser)
   std::string device = "auto";  // auto | cpu | cuda
   int64_t threads = 0;          // CPU threads per rank; 0: LibTorch's default
+  // Seconds a rank waits in a collective (gradient all-reduce, rendezvous)
+  // before the whole gang fails: a rank that stops answering ends the run
+  // in this time instead of hanging it.
+  int64_t collective_timeout_s = 300;
+  // auto: NCCL when each rank has a GPU of its own, Gloo otherwise (CPU, or
+  // several ranks on one GPU, which NCCL refuses).  nccl or gloo: that
+  // process group, joined even by a single rank.
+  std::string collective_backend = "auto";
 };
 
 // Builds a config from a parsed document (YAML files are converted to the

@@ -6,10 +6,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,9 +47,64 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
+volatile std::sig_atomic_t g_forward_signal = 0;
+extern "C" void RememberSignal(int signal) { g_forward_signal = signal; }
+
+// Waits for every rank.  A SIGINT/SIGTERM to the launcher goes to every rank
+// (they agree on the step to stop at).  When a rank fails, the others cannot
+// finish a collective without it: they get SIGTERM, and SIGKILL after
+// kFailureGrace, which also ends a rank that is stopped (SIGSTOP) or hung
+// and would never act on SIGTERM.  A rank that was interrupted (exit 5) is
+// not a failure: the others stop at the same step and write the checkpoint.
+int SuperviseRanks(const std::vector<pid_t>& pids) {
+  constexpr auto kFailureGrace = std::chrono::seconds(10);
+  std::signal(SIGINT, RememberSignal);
+  std::signal(SIGTERM, RememberSignal);
+  std::vector<bool> running(pids.size(), true);
+  size_t remaining = pids.size();
+  int result = 0;
+  std::optional<std::chrono::steady_clock::time_point> kill_at;
+  while (remaining > 0) {
+    if (const int signal = g_forward_signal; signal != 0) {
+      g_forward_signal = 0;
+      for (size_t i = 0; i < pids.size(); ++i)
+        if (running[i]) ::kill(pids[i], signal);
+    }
+    if (kill_at && std::chrono::steady_clock::now() >= *kill_at) {
+      for (size_t i = 0; i < pids.size(); ++i)
+        if (running[i]) ::kill(pids[i], SIGKILL);
+      kill_at.reset();
+    }
+    int status = 0;
+    const pid_t done = ::waitpid(-1, &status, WNOHANG);
+    if (done < 0 && errno != EINTR) break;
+    if (done <= 0) {
+      ::usleep(50 * 1000);
+      continue;
+    }
+    const auto it = std::find(pids.begin(), pids.end(), done);
+    if (it == pids.end()) continue;
+    running[static_cast<size_t>(it - pids.begin())] = false;
+    --remaining;
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (code == 0 || result != 0) continue;
+    result = code;
+    if (code == train::kExitInterrupted) continue;
+    std::fprintf(stderr,
+                 "diablo train: rank %d exited with %d; stopping the other ranks (SIGKILL in "
+                 "%lld s)\n",
+                 static_cast<int>(it - pids.begin()), code,
+                 static_cast<long long>(kFailureGrace.count()));
+    for (size_t i = 0; i < pids.size(); ++i)
+      if (running[i]) ::kill(pids[i], SIGTERM);
+    kill_at = std::chrono::steady_clock::now() + kFailureGrace;
+  }
+  return result;
+}
+
 // Re-runs this binary once per rank with RANK/WORLD_SIZE/... set; stdout of
 // ranks other than 0 is discarded (rank 0 reports for all).  The first rank
-// to fail takes the others down.
+// to fail takes the others down (SuperviseRanks).
 int LaunchRanks(int nproc) {
   const int port = FreePort();
   std::vector<std::string> args;
@@ -95,19 +154,7 @@ int LaunchRanks(int nproc) {
     }
     pids.push_back(pid);
   }
-  int result = 0;
-  for (size_t remaining = pids.size(); remaining > 0; --remaining) {
-    int status = 0;
-    pid_t done = ::wait(&status);
-    if (done < 0) break;
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (code != 0 && result == 0) {
-      result = code;
-      for (pid_t pid : pids)
-        if (pid != done) ::kill(pid, SIGTERM);
-    }
-  }
-  return result;
+  return SuperviseRanks(pids);
 }
 
 }  // namespace

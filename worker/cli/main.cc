@@ -1,5 +1,7 @@
 // diablo: fine-tune, inspect and run language models with DiaBlo adapters on
 // one machine, without the service.
+#include <c10/util/Exception.h>
+
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -42,6 +44,11 @@ int main(int argc, char** argv) {
     if (!sub->parsed()) continue;
     try {
       return run();
+    } catch (const c10::Error& e) {
+      // LibTorch's what() carries a C++ backtrace; a person needs the message.
+      std::fprintf(stderr, "diablo %s: error: %s\n", sub->get_name().c_str(),
+                   e.what_without_backtrace());
+      return 1;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "diablo %s: error: %s\n", sub->get_name().c_str(), e.what());
       return 1;

@@ -167,7 +167,8 @@ std::string LatestCheckpoint(const std::string& output_dir) {
 }
 
 TrainerState LoadCheckpoint(const std::string& path, const TrainConfig& config,
-                            torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
+                            torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                            at::Device device) {
   const fs::path dir(path);
   TrainerState state =
       TrainerState::FromJson(nlohmann::json::parse(ReadText(dir / kStateFile), nullptr, false),
@@ -194,7 +195,7 @@ TrainerState LoadCheckpoint(const std::string& path, const TrainConfig& config,
           "that started the run");
     peft::LoadAdapterWeights(model, dir.string());
   }
-  torch::load(optimizer, (dir / kOptimizerFile).string());
+  torch::load(optimizer, (dir / kOptimizerFile).string(), device);
   return state;
 }
 

@@ -54,11 +54,13 @@ std::string LatestCheckpoint(const std::string& output_dir);
 // state needs saving.
 //
 // Restores the trained tensors and the optimiser from `path` into a
-// model and optimiser built from the same config.  Throws
-// std::invalid_argument when the checkpoint does not fit (another method,
-// shapes, world size).
+// model and optimiser built from the same config.  The optimiser's moments
+// load onto `device`, this rank's, whichever device wrote them (rank 0's
+// GPU, or a CPU worker's).  Throws std::invalid_argument when the checkpoint
+// does not fit (another method, shapes, world size).
 TrainerState LoadCheckpoint(const std::string& path, const TrainConfig& config,
-                            torch::nn::Module& model, torch::optim::Optimizer& optimizer);
+                            torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                            at::Device device);
 
 // The parameters `full` trains, by their Hugging Face names.
 std::vector<std::pair<std::string, at::Tensor>> TrainedParameters(torch::nn::Module& model);

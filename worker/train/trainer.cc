@@ -3,10 +3,12 @@
 // all-reduce of every trainable gradient plus the loss, clipping, AdamW.
 // The loss is normalised by the label tokens of the whole global batch, which
 // every rank knows from the batch plan, so N ranks compute exactly the sum
-// one rank would.
+// one rank would.  The same all-reduce carries each rank's stop request, so
+// a signal to any rank stops every rank after the same step.
 #include "worker/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <c10/util/Exception.h>
 #include <torch/cuda.h>
 #include <torch/optim/adamw.h>
@@ -28,9 +30,11 @@
 #include "worker/peft/inject.h"
 #include "worker/train/batch_plan.h"
 #include "worker/train/checkpoint.h"
+#include "worker/train/checkpoint_share.h"
 #include "worker/train/collective.h"
 #include "worker/train/loss.h"
 #include "worker/train/lr_schedule.h"
+#include "worker/train/memory_advice.h"
 
 namespace diablo::train {
 namespace fs = std::filesystem;
@@ -70,6 +74,8 @@ class Run {
       : config_(config), options_(options), sink_(sink) {}
 
   int Execute();
+  // Ranks of the run (1 until the group is joined).
+  int world_size() const { return collective_ ? collective_->world_size() : env_.world_size; }
 
  private:
   // Setup, top to bottom.
@@ -77,6 +83,7 @@ class Run {
   void LoadModelAndData();
   void MakeTrainable();
   void PlanBatches();
+  std::string ChooseCheckpoint() const;
   void ResumeIfAsked();
   // One optimiser step, top to bottom.
   void Step(int64_t step);
@@ -98,6 +105,10 @@ class Run {
     return event;
   }
   bool rank0() const { return collective_->rank() == 0; }
+  // One rank stops at once; several stop at the step all of them agreed on.
+  bool StopRequested() const {
+    return collective_->world_size() == 1 ? g_stop_requested.load() : stop_agreed_;
+  }
 
   const TrainConfig& config_;
   const RunOptions& options_;
@@ -120,11 +131,15 @@ class Run {
   Clock::time_point started_;
   double train_seconds_ = 0;
   std::string last_checkpoint_;
+  bool stop_agreed_ = false;  // some rank asked to stop, as of the last all-reduce
 };
 
 void Run::Setup() {
   env_ = DistributedEnvFromEnvironment();
   device_ = ResolveDevice(config_.device, env_);
+  // Bind this rank's GPU before anything is allocated, so that no context,
+  // workspace or NCCL communicator lands on device 0 by default.
+  if (device_.is_cuda()) c10::impl::VirtualGuardImpl(device_.type()).setDevice(device_);
   if (config_.threads > 0) at::set_num_threads(static_cast<int>(config_.threads));
   if (config_.method.name == TrainMethod::kFull && config_.precision != Precision::kFp32)
     throw std::invalid_argument("method full trains every weight in fp32: set precision: fp32");
@@ -177,7 +192,11 @@ void Run::MakeTrainable() {
 // Joins the ranks and splits the data between them.
 void Run::PlanBatches() {
   const OptimConfig& o = config_.optim;
-  collective_ = JoinGroup(env_, device_.is_cuda() ? "cuda" : "cpu", std::chrono::minutes(5));
+  // More ranks on this machine than GPUs: they share devices (ResolveDevice).
+  const bool shared_device =
+      device_.is_cuda() && env_.local_world_size > static_cast<int>(torch::cuda::device_count());
+  collective_ = JoinGroup(env_, device_, config_.collective_backend, shared_device,
+                          std::chrono::seconds(config_.collective_timeout_s));
   const int world = collective_->world_size();
   int64_t micro = o.micro_batch;
   if (micro == 0 && o.gradient_accumulation > 0) {
@@ -191,17 +210,36 @@ void Run::PlanBatches() {
   state_.loss_scale = config_.precision == Precision::kFp16 ? 65536.0 : 1.0;
 }
 
+// Rank 0's choice of checkpoint (the others follow it).
+std::string Run::ChooseCheckpoint() const {
+  if (!options_.resume_from.empty()) return options_.resume_from;
+  std::string latest = LatestCheckpoint(config_.output_dir);
+  if (latest.empty())
+    throw std::invalid_argument("--resume: no checkpoint in " + CheckpointsDir(config_.output_dir) +
+                                " (start without --resume)");
+  return latest;
+}
+
 void Run::ResumeIfAsked() {
-  std::string resume = options_.resume_from;
-  if (resume.empty() && options_.resume) {
-    resume = LatestCheckpoint(config_.output_dir);
-    if (resume.empty())
-      throw std::invalid_argument("--resume: no checkpoint in " +
-                                  CheckpointsDir(config_.output_dir) + " (start without --resume)");
+  std::string resume;
+  if (options_.resume || !options_.resume_from.empty()) {
+    std::string error;
+    if (rank0()) {
+      try {
+        resume = ChooseCheckpoint();
+      } catch (const std::invalid_argument& e) {
+        error = e.what();
+      }
+    }
+    if (collective_->world_size() > 1) {
+      resume = ShareCheckpoint(*collective_, resume, error, config_.output_dir, device_);
+    } else if (!error.empty()) {
+      throw std::invalid_argument(error);
+    }
   }
   if (!resume.empty()) {
     const int world = state_.world_size;
-    state_ = LoadCheckpoint(resume, config_, *loaded_.model, *optimizer_);
+    state_ = LoadCheckpoint(resume, config_, *loaded_.model, *optimizer_, device_);
     if (state_.world_size != world)
       throw std::invalid_argument(
           resume + ": written by a run with " + std::to_string(state_.world_size) +
@@ -260,11 +298,15 @@ double Run::ComputeGradients(int64_t step, double labels) {
     if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
     bucket.push_back(p.grad());
   }
-  at::Tensor loss_tensor =
-      at::full({1}, local_loss, at::TensorOptions(device_).dtype(params_[0].scalar_type()));
-  bucket.push_back(loss_tensor);
+  // The loss and this rank's stop request ride the gradients' all-reduce.
+  at::Tensor tail = at::tensor({local_loss, g_stop_requested ? 1.0 : 0.0},
+                               at::TensorOptions().dtype(params_[0].scalar_type()))
+                        .to(device_);
+  bucket.push_back(tail);
   collective_->AllReduceSum(bucket);
-  const double loss = loss_tensor.item<double>() / labels;
+  const at::Tensor sums = tail.to(at::kCPU, at::kDouble);
+  const double loss = sums[0].item<double>() / labels;
+  stop_agreed_ = sums[1].item<double>() > 0;
   if (!std::isfinite(loss)) {
     throw std::domain_error("the loss is " + std::to_string(loss) + " at step " +
                             std::to_string(step + 1));
@@ -470,12 +512,13 @@ int Run::Execute() {
 
   const int64_t total = plan_->total_steps();
   for (int64_t step = state_.step; step < total; ++step) {
-    if (g_stop_requested) {
+    if (StopRequested()) {
       if (state_.step > 0) Save(false);
       if (rank0())
-        sink_.Emit(Error(events::ErrorCode::kInterrupted, "stopped by a signal after step " +
-                                                              std::to_string(state_.step) +
-                                                              "; continue with --resume"));
+        sink_.Emit(Error(events::ErrorCode::kInterrupted,
+                         "stopped by a signal after step " + std::to_string(state_.step) +
+                             (collective_->world_size() > 1 ? " (every rank stopped there)" : "") +
+                             "; continue with --resume"));
       return kExitInterrupted;
     }
     Step(step);
@@ -512,18 +555,13 @@ int RunTraining(const TrainConfig& config, const RunOptions& options, EventSink&
   Run run(config, options, sink);
   try {
     return run.Execute();
-  } catch (const c10::OutOfMemoryError& e) {
-    sink.Emit(MakeErrorEvent(
-        events::ErrorCode::kOutOfMemory,
-        "out of memory with micro_batch " + std::to_string(config.optim.micro_batch) +
-            " and max_seq_len " + std::to_string(config.data.max_seq_len) +
-            ": lower optim.micro_batch (gradient accumulation keeps the global batch), "
-            "data.max_seq_len, or set gradient_checkpointing: true"));
+  } catch (const c10::OutOfMemoryError&) {
+    sink.Emit(MakeErrorEvent(events::ErrorCode::kOutOfMemory,
+                             OutOfMemoryMessage(config, run.world_size(), "device")));
     return kExitOutOfMemory;
   } catch (const std::bad_alloc&) {
     sink.Emit(MakeErrorEvent(events::ErrorCode::kOutOfMemory,
-                             "out of host memory: lower optim.micro_batch, data.max_seq_len, or "
-                             "set gradient_checkpointing: true"));
+                             OutOfMemoryMessage(config, run.world_size(), "host")));
     return kExitOutOfMemory;
   } catch (const std::domain_error& e) {
     sink.Emit(MakeErrorEvent(events::ErrorCode::kNonFinite,
@@ -540,8 +578,16 @@ int RunTraining(const TrainConfig& config, const RunOptions& options, EventSink&
     sink.Emit(MakeErrorEvent(events::ErrorCode::kBadConfig, e.what()));
     return kExitError;
   } catch (const c10::Error& e) {
+    const std::string message = e.what_without_backtrace();
+    if (IsAllocationFailure(message)) {
+      const bool device = message.find("CUDA") != std::string::npos;
+      sink.Emit(
+          MakeErrorEvent(events::ErrorCode::kOutOfMemory,
+                         OutOfMemoryMessage(config, run.world_size(), device ? "device" : "host")));
+      return kExitOutOfMemory;
+    }
     // LibTorch's what() carries a C++ backtrace; users need the message.
-    sink.Emit(MakeErrorEvent(events::ErrorCode::kFailed, e.what_without_backtrace()));
+    sink.Emit(MakeErrorEvent(events::ErrorCode::kFailed, message));
     return kExitError;
   } catch (const std::exception& e) {
     sink.Emit(MakeErrorEvent(events::ErrorCode::kFailed, e.what()));

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "spec/train_config.h"
+#include "spec/trainer_events.h"
 #include "worker/train/events.h"
 
 namespace diablo::train {
@@ -26,7 +27,7 @@ enum ExitCode : int {
   kExitError = 1,        // bad config, data or files: fix the input
   kExitNonFinite = 3,    // loss became NaN/Inf: lower the lr; last good checkpoint kept
   kExitOutOfMemory = 4,  // lower micro_batch / max_seq_len or enable gradient checkpointing
-  kExitInterrupted = 5,  // SIGINT/SIGTERM: a checkpoint was written; resume to continue
+  kExitInterrupted = events::kInterruptedExitCode,  // SIGINT/SIGTERM: a checkpoint was written
 };
 
 // Runs the whole job, reporting through `sink` (rank 0 only; other ranks
