@@ -131,6 +131,20 @@ const DiabloSpmApi& Plugin(const std::string& model_path) {
   return *api;
 }
 
+// Runs `body` inside one of the plugin's callbacks: no exception may cross
+// its C interface, so one is kept in `error` (the callback returns 1, which
+// stops the plugin) and rethrown once the plugin has returned.
+template <typename Body>
+int KeepException(std::exception_ptr* error, Body body) {
+  try {
+    body();
+    return 0;
+  } catch (...) {
+    *error = std::current_exception();
+    return 1;
+  }
+}
+
 class SentencePieceTokenizer : public Tokenizer {
  public:
   SentencePieceTokenizer(const DiabloSpmApi& api, std::string path, bool add_bos, bool add_eos)
@@ -283,14 +297,10 @@ class SentencePieceTokenizer : public Tokenizer {
     EncodeSink sink{out, offset, nullptr};
     auto on_piece = [](void* context, int32_t id, size_t begin, size_t end) -> int {
       auto* s = static_cast<EncodeSink*>(context);
-      try {
+      return KeepException(&s->error, [&] {
         s->out->ids.push_back(id);
         s->out->offsets.emplace_back(s->offset + begin, s->offset + end);
-        return 0;
-      } catch (...) {
-        s->error = std::current_exception();
-        return 1;
-      }
+      });
     };
     char error[1024] = "";
     const int rc =
@@ -306,13 +316,7 @@ class SentencePieceTokenizer : public Tokenizer {
     DecodeSink sink{text, nullptr};
     auto on_text = [](void* context, const char* data, size_t size) -> int {
       auto* s = static_cast<DecodeSink*>(context);
-      try {
-        s->text->append(data, size);
-        return 0;
-      } catch (...) {
-        s->error = std::current_exception();
-        return 1;
-      }
+      return KeepException(&s->error, [&] { s->text->append(data, size); });
     };
     char error[1024] = "";
     const int rc =

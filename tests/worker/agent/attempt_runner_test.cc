@@ -36,6 +36,7 @@
 #include "common/sha256.h"
 #include "spec/estimate.h"
 #include "spec/model_source.h"
+#include "tests/worker/agent/small_llama_config.h"
 #include "worker/agent/memory_cap.h"
 
 namespace diablo::agent {
@@ -725,17 +726,7 @@ TEST_F(AttemptRunnerTest, AutoCapsATrainerAtItsJobsEstimateFromTheFetchedModel) 
   // fake trainer's instructions go beside it).
   const fs::path model = dir_ / "shared" / "model";
   fs::create_directories(model);
-  std::ofstream(model / "config.json") << json{
-      {"architectures", {"LlamaForCausalLM"}},
-      {"model_type", "llama"},
-      {"vocab_size", 1000},
-      {"hidden_size", 256},
-      {"intermediate_size", 512},
-      {"num_hidden_layers", 4},
-      {"num_attention_heads", 4},
-      {"num_key_value_heads", 2},
-      {"max_position_embeddings", 512},
-      {"rms_norm_eps", 1e-5}}.dump();
+  std::ofstream(model / "config.json") << agent::testing::SmallLlamaConfig().dump();
   std::ofstream(dir_ / "bin" / "fake_trainer.json")
       << json{{"mode", "succeed"}, {"record", (dir_ / "record").string()}}.dump();
   v1::Lease lease = MakeLease({});

@@ -18,6 +18,7 @@
 
 #include "spec/estimate.h"
 #include "spec/model_source.h"
+#include "tests/worker/agent/small_llama_config.h"
 
 namespace diablo::agent {
 namespace {
@@ -115,17 +116,7 @@ class DecideMemoryCapTest : public ::testing::Test {
            ("diablo-memory-cap-" + std::to_string(::getpid()) + "-" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_ / "model");
-    std::ofstream(dir_ / "model" / "config.json") << json{
-        {"architectures", {"LlamaForCausalLM"}},
-        {"model_type", "llama"},
-        {"vocab_size", 1000},
-        {"hidden_size", 256},
-        {"intermediate_size", 512},
-        {"num_hidden_layers", 4},
-        {"num_attention_heads", 4},
-        {"num_key_value_heads", 2},
-        {"max_position_embeddings", 512},
-        {"rms_norm_eps", 1e-5}}.dump();
+    std::ofstream(dir_ / "model" / "config.json") << agent::testing::SmallLlamaConfig().dump();
   }
   void TearDown() override {
     std::error_code ec;

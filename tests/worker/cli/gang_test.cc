@@ -114,15 +114,6 @@ class TrainProcess {
   bool reaped_ = false;
 };
 
-std::string WriteConfig(const fs::path& dir, const json& doc, const std::string& name) {
-  std::ofstream(dir / name) << doc.dump(2);
-  return (dir / name).string();
-}
-
-std::map<std::string, at::Tensor> Adapter(const fs::path& out) {
-  return peft::LoadSafetensors((out / "adapter" / "adapter_model.safetensors").string());
-}
-
 json GangConfig(const fs::path& dir) {
   json doc = TinyConfig(dir);
   doc["optim"]["max_steps"] = 400;  // long enough to signal it mid-run

@@ -46,15 +46,6 @@ Result RunTrain(const std::string& args, const fs::path& dir) {
   return r;
 }
 
-std::string WriteConfig(const fs::path& dir, const json& doc, const std::string& name) {
-  std::ofstream(dir / name) << doc.dump(2);
-  return (dir / name).string();
-}
-
-std::map<std::string, at::Tensor> Adapter(const fs::path& out) {
-  return peft::LoadSafetensors((out / "adapter" / "adapter_model.safetensors").string());
-}
-
 TEST(TrainCli, EmitsTheEventContractAndWritesTheAdapter) {
   fs::path dir = MakeScratch("cli");
   json doc = TinyConfig(dir);

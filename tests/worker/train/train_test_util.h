@@ -11,6 +11,7 @@
 
 #include "spec/train_config.h"
 #include "tests/worker/train/tiny_llm.h"
+#include "worker/peft/tensor_io.h"
 #include "worker/train/events.h"
 
 namespace diablo::testing {
@@ -72,6 +73,18 @@ inline nlohmann::json TinyConfig(const std::filesystem::path& dir) {
         {"seed", 7}}},
       {"output_dir", (dir / "out").string()},
       {"threads", 1}};
+}
+
+// Writes `doc` as dir/name (JSON, which `diablo train` reads) and returns the path.
+inline std::string WriteConfig(const std::filesystem::path& dir, const nlohmann::json& doc,
+                               const std::string& name) {
+  std::ofstream(dir / name) << doc.dump(2);
+  return (dir / name).string();
+}
+
+// The final adapter a run wrote into its output_dir `out`.
+inline std::map<std::string, at::Tensor> Adapter(const std::filesystem::path& out) {
+  return peft::LoadSafetensors((out / "adapter" / "adapter_model.safetensors").string());
 }
 
 inline train::TrainConfig Parse(const nlohmann::json& doc) {

@@ -28,10 +28,6 @@ int Train(const json& doc, RecordingSink& sink, train::RunOptions options = {}) 
   return train::RunTraining(Parse(doc), options, sink);
 }
 
-std::map<std::string, at::Tensor> Adapter(const fs::path& out) {
-  return peft::LoadSafetensors((out / "adapter" / "adapter_model.safetensors").string());
-}
-
 TEST(Trainer, LossFallsOnALearnableTask) {
   fs::path dir = MakeScratch("loss");
   json doc = TinyConfig(dir);
