@@ -37,7 +37,8 @@ std::string BroadcastText(Collective& c, const std::string& text, at::Device dev
 }
 
 // {"name": "step-00000010", "files": {"optimizer.pt": 1234, ...}}
-nlohmann::json Describe(const fs::path& dir) {
+nlohmann::json Describe(fs::path dir) {
+  if (!dir.has_filename()) dir = dir.parent_path();  // "--resume-from step-00000010/"
   nlohmann::json files = nlohmann::json::object();
   for (const auto& entry : fs::directory_iterator(dir))
     if (entry.is_regular_file()) files[entry.path().filename().string()] = entry.file_size();
@@ -84,8 +85,10 @@ std::string ShareCheckpoint(Collective& c, const std::string& rank0_path,
   if (plan.contains("error")) throw std::invalid_argument(plan["error"].get<std::string>());
 
   const std::string name = plan["name"].get<std::string>();
-  if (name.rfind("step-", 0) != 0 || name.find('/') != std::string::npos)
-    throw std::runtime_error("rank 0 named checkpoint \"" + name + "\", which is not one");
+  // The name becomes a folder under every rank's checkpoints/.
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
+    throw std::runtime_error("rank 0 named checkpoint \"" + name +
+                             "\", which is not a folder name");
   const fs::path local =
       c.rank() == 0 ? fs::path(rank0_path) : fs::path(CheckpointsDir(output_dir)) / name;
   const bool missing = c.rank() != 0 && !HaveSame(local, plan);
