@@ -91,10 +91,9 @@ class ProcessGroupCollective : public Collective {
     if (const size_t eol = detail.find('\n'); eol != std::string::npos) detail.resize(eol);
     throw CollectiveError(
         "rank " + std::to_string(rank_) + " of " + std::to_string(world_) + ": " + what +
-        " did not complete within collective_timeout_s (" +
+        " failed: another rank exited, or did not answer within collective_timeout_s (" +
         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout_).count()) +
-        " s): another rank stopped answering or exited (" + detail +
-        "). The run resumes from its last checkpoint when restarted");
+        " s) (" + detail + "). The run resumes from its last checkpoint when restarted");
   }
 
   c10::intrusive_ptr<c10d::Backend> backend_;
