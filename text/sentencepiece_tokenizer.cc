@@ -145,6 +145,16 @@ int KeepException(std::exception_ptr* error, Body body) {
   }
 }
 
+// After a plugin call: an exception a callback kept is rethrown first (it is
+// why the call stopped); otherwise a failed call becomes an error naming the
+// model, `what` the call was asked to do, and the plugin's message.
+void FinishCall(int rc, const std::exception_ptr& kept, const std::string& path,
+                const std::string& what, const char* error) {
+  if (kept) std::rethrow_exception(kept);
+  if (rc != DIABLO_SPM_OK)
+    throw std::runtime_error(path + ": SentencePiece could not " + what + " (" + error + ")");
+}
+
 class SentencePieceTokenizer : public Tokenizer {
  public:
   SentencePieceTokenizer(const DiabloSpmApi& api, std::string path, bool add_bos, bool add_eos)
@@ -305,11 +315,8 @@ class SentencePieceTokenizer : public Tokenizer {
     char error[1024] = "";
     const int rc =
         api_.encode(model_.get(), text.data(), text.size(), on_piece, &sink, error, sizeof error);
-    if (sink.error) std::rethrow_exception(sink.error);
-    if (rc != DIABLO_SPM_OK) {
-      throw std::runtime_error(path_ + ": SentencePiece could not encode a text of " +
-                               std::to_string(text.size()) + " bytes (" + error + ")");
-    }
+    FinishCall(rc, sink.error, path_, "encode a text of " + std::to_string(text.size()) + " bytes",
+               error);
   }
 
   void DecodeStretch(const std::vector<int32_t>& ids, std::string* text) const {
@@ -321,11 +328,7 @@ class SentencePieceTokenizer : public Tokenizer {
     char error[1024] = "";
     const int rc =
         api_.decode(model_.get(), ids.data(), ids.size(), on_text, &sink, error, sizeof error);
-    if (sink.error) std::rethrow_exception(sink.error);
-    if (rc != DIABLO_SPM_OK) {
-      throw std::runtime_error(path_ + ": SentencePiece could not decode " +
-                               std::to_string(ids.size()) + " ids (" + error + ")");
-    }
+    FinishCall(rc, sink.error, path_, "decode " + std::to_string(ids.size()) + " ids", error);
   }
 
   const DiabloSpmApi& api_;

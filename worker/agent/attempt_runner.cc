@@ -17,6 +17,7 @@
 #include "common/safe_name.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "spec/gang_stop_policy.h"
 #include "spec/trainer_events.h"
 #include "worker/agent/process.h"
 #include "worker/agent/reporter.h"
@@ -68,45 +69,32 @@ void JudgeExits(int first_rank, const std::vector<int>& codes,
   }
 }
 
-// Waits for this node's ranks.  When one fails, the others cannot finish a
-// collective without it: they get SIGTERM and, after `grace_s`, SIGKILL,
-// which also ends a rank that is stopped (SIGSTOP) or hung and would never
-// act on SIGTERM.  Reaping and signalling happen in this one thread, so a
-// signal never reaches a reaped (and perhaps reused) process id.  A rank that
-// was interrupted is not a failure: the others stop at the same step and
-// rank 0 writes the checkpoint, which must not be cut short.
+// Waits for this node's ranks, stopping the others when one fails
+// (spec/gang_stop_policy.h).  Reaping and signalling happen in this one
+// thread, so a signal never reaches a reaped (and perhaps reused) process id.
 std::vector<int> WaitForRanks(std::vector<Process>& processes, double grace_s) {
   if (processes.size() == 1) return {processes[0].Wait()};
-  std::vector<std::optional<int>> codes(processes.size());
-  size_t remaining = processes.size();
-  std::optional<std::chrono::steady_clock::time_point> kill_at;
+  std::vector<int> codes(processes.size());
+  events::GangStopPolicy gang(processes.size(),
+                              std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000)));
   auto signal_running = [&](int signal) {
     for (size_t i = 0; i < processes.size(); ++i)
-      if (!codes[i]) processes[i].Signal(signal);
+      if (gang.running(i)) processes[i].Signal(signal);
   };
-  while (remaining > 0) {
+  while (gang.remaining() > 0) {
     bool reaped = false;
     for (size_t i = 0; i < processes.size(); ++i) {
-      if (codes[i]) continue;
-      codes[i] = processes[i].TryWait();
-      if (!codes[i]) continue;
-      --remaining;
+      if (!gang.running(i)) continue;
+      const std::optional<int> code = processes[i].TryWait();
+      if (!code) continue;
+      codes[i] = *code;
       reaped = true;
-      if (*codes[i] != 0 && *codes[i] != events::kInterruptedExitCode && !kill_at) {
-        signal_running(SIGTERM);
-        kill_at = std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000));
-      }
+      if (gang.Exited(i, *code)) signal_running(SIGTERM);
     }
-    if (kill_at && std::chrono::steady_clock::now() >= *kill_at) {
-      signal_running(SIGKILL);
-      kill_at = std::chrono::steady_clock::time_point::max();
-    }
-    if (!reaped && remaining > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (gang.KillDue()) signal_running(SIGKILL);
+    if (!reaped && gang.remaining() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  std::vector<int> out;
-  for (const auto& code : codes) out.push_back(*code);
-  return out;
+  return codes;
 }
 
 }  // namespace

@@ -13,10 +13,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <optional>
 #include <string>
 #include <vector>
 
+#include "spec/gang_stop_policy.h"
 #include "worker/cli/commands.h"
 #include "worker/train/trainer.h"
 
@@ -51,30 +51,24 @@ volatile std::sig_atomic_t g_forward_signal = 0;
 extern "C" void RememberSignal(int signal) { g_forward_signal = signal; }
 
 // Waits for every rank.  A SIGINT/SIGTERM to the launcher goes to every rank
-// (they agree on the step to stop at).  When a rank fails, the others cannot
-// finish a collective without it: they get SIGTERM, and SIGKILL after
-// kFailureGrace, which also ends a rank that is stopped (SIGSTOP) or hung
-// and would never act on SIGTERM.  A rank that was interrupted (exit 5) is
-// not a failure: the others stop at the same step and write the checkpoint.
+// (they agree on the step to stop at); a failed rank stops the others
+// (spec/gang_stop_policy.h).  Returns the first non-zero exit code.
 int SuperviseRanks(const std::vector<pid_t>& pids) {
   constexpr auto kFailureGrace = std::chrono::seconds(10);
   std::signal(SIGINT, RememberSignal);
   std::signal(SIGTERM, RememberSignal);
-  std::vector<bool> running(pids.size(), true);
-  size_t remaining = pids.size();
+  events::GangStopPolicy gang(pids.size(), kFailureGrace);
+  auto signal_running = [&](int signal) {
+    for (size_t i = 0; i < pids.size(); ++i)
+      if (gang.running(i)) ::kill(pids[i], signal);
+  };
   int result = 0;
-  std::optional<std::chrono::steady_clock::time_point> kill_at;
-  while (remaining > 0) {
+  while (gang.remaining() > 0) {
     if (const int signal = g_forward_signal; signal != 0) {
       g_forward_signal = 0;
-      for (size_t i = 0; i < pids.size(); ++i)
-        if (running[i]) ::kill(pids[i], signal);
+      signal_running(signal);
     }
-    if (kill_at && std::chrono::steady_clock::now() >= *kill_at) {
-      for (size_t i = 0; i < pids.size(); ++i)
-        if (running[i]) ::kill(pids[i], SIGKILL);
-      kill_at.reset();
-    }
+    if (gang.KillDue()) signal_running(SIGKILL);
     int status = 0;
     const pid_t done = ::waitpid(-1, &status, WNOHANG);
     if (done < 0 && errno != EINTR) break;
@@ -84,20 +78,16 @@ int SuperviseRanks(const std::vector<pid_t>& pids) {
     }
     const auto it = std::find(pids.begin(), pids.end(), done);
     if (it == pids.end()) continue;
-    running[static_cast<size_t>(it - pids.begin())] = false;
-    --remaining;
+    const size_t rank = static_cast<size_t>(it - pids.begin());
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (code == 0 || result != 0) continue;
-    result = code;
-    if (code == train::kExitInterrupted) continue;
-    std::fprintf(stderr,
-                 "diablo train: rank %d exited with %d; stopping the other ranks (SIGKILL in "
-                 "%lld s)\n",
-                 static_cast<int>(it - pids.begin()), code,
-                 static_cast<long long>(kFailureGrace.count()));
-    for (size_t i = 0; i < pids.size(); ++i)
-      if (running[i]) ::kill(pids[i], SIGTERM);
-    kill_at = std::chrono::steady_clock::now() + kFailureGrace;
+    if (result == 0) result = code;
+    if (gang.Exited(rank, code)) {
+      std::fprintf(stderr,
+                   "diablo train: rank %zu exited with %d; stopping the other ranks (SIGKILL in "
+                   "%lld s)\n",
+                   rank, code, static_cast<long long>(kFailureGrace.count()));
+      signal_running(SIGTERM);
+    }
   }
   return result;
 }

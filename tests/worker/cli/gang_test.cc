@@ -25,8 +25,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-const std::string kDiablo = std::string(DIABLO_BINARY_DIR) + "/bin/diablo";
-
 // A `diablo train ... --events` process whose stdout is read event by event.
 class TrainProcess {
  public:

@@ -20,8 +20,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-const std::string kDiablo = std::string(DIABLO_BINARY_DIR) + "/bin/diablo";
-
 struct Result {
   int code = -1;
   std::vector<json> events;

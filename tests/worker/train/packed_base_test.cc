@@ -19,8 +19,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::string kDiablo = std::string(DIABLO_BINARY_DIR) + "/bin/diablo";
-
 bool HaveModel() { return std::string(DIABLO_MODEL_GGUF).size() && fs::exists(DIABLO_MODEL_GGUF); }
 
 // Runs `diablo train <config>` and returns its events (stdout JSON lines).

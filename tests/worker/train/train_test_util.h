@@ -16,6 +16,9 @@
 
 namespace diablo::testing {
 
+// The `diablo` binary of this build, for the tests that run it as users do.
+inline const std::string kDiablo = std::string(DIABLO_BINARY_DIR) + "/bin/diablo";
+
 class RecordingSink : public train::EventSink {
  public:
   void Emit(nlohmann::json event) override { events.push_back(std::move(event)); }
